@@ -1,0 +1,394 @@
+"""The decision log: write decisions and feedback, purge, migrate (architecture §5).
+
+One `AuditStore` per process, shared by all request threads. SQLite (the embedded default)
+and PostgreSQL (multi-worker, multi-host) run the same code; only connection set-up and the
+duplicate-ignoring insert differ by dialect. Patient ids never reach the database: they are
+replaced by HMAC-SHA256 under a site key, so a log reader can group by patient but cannot
+recover who the patient is without the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    make_url,
+    select,
+)
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import StaticPool
+
+from .models import Card, Decision, DecisionOrder, Feedback, RuleEvaluation, RuleHit
+from .records import DecisionRecord, FeedbackItem
+
+log = logging.getLogger("cds_hooks.audit")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIN_KEY_BYTES = 16
+# Alembic's `context` is a module-level proxy, so two threads must not migrate at once;
+# processes and hosts are serialised by the database (see migrations/env.py).
+_MIGRATE_LOCK = threading.Lock()
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+class AuditStoreClosedError(RuntimeError):
+    """Raised when a store is used after `dispose()`."""
+
+
+class AuditStore:
+    """Decision and feedback storage over one SQLAlchemy engine (thread-safe)."""
+
+    write_failures: ClassVar[int] = 0
+    _failures_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, url: str, patient_key: bytes, *, pool_size: int = 5) -> None:
+        if not isinstance(patient_key, bytes) or len(patient_key) < MIN_KEY_BYTES:
+            raise ValueError(
+                f"patient_key must be at least {MIN_KEY_BYTES} random bytes "
+                "(e.g. secrets.token_bytes(32)); a short key lets anyone with the log "
+                "recover patient ids by guessing"
+            )
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self._key = patient_key
+        self._url = _normalise_url(url)
+        if self._url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError("the audit store supports sqlite:// and postgresql+psycopg:// URLs")
+        self._engine = _build_engine(self._url, pool_size)
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; a no-op when it already is."""
+        self._check_open()
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("path_separator", "os")
+        # ConfigParser interpolates '%', which URL-encoded passwords contain.
+        url = self._url.render_as_string(hide_password=False).replace("%", "%%")
+        cfg.set_main_option("sqlalchemy.url", url)
+        with _MIGRATE_LOCK, self._engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        """Close every pooled connection; later calls raise `AuditStoreClosedError`."""
+        self._closed = True
+        self._engine.dispose()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def hash_patient(self, patient_id: str) -> str:
+        """Keyed hash that stands in for the patient id everywhere in the log."""
+        return hmac.new(self._key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def record_decision(
+        self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]
+    ) -> None:
+        """Store one decision with its orders, hits, cards and evaluated rules atomically.
+
+        `evaluated_rules` are the (rule id, version) pairs run for the cryotherapy orders,
+        fired or not; fired rules are added if missing so fires never exceed evaluations.
+        Raises on any failure; `record_decision_safely` is the variant for request paths.
+        """
+        self._check_open()
+        rows = _decision_rows(rec, evaluated_rules, self.hash_patient(rec.patient_id))
+        with self._engine.begin() as conn:
+            conn.execute(insert(Decision), [rows["decision"]])
+            for model in (DecisionOrder, RuleEvaluation, Card, RuleHit):
+                if rows[model.__tablename__]:
+                    conn.execute(insert(model), rows[model.__tablename__])
+
+    def record_decision_safely(
+        self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]
+    ) -> bool:
+        """Like `record_decision`, but a failure is logged and counted, never raised.
+
+        The clinician's cards matter more than their audit trail, so a broken database
+        must not turn a served decision into an error. The log line names the decision
+        and the error class only: no patient data, no SQL parameters.
+        """
+        try:
+            self.record_decision(rec, evaluated_rules)
+        except Exception as exc:  # noqa: BLE001 - any failure here is counted, not raised
+            with AuditStore._failures_lock:
+                AuditStore.write_failures += 1
+            log.error(
+                "audit write failed for decision %s (%s); the response was served but "
+                "not recorded - check the audit database",
+                rec.decision_id,
+                _describe(exc),
+            )
+            return False
+        return True
+
+    def record_feedback(
+        self, service_id: str, items: Sequence[FeedbackItem]
+    ) -> list[dict[str, Any]]:
+        """Store feedback entries in one transaction, joined to their card's rule.
+
+        A card the log does not hold (never issued, purged, or issued by another
+        service) is kept with `known_card=False` so nothing the EHR says is lost. The same
+        entry posted twice is stored once (`stored=False` the second time). Returns one
+        dict per item: card_uuid, outcome, known_card, decision_id, rule_id, stored.
+        """
+        self._check_open()
+        if not items:
+            return []
+        received_at = datetime.now(UTC)
+        results: list[dict[str, Any]] = []
+        with self._engine.begin() as conn:
+            wanted = sorted({item.card_uuid for item in items})
+            query = (
+                select(Card.uuid, Card.decision_id, Card.rule_id, Decision.service_id)
+                .join(Decision, Decision.decision_id == Card.decision_id)
+                .where(Card.uuid.in_(wanted))
+            )
+            cards = {row.uuid: row for row in conn.execute(query)}
+            for item in items:
+                card = cards.get(item.card_uuid)
+                match = card if card is not None and card.service_id == service_id else None
+                link = {
+                    "known_card": match is not None,
+                    "decision_id": match.decision_id if match else None,
+                    "rule_id": match.rule_id if match else None,
+                }
+                row = {**_feedback_row(service_id, item, received_at), **link}
+                stored = _insert_ignoring_duplicate(conn, row)
+                results.append(
+                    {"card_uuid": item.card_uuid, "outcome": item.outcome, **link, "stored": stored}
+                )
+        return results
+
+    def purge_older_than(self, days: int) -> int:
+        """Delete decisions (with children) and feedback older than `days`; retention.
+
+        Decisions age by `created_at`, feedback by `received_at`. Returns the number of
+        decisions deleted.
+        """
+        self._check_open()
+        if days < 0:
+            raise ValueError("days must be zero or more")
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        old = select(Decision.decision_id).where(Decision.created_at < cutoff)
+        with self._engine.begin() as conn:
+            # Explicit child deletes: SQLite only cascades with foreign_keys on, and a
+            # database created by other tools might not have it.
+            conn.execute(delete(RuleEvaluation).where(RuleEvaluation.decision_id.in_(old)))
+            conn.execute(delete(RuleHit).where(RuleHit.decision_id.in_(old)))
+            conn.execute(delete(Card).where(Card.decision_id.in_(old)))
+            conn.execute(delete(DecisionOrder).where(DecisionOrder.decision_id.in_(old)))
+            deleted = conn.execute(delete(Decision).where(Decision.created_at < cutoff))
+            conn.execute(delete(Feedback).where(Feedback.received_at < cutoff))
+        return int(deleted.rowcount)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def count_decisions(self) -> int:
+        """Number of decisions held (health checks, tests)."""
+        with self.reading() as conn:
+            return int(conn.execute(select(func.count()).select_from(Decision)).scalar_one())
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only connection for queries (`analytics`); takes no write lock."""
+        self._check_open()
+        with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(postgresql_readonly=True)
+            else:
+                conn.execution_options(audit_read_only=True)
+            yield conn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AuditStoreClosedError("audit store is closed; create a new AuditStore")
+
+
+# -- engine set-up -----------------------------------------------------------------------
+
+
+def _normalise_url(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        # Bare "postgresql://" means psycopg2 to SQLAlchemy; the project ships psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _build_engine(url: URL, pool_size: int) -> Engine:
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, hide_parameters=True)
+    connect_args = {"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000}
+    # Every connection to ":memory:" is a new empty database, so share one there.
+    memory = url.database in (None, "", ":memory:")
+    pooling: dict[str, Any] = {"poolclass": StaticPool} if memory else {"pool_size": pool_size}
+    engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **pooling)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers run beside the writer; busy_timeout makes writers queue, not fail."""
+    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see below)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    """Writers take the lock up front: a deferred transaction that reads first and then
+    writes can fail with SQLITE_BUSY at once instead of waiting out the busy timeout."""
+    if conn.get_execution_options().get("audit_read_only"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# -- row building ------------------------------------------------------------------------
+
+
+def _decision_rows(
+    rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]], patient_hash: str
+) -> dict[str, Any]:
+    """Turn a record into insert parameters, the patient id replaced by its hash."""
+    versions: dict[str, str] = {}
+    for rule_id, version in [*evaluated_rules, *((h.rule_id, h.rule_version) for h in rec.fired)]:
+        if versions.setdefault(rule_id, version) != version:
+            raise ValueError(f"rule {rule_id} has two versions in one decision")
+
+    scrub = _Scrubber(rec.patient_id, patient_hash)
+    did = rec.decision_id
+    return {
+        "decision": {
+            "decision_id": did,
+            "created_at": rec.created_at,
+            "service_id": rec.service_id,
+            "hook": rec.hook,
+            "hook_instance": rec.hook_instance,
+            "patient_hash": patient_hash,
+            "rules_revision": rec.rules_revision,
+            "evaluator": rec.evaluator,
+            "latency_ms": float(rec.latency_ms),
+            "status": int(rec.status),
+            "data_gaps": scrub(list(rec.data_gaps)),
+        },
+        "decision_order": [
+            {"decision_id": did, "order_ref": scrub(ref), "modality": modality}
+            for ref, modality in rec.orders
+        ],
+        "rule_evaluation": [
+            {"decision_id": did, "rule_id": rule_id, "rule_version": version}
+            for rule_id, version in versions.items()
+        ],
+        # CardRecord and FiredRule fields are named after their columns.
+        "card": [
+            {
+                **vars(card),
+                "decision_id": did,
+                "summary": scrub(card.summary),
+                "suggestion_uuids": list(card.suggestion_uuids),
+            }
+            for card in rec.cards
+        ],
+        "rule_hit": [
+            {
+                **vars(hit),
+                "decision_id": did,
+                "order_ref": scrub(hit.order_ref),
+                "evidence": scrub(hit.evidence),
+                "facts": scrub(hit.facts),
+            }
+            for hit in rec.fired
+        ],
+    }
+
+
+class _Scrubber:
+    """Replaces the raw patient id (alone or as a `Patient/<id>` reference) in strings.
+
+    A guard, not a licence: the pipeline should not put the id in evidence or facts, but
+    if a Patient reference slips into them the log still holds only the keyed hash.
+    """
+
+    def __init__(self, patient_id: str, patient_hash: str) -> None:
+        self._raw = patient_id
+        self._ref = f"Patient/{patient_id}"
+        self._masked = f"Patient/hmac-{patient_hash}"
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            if self._raw and (value == self._raw or value == self._ref):
+                return self._masked
+            if self._raw and value.startswith(self._ref + "/"):
+                return self._masked + value[len(self._ref) :]
+            return value
+        if isinstance(value, Mapping):
+            return {key: self(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self(item) for item in value]
+        return value
+
+
+def _feedback_row(service_id: str, item: FeedbackItem, received_at: datetime) -> dict[str, Any]:
+    # FeedbackItem fields are named after their columns.
+    return {
+        **vars(item),
+        "accepted_suggestions": list(item.accepted_suggestions),
+        "service_id": service_id,
+        "received_at": received_at,
+        "dedupe_key": item.dedupe_key(),
+    }
+
+
+def _insert_ignoring_duplicate(conn: Connection, row: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING; True when a row was written."""
+    stmt: PgInsert | SqliteInsert
+    if conn.dialect.name == "postgresql":
+        stmt = pg_insert(Feedback).values(row)
+    else:
+        stmt = sqlite_insert(Feedback).values(row)
+    stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
+    if conn.dialect.insert_returning:
+        # With RETURNING in play (implicit for the primary key) rowcount reads -1.
+        return conn.execute(stmt.returning(Feedback.id)).first() is not None
+    return conn.execute(stmt).rowcount == 1
+
+
+def _describe(exc: BaseException) -> str:
+    """An error description safe to log: class names and the first line of DB messages."""
+    if isinstance(exc, (ValueError, AuditStoreClosedError)):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        # Later lines (PostgreSQL DETAIL: "Failing row contains ...") may echo row values.
+        first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+        return f"{type(exc).__name__} ({type(exc.orig).__name__}: {first_line})"
+    return type(exc).__name__

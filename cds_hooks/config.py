@@ -1,0 +1,140 @@
+"""Service configuration: embedded defaults, overridden by ``CDS_HOOKS_*`` environment
+variables, validated once at start so a bad setting stops the service with a clear message
+instead of failing on the first request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_RULES_DIR = PACKAGE_DIR.parent / "rules"
+PREFIX = "CDS_HOOKS_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    rules_dir: Path = DEFAULT_RULES_DIR
+    database_url: str = "sqlite:///var/cryo-cds/decisions.db"
+    patient_hash_key: bytes | None = None  # None: read or create var/cryo-cds/patient-hash.key
+    evaluator: str = "durable"  # "durable" or "plain"
+    rule_params: Mapping[str, Any] = field(default_factory=dict)
+    destruction_codes_imply_cryo: bool = False
+    auth_required: bool = True
+    trusted_issuers: str = ""  # JSON list, or a path to a JSON file (see README)
+    public_base_url: str = "http://127.0.0.1:8080"
+    jwt_clock_skew_s: int = 60
+    tenants: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 20 * 1024 * 1024
+    fetch_budget_s: float = 4.0
+    fetch_max_pages: int = 20
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{PREFIX}{name} must be true or false, got {raw!r}")
+
+
+def _number(name: str, raw: str, kind: type) -> Any:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name} must be a {kind.__name__}, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{PREFIX}{name} must be positive")
+    return value
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Config:
+    """Defaults overridden by the environment (see the configuration table in README.md)."""
+    env = os.environ if environ is None else environ
+    changes: dict[str, Any] = {}
+
+    def get(name: str) -> str | None:
+        return env.get(PREFIX + name)
+
+    if (raw := get("RULES_DIR")) is not None:
+        changes["rules_dir"] = Path(raw)
+    if (raw := get("DATABASE_URL")) is not None:
+        changes["database_url"] = raw
+    if (raw := get("PATIENT_HASH_KEY")) is not None:
+        if len(raw) < 16:
+            raise ConfigError(f"{PREFIX}PATIENT_HASH_KEY must be at least 16 characters")
+        changes["patient_hash_key"] = raw.encode()
+    if (raw := get("EVALUATOR")) is not None:
+        if raw not in ("durable", "plain"):
+            raise ConfigError(f"{PREFIX}EVALUATOR must be 'durable' or 'plain'")
+        changes["evaluator"] = raw
+    if (raw := get("RULE_PARAMS")) is not None:
+        try:
+            params = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{PREFIX}RULE_PARAMS must be a JSON object: {exc}") from None
+        if not isinstance(params, dict):
+            raise ConfigError(f"{PREFIX}RULE_PARAMS must be a JSON object")
+        changes["rule_params"] = params
+    if (raw := get("DESTRUCTION_CODES_IMPLY_CRYO")) is not None:
+        changes["destruction_codes_imply_cryo"] = _bool("DESTRUCTION_CODES_IMPLY_CRYO", raw)
+    if (raw := get("AUTH")) is not None:
+        changes["auth_required"] = raw.strip().lower() not in ("off", "disabled", "false", "0")
+    if (raw := get("TRUSTED_ISSUERS")) is not None:
+        changes["trusted_issuers"] = raw
+    if (raw := get("PUBLIC_BASE_URL")) is not None:
+        changes["public_base_url"] = raw.rstrip("/")
+    if (raw := get("JWT_CLOCK_SKEW_S")) is not None:
+        changes["jwt_clock_skew_s"] = _number("JWT_CLOCK_SKEW_S", raw, int)
+    if (raw := get("TENANTS")) is not None:
+        changes["tenants"] = _list(raw)
+    if (raw := get("CORS_ORIGINS")) is not None:
+        changes["cors_origins"] = _list(raw)
+    if (raw := get("MAX_BODY_BYTES")) is not None:
+        changes["max_body_bytes"] = _number("MAX_BODY_BYTES", raw, int)
+    if (raw := get("FETCH_BUDGET_S")) is not None:
+        changes["fetch_budget_s"] = _number("FETCH_BUDGET_S", raw, float)
+    if (raw := get("FETCH_MAX_PAGES")) is not None:
+        changes["fetch_max_pages"] = _number("FETCH_MAX_PAGES", raw, int)
+    if (raw := get("HOST")) is not None:
+        changes["host"] = raw
+    if (raw := get("PORT")) is not None:
+        changes["port"] = _number("PORT", raw, int)
+    return Config(**changes)
+
+
+def patient_hash_key(config: Config) -> bytes:
+    """The keyed-hash secret for patient ids: configured, or kept in a local file beside the
+    default SQLite log so hashes stay stable across restarts."""
+    if config.patient_hash_key is not None:
+        return config.patient_hash_key
+    path = Path("var/cryo-cds/patient-hash.key")
+    if path.exists():
+        return path.read_bytes().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key)
+    return key

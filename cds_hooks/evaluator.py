@@ -1,0 +1,84 @@
+"""A plain-Python interpreter of the compiled rule JSON.
+
+It is the oracle the durable-rules engine is checked against (the engine has silent
+wrong-result bugs), and the evaluator used where ``durable`` cannot be imported. It
+understands exactly the subset the rulebook emits: ``$and``, ``$or``, equality, ``$lt``,
+``$lte``, ``$gt``, ``$gte`` and absence patterns (``<alias>$not``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import product
+from typing import Any
+
+from .rulebook import SENTINEL_KIND
+
+Fact = Mapping[str, Any]
+Hit = tuple[str, tuple[tuple[str, str], ...]]  # (variant key, ((alias, fact id), ...))
+
+_COMPARE = {
+    "$lt": lambda a, b: a < b,
+    "$lte": lambda a, b: a <= b,
+    "$gt": lambda a, b: a > b,
+    "$gte": lambda a, b: a >= b,
+}
+
+
+def matches(fact: Fact, term: Mapping[str, Any]) -> bool:
+    """Does one fact satisfy one compiled test expression?"""
+    for key, value in term.items():
+        if key == "$and":
+            if not all(matches(fact, t) for t in value):
+                return False
+        elif key == "$or":
+            if not any(matches(fact, t) for t in value):
+                return False
+        elif key in _COMPARE:
+            ((fname, operand),) = value.items()
+            actual = fact.get(fname)
+            if not isinstance(actual, (int, float)) or isinstance(actual, bool):
+                return False
+            if not _COMPARE[key](actual, operand):
+                return False
+        elif fact.get(key, _MISSING) != value:
+            return False
+    return True
+
+
+_MISSING = object()
+
+
+class PlainEvaluator:
+    """Evaluates compiled rules over one request's facts; stateless and thread-safe."""
+
+    name = "plain"
+
+    def __init__(self, rules: Mapping[str, Mapping[str, Any]]):
+        self._rules = {key: definition["all"] for key, definition in rules.items()}
+
+    def evaluate(self, facts: Sequence[Fact]) -> list[Hit]:
+        hits: list[Hit] = []
+        for key, terms in self._rules.items():
+            positive: list[tuple[str, list[Fact]]] = []
+            blocked = False
+            for term in terms:
+                ((alias, pattern),) = term.items()
+                if alias == "req" and pattern == {"kind": SENTINEL_KIND}:
+                    continue
+                found = [f for f in facts if f.get("kind") != SENTINEL_KIND and matches(f, pattern)]
+                if alias.endswith("$not"):
+                    if found:
+                        blocked = True
+                        break
+                else:
+                    if not found:
+                        blocked = True
+                        break
+                    positive.append((alias, found))
+            if blocked:
+                continue
+            aliases = [a for a, _ in positive]
+            for combo in product(*(found for _, found in positive)):
+                hits.append((key, tuple(zip(aliases, (str(f["id"]) for f in combo)))))
+        return hits

@@ -1,0 +1,226 @@
+"""FHIR resources -> flat facts the rules compare with constants (one function per family).
+
+Everything clinical that needs code lists, dates or units is decided here, in Python, so
+rule conditions stay simple comparisons (which is also what keeps durable-rules correct).
+The catalogue's record filters (F-COND, F-DEV, F-ALG) are applied here; resources that do
+not count never become facts. Medications and observations live in their own modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import count
+from typing import Any
+
+from .concepts import codings, first_code, in_set, label, status_code, texts
+from .fhirtime import age_in_years, days_between, to_instant
+from .medfacts import medication_facts
+from .obsfacts import observation_facts
+from .orderfacts import OrderContext, interval_facts, order_fact
+from .orders import CryoOrder
+from .record import PatientRecord, ref_of
+from .terminology import Terminology
+
+Fact = dict[str, Any]
+
+# Condition flag -> (value set id, also match the set's text pattern)
+CONDITION_SETS: dict[str, tuple[str, bool]] = {
+    "in_cv": ("CL-CV", False),
+    "in_htn": ("CL-HTN", False),
+    "in_htn_crisis": ("CL-HTN-CRISIS", False),
+    "in_arr": ("CL-ARR", False),
+    "in_cardiac_device": ("CL-CARDIAC-DEVICE.condition", False),
+    "in_electronic_implant": ("CL-ELECTRONIC-IMPLANT.condition", False),
+    "in_metal_implant": ("CL-METAL-IMPLANT.condition", False),
+    "in_anemia": ("CL-ANEMIA", False),
+    "in_immuno": ("CL-IMMUNO.condition", False),
+    "in_dm_unctrl": ("CL-DM-UNCTRL", False),
+    "in_dm_neuro": ("CL-DM-NEURO", False),
+    "in_sensory_loss": ("CL-SENSORY-LOSS", False),
+    "in_pvd": ("CL-PVD", False),
+    "in_cold_intolerance": ("CL-COLD-INTOL", False),
+    "in_cryoglob": ("CL-CRYOGLOB", True),
+    "in_raynaud": ("CL-RAYNAUD", False),
+    "in_cold_aggl": ("CL-COLD-AGGL", True),
+    "in_wound": ("CL-WOUND-INF", False),
+    "in_resp": ("CL-RESP", False),
+    "in_seizure": ("CL-EXT-WBC.seizure", False),
+    "in_vte": ("CL-EXT-WBC.vte", False),
+    "in_claustrophobia": ("CL-EXT-WBC.claustrophobia", False),
+    "in_hypothyroid": ("CL-EXT-WBC.hypothyroid", False),
+    "in_gi_bleed": ("CL-GI-BLEED", False),
+    "in_rosacea": ("CL-ROSACEA", False),
+    "in_anticoag_use": ("MED-ANTICOAG.current-use-icd", False),
+    "in_antiplt_use": ("MED-ANTIPLT.current-use-icd", False),
+    "in_nsaid_use": ("MED-NSAID.current-use-icd", False),
+    "in_chemo": ("MED-CHEMO.icd", False),
+    "in_immsup_use": ("MED-IMMSUP.icd", False),
+}
+COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
+NOT_VERIFIED = {"refuted", "entered-in-error"}
+
+
+@dataclass(frozen=True)
+class FactContext:
+    """What every fact family needs: the terminology, the clock and the order's date."""
+
+    terminology: Terminology
+    now: datetime
+    treatment: datetime
+    ids: Any  # an itertools.count shared by one request's facts
+
+    def new_fact(self, kind: str, resource: Any | None = None, **fields: Any) -> Fact:
+        fact: Fact = {"kind": kind, "id": f"f{next(self.ids)}"}
+        if resource is not None:
+            fact["ref"] = ref_of(resource)
+        fact.update({k: v for k, v in fields.items() if v is not None})
+        return fact
+
+    def days_ago(self, when: datetime) -> float:
+        return round(days_between(when, self.now), 4)
+
+
+def verified(resource: Any) -> bool:
+    return status_code(getattr(resource, "verificationStatus", None)) not in NOT_VERIFIED
+
+
+def condition_counts(condition: Any, now: datetime) -> bool:
+    """F-COND: active-like clinical status (absent = active), not refuted, not abated."""
+    clinical = status_code(condition.clinicalStatus) or "active"
+    if clinical not in COUNTING_CLINICAL or not verified(condition):
+        return False
+    if condition.abatementDateTime is not None:
+        ended = to_instant(condition.abatementDateTime)
+        return ended is None or ended > now
+    if condition.abatementPeriod is not None:
+        ended = to_instant(condition.abatementPeriod.end or condition.abatementPeriod.start)
+        return ended is None or ended > now
+    return not (condition.abatementAge or condition.abatementRange or condition.abatementString)
+
+
+def condition_date(condition: Any) -> datetime | None:
+    """onset[x] (Period: start), else recordedDate."""
+    onset = condition.onsetDateTime or (condition.onsetPeriod.start if condition.onsetPeriod else None)
+    return to_instant(onset) or to_instant(condition.recordedDate)
+
+
+def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext) -> list[Fact]:
+    tx = ctx.terminology
+    facts = []
+    dm_sets = [tx["CL-DM"], tx["CL-DM-UNCTRL"], tx["CL-DM-NEURO"]]
+    for condition in record.of("Condition"):
+        if not condition_counts(condition, ctx.now):
+            continue
+        code = condition.code
+        flags = {flag: True for flag, (vs, with_text) in CONDITION_SETS.items()
+                 if in_set(code, tx[vs], with_text=with_text)}
+        if any(in_set(code, vs) for vs in dm_sets):
+            flags["in_dm_any"] = True
+        text = " | ".join(texts(code))
+        if tx["CL-COLD-URT"].matches_text(text):
+            flags["in_cold_urticaria_text"] = True
+        elif in_set(code, tx["CL-COLD-URT"]):
+            flags["in_cold_urticaria_icd"] = True
+        if in_set(code, tx["CL-PREG.condition"]) and not in_set(code, tx["CL-PREG.exclude"]):
+            flags["in_pregnancy"] = True
+        if not flags:
+            continue
+        when = condition_date(condition)
+        hit = next(iter(codings(code)), None)
+        facts.append(ctx.new_fact(
+            "condition", condition, **flags, label=label(code),
+            onset_days_ago=ctx.days_ago(when) if when else None,
+            date=when.date().isoformat() if when else None,
+            system=hit[0] if hit else None, code=hit[1] if hit else None,
+            site_match=octx.site_match_for(condition),
+        ))
+    return facts
+
+
+def _device_status_counts(device: Any) -> bool:
+    return (device.status or "active") in ("active", "unknown")
+
+
+DEVICE_SETS = {"cardiac_device": "CL-CARDIAC-DEVICE.device",
+               "electronic_implant": "CL-ELECTRONIC-IMPLANT.device",
+               "metal_implant": "CL-METAL-IMPLANT.device"}
+
+
+def device_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
+    """F-DEV: Device status active/unknown, or an active DeviceUseStatement's device."""
+    tx = ctx.terminology
+    devices = [(d, d) for d in record.of("Device") if _device_status_counts(d)]
+    for statement in record.of("DeviceUseStatement"):
+        if statement.status == "active":
+            target = record.resolve(statement.device.reference if statement.device else None, statement)
+            if target is not None:
+                devices.append((statement, target))
+    facts, seen = [], set()
+    for evidence, device in devices:
+        flags = {flag: True for flag, vs in DEVICE_SETS.items() if in_set(device.type, tx[vs])}
+        if not flags or ref_of(device) in seen:
+            continue
+        seen.add(ref_of(device))
+        hit = first_code(device.type, tx[next(DEVICE_SETS[f] for f in flags)])
+        facts.append(ctx.new_fact("device", evidence, **flags, label=label(device.type, "device"),
+                                  system=hit[0] if hit else None, code=hit[1] if hit else None))
+    return facts
+
+
+def allergy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
+    """F-ALG: active, not refuted; only cold-related allergies matter to the rules."""
+    tx = ctx.terminology
+    facts = []
+    for allergy in record.of("AllergyIntolerance"):
+        if (status_code(allergy.clinicalStatus) or "active") != "active" or not verified(allergy):
+            continue
+        text = " | ".join(texts(allergy.code))
+        flags = {}
+        if tx["CL-COLD-INTOL.allergy-text"].matches_text(text):
+            flags["cold_text"] = True
+        if tx["CL-COLD-URT"].matches_text(text):
+            flags["cold_urticaria_text"] = True
+        if flags:
+            recorded = to_instant(allergy.recordedDate) or to_instant(allergy.onsetDateTime)
+            facts.append(ctx.new_fact("allergy", allergy, **flags, label=label(allergy.code),
+                                      date=recorded.date().isoformat() if recorded else None))
+    return facts
+
+
+def patient_fact(record: PatientRecord, ctx: FactContext) -> Fact:
+    patient = record.patient
+    gender = getattr(patient, "gender", None) if patient is not None else None
+    age = age_in_years(patient.birthDate, ctx.now) if patient is not None and patient.birthDate else None
+    return ctx.new_fact("patient", patient, gender=gender, age=age,
+                        label=f"{gender or 'unknown gender'}, {age if age is not None else '?'} y")
+
+
+HISTORY_KEYS = ("conditions", "observations")
+MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdministrations")
+
+
+def record_fact(record: PatientRecord, ctx: FactContext) -> Fact:
+    """MD-NO-DATA: the history queries were answered and returned nothing at all."""
+    answered = all(k in record.available for k in HISTORY_KEYS) and any(
+        k in record.available for k in MEDICATION_KEYS)
+    types = ("Condition", "Observation", "MedicationRequest", "MedicationStatement",
+             "MedicationAdministration")
+    empty = answered and not any(record.of(t) for t in types)
+    return ctx.new_fact("record", None, history_empty=empty, label="patient record")
+
+
+def build_facts(order: CryoOrder, record: PatientRecord, drafts: Sequence[Any], terminology: Terminology,
+                now: datetime) -> list[Fact]:
+    """All facts for evaluating one cryotherapy order against the record."""
+    octx = OrderContext.build(order, record, terminology, now)
+    ctx = FactContext(terminology, now, octx.treatment, count())
+    facts = [order_fact(order, octx, record, ctx), patient_fact(record, ctx), record_fact(record, ctx)]
+    facts += condition_facts(record, ctx, octx)
+    facts += medication_facts(record, drafts, order, ctx)
+    facts += observation_facts(record, ctx)
+    facts += device_facts(record, ctx)
+    facts += allergy_facts(record, ctx)
+    facts += interval_facts(order, octx, record, drafts, ctx)
+    return facts

@@ -1,0 +1,210 @@
+"""Which draft orders are cryotherapy, and of which modality (catalogue §2).
+
+A cryotherapy order is recognised by code (SNOMED, CPT with cryo evidence, local code) or,
+failing that, by its text; codes that merely contain "cryo" (cryoprecipitate,
+cryoablation...) are excluded first. The modality decides every rule's severity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .concepts import codings, in_set, joined_text, texts
+from .record import ref_of
+from .terminology import CPT, LOCAL, Terminology
+
+LOCAL_DESTRUCTIVE = "local-destructive"
+LOCAL_COLD = "local-cold"
+SYSTEMIC = "systemic"
+MODALITIES = (LOCAL_DESTRUCTIVE, LOCAL_COLD, SYSTEMIC)
+
+TEMPERATURE_URL = "https://example.org/fhir/cryo-cds/StructureDefinition/cryo-target-temperature"
+DURATION_URL = "https://example.org/fhir/cryo-cds/StructureDefinition/cryo-application-duration"
+CYCLES_URL = "https://example.org/fhir/cryo-cds/StructureDefinition/freeze-thaw-cycles"
+
+
+@dataclass(frozen=True)
+class CryoOrder:
+    """A draft order recognised as cryotherapy."""
+
+    ref: str
+    resource: Any
+    modality: str
+    local_code: str | None  # whole-body-cryotherapy, cryomassage, ... when coded locally
+    detected_by: str
+
+
+def order_text(resource: Any, *, skip_cpt_destruction: Terminology | None = None) -> str:
+    """code.text, coding displays, orderDetail text/displays and notes, joined.
+
+    CPT destruction descriptors list every method ("laser, electrosurgery, cryosurgery..."),
+    so their displays are left out when looking for evidence of cryo."""
+    code = getattr(resource, "code", None)
+    parts: list[str] = [str(code.text)] if getattr(code, "text", None) else []
+    for coding in getattr(code, "coding", None) or ():
+        display = getattr(coding, "display", None)
+        if not display:
+            continue
+        if skip_cpt_destruction is not None and skip_cpt_destruction["ORDER.cpt-destruction"].has_code(
+            coding.system, coding.code
+        ):
+            continue
+        parts.append(str(display))
+    parts.extend(texts(getattr(resource, "orderDetail", None)))
+    parts.extend(str(n.text) for n in getattr(resource, "note", None) or () if getattr(n, "text", None))
+    return joined_text(parts)
+
+
+def extension_quantity(resource: Any, url: str) -> Any | None:
+    for ext in getattr(resource, "extension", None) or ():
+        if ext.url == url:
+            return ext.valueQuantity if ext.valueQuantity is not None else ext.valueInteger
+    return None
+
+
+def has_lesion_site(resource: Any, terminology: Terminology) -> bool:
+    """Any bodySite other than 38266002 Entire body."""
+    entire = terminology["ORDER.entire-body"]
+    for site in getattr(resource, "bodySite", None) or ():
+        codes = list(codings(site))
+        if not codes and getattr(site, "text", None):
+            return True
+        if any(not entire.has_code(system, code) for system, code, _ in codes):
+            return True
+    return False
+
+
+def _local_code(resource: Any) -> str | None:
+    for system, code, _ in codings(getattr(resource, "code", None)):
+        if system == LOCAL:
+            return code
+    return None
+
+
+def detect(resource: Any, terminology: Terminology, *, destruction_codes_imply_cryo: bool = False) -> str | None:
+    """How the resource was recognised as cryotherapy (for the audit), or None."""
+    resource_type = resource.get_resource_type()
+    if resource_type == "Procedure" and resource.status != "preparation":
+        return None
+    if resource_type not in ("ServiceRequest", "Procedure"):
+        return None
+    code = getattr(resource, "code", None)
+    if in_set(code, terminology["ORDER.not-cryotherapy"]):
+        return None
+    for vs_id in ("ORDER.cryo-destructive", "ORDER.cryo-generic", "ORDER.cold", "ORDER.systemic-local",
+                  "ORDER.cold-local", "ORDER.cpt-cryo"):
+        for system, value, _ in codings(code):
+            if terminology[vs_id].has_code(system, value):
+                return f"code {value}"
+    text = order_text(resource, skip_cpt_destruction=terminology)
+    for system, value, _ in codings(code):
+        if terminology["ORDER.cpt-destruction"].has_code(system, value):
+            if destruction_codes_imply_cryo or _has_cryo_evidence(resource, text, terminology):
+                return f"CPT {value} with cryo evidence"
+        if terminology["ORDER.cpt-cold-pack"].has_code(system, value) and terminology[
+            "ORDER.cold-text"
+        ].matches_text(text):
+            return f"CPT {value} with 'cold'"
+    plain_text = joined_text(
+        [str(code.text) if getattr(code, "text", None) else None]
+        + texts(getattr(resource, "orderDetail", None))
+        + [str(n.text) for n in getattr(resource, "note", None) or () if getattr(n, "text", None)]
+    )
+    if terminology["ORDER.text-fallback"].matches_text(plain_text):
+        return "text"
+    return None
+
+
+def _has_cryo_evidence(resource: Any, text: str, terminology: Terminology) -> bool:
+    cryo_codes = ("ORDER.cryo-destructive", "ORDER.cryo-generic")
+    if any(in_set(getattr(resource, "code", None), terminology[v]) for v in cryo_codes):
+        return True
+    if in_set(getattr(resource, "orderDetail", None), terminology["ORDER.cryo-method"]):
+        return True
+    return terminology["ORDER.cryo-evidence-text"].matches_text(text)
+
+
+def classify(resource: Any, terminology: Terminology) -> str:
+    """Modality by the first matching rule of catalogue §2.2."""
+    code = getattr(resource, "code", None)
+    if in_set(code, terminology["ORDER.systemic-local"]):
+        return SYSTEMIC
+    if any(in_set(site, terminology["ORDER.entire-body"]) for site in getattr(resource, "bodySite", None) or ()):
+        return SYSTEMIC
+    text = order_text(resource)
+    if terminology["ORDER.systemic-text"].matches_text(text):
+        return SYSTEMIC
+    lesion_site = has_lesion_site(resource, terminology)
+    temperature = to_celsius(extension_quantity(resource, TEMPERATURE_URL))
+    duration = application_seconds(resource)
+    if temperature is not None and duration is not None and temperature <= -100 and duration >= 60 and not lesion_site:
+        return SYSTEMIC
+    if in_set(code, terminology["ORDER.cold-local"]):
+        return LOCAL_COLD
+    destructive_codes = ("ORDER.cryo-destructive", "ORDER.cpt-destruction", "ORDER.cpt-cryo")
+    if any(in_set(code, terminology[v]) for v in destructive_codes):
+        return LOCAL_DESTRUCTIVE
+    if lesion_site and terminology["ORDER.liquid-nitrogen-text"].matches_text(text):
+        return LOCAL_DESTRUCTIVE
+    return LOCAL_COLD
+
+
+def to_celsius(quantity: Any) -> float | None:
+    """A temperature Quantity in °C (UCUM Cel, K or [degF])."""
+    if quantity is None or getattr(quantity, "value", None) is None:
+        return None
+    value = float(quantity.value)
+    unit = (getattr(quantity, "code", None) or getattr(quantity, "unit", None) or "Cel").strip()
+    if unit in ("K",):
+        return value - 273.15
+    if unit in ("[degF]", "degF", "°F"):
+        return (value - 32) * 5 / 9
+    return value
+
+
+_SECONDS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "ms": 0.001}
+
+
+def to_seconds(value: Any, unit: str | None) -> float | None:
+    if value is None:
+        return None
+    factor = _SECONDS.get((unit or "s").strip().lower())
+    return None if factor is None else float(value) * factor
+
+
+def application_seconds(resource: Any) -> float | None:
+    """Per-application time: occurrenceTiming.repeat.duration, else the duration extension."""
+    timing = getattr(resource, "occurrenceTiming", None)
+    repeat = getattr(timing, "repeat", None) if timing is not None else None
+    if repeat is not None and repeat.duration is not None:
+        return to_seconds(repeat.duration, repeat.durationUnit)
+    quantity = extension_quantity(resource, DURATION_URL)
+    if quantity is not None and getattr(quantity, "value", None) is not None:
+        return to_seconds(quantity.value, getattr(quantity, "code", None) or getattr(quantity, "unit", None))
+    return None
+
+
+def find_cryo_orders(
+    drafts: Sequence[Any],
+    terminology: Terminology,
+    selections: Sequence[str] | None,
+    *,
+    destruction_codes_imply_cryo: bool = False,
+) -> list[CryoOrder]:
+    """The cryotherapy orders to evaluate: those named in ``selections`` (order-select), or
+    every cryotherapy draft when there are no selections (order-sign)."""
+    chosen = set(selections) if selections is not None else None
+    found = []
+    for resource in drafts:
+        ref = ref_of(resource)
+        if chosen is not None and ref not in chosen:
+            continue
+        how = detect(resource, terminology, destruction_codes_imply_cryo=destruction_codes_imply_cryo)
+        if how is not None:
+            found.append(CryoOrder(ref, resource, classify(resource, terminology), _local_code(resource), how))
+    return found
+
+
+__all__ = ["CPT", "CryoOrder", "MODALITIES", "classify", "detect", "find_cryo_orders"]

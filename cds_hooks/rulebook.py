@@ -1,0 +1,262 @@
+"""Load and check ``rules/*/rule.yaml``; compile each rule variant to the engine's JSON.
+
+The compiled JSON is the single definition both evaluators run (durable-rules, and the
+plain evaluator used as its oracle), so a rule means the same thing to both. Loading
+fails fast with the file name on anything a rule author could get wrong: unknown keys,
+misspelt fact fields, wrong value types, unknown parameters, bad severities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .factschema import BOOL, FACT_SCHEMA, NUM, STR, field_type
+
+SEVERITIES = ("info", "warning", "critical")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+MODALITIES = ("local-destructive", "local-cold", "systemic")
+SENTINEL_KIND = "$eval"
+OPS = {"eq": None, "lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte", "in": "$or"}
+_RULE_KEYS = {"id", "version", "title", "group", "sources", "severity", "summary", "detail",
+              "variants", "suggestions", "override_reasons", "notes"}
+_VARIANT_KEYS = {"name", "when", "unless", "severity", "summary", "values"}
+SUGGESTION_KINDS = ("remove-order", "order-missing-tests", "record-order-parameters")
+# durable-rules hangs once one property collects 512 equality tests (design note §6.2).
+MAX_EQUALITY_TESTS_PER_FIELD = 256
+
+
+class RuleError(ValueError):
+    """A rule file is wrong; the message starts with the file that needs fixing."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str  # engine rule name: "<RULE-ID>#<index>"
+    rule_id: str
+    name: str
+    aliases: tuple[str, ...]  # positive pattern aliases, in order
+    kinds: Mapping[str, str]  # alias -> fact kind
+    definition: Mapping[str, Any]  # durable-rules JSON: {"all": [...]}
+    severity: Mapping[str, str]  # modality -> severity (absent: silent)
+    summary: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    version: str
+    title: str
+    group: str | None
+    sources: tuple[str, ...]
+    detail: str
+    variants: tuple[Variant, ...]
+    suggestions: tuple[str, ...]
+    override_reasons: tuple[Mapping[str, str], ...]
+    path: str
+    cases_dir: Path
+
+
+@dataclass(frozen=True)
+class Rulebook:
+    rules: tuple[Rule, ...]
+    parameters: Mapping[str, Any]
+    revision: str
+    by_id: Mapping[str, Rule] = field(default_factory=dict)
+    variants: Mapping[str, Variant] = field(default_factory=dict)
+
+    def engine_rules(self) -> dict[str, dict[str, Any]]:
+        """Variant key -> durable-rules JSON (a fresh deep copy: the engine mutates it)."""
+        return {key: json.loads(json.dumps(v.definition)) for key, v in self.variants.items()}
+
+
+def _check_value(where: str, kind: str, fname: str, value: Any) -> None:
+    expected = field_type(kind, fname)
+    if expected is None:
+        raise RuleError(f"{where}: '{kind}' facts have no field '{fname}'")
+    ok = {
+        BOOL: isinstance(value, bool),
+        NUM: isinstance(value, (int, float)) and not isinstance(value, bool),
+        STR: isinstance(value, str),
+    }[expected]
+    if not ok:
+        raise RuleError(f"{where}: {kind}.{fname} is a {expected}, got {value!r}")
+
+
+def _resolve(value: Any, parameters: Mapping[str, Any], where: str) -> Any:
+    if isinstance(value, dict) and set(value) == {"param"}:
+        name = value["param"]
+        if name not in parameters:
+            raise RuleError(f"{where}: unknown parameter '{name}' (see rules/parameters.yaml)")
+        return parameters[name]
+    return value
+
+
+def _compile_pattern(raw: Any, parameters: Mapping[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise RuleError(f"{where}: a pattern is one '<fact kind>: {{field: test}}' map")
+    ((kind, tests),) = raw.items()
+    if kind not in FACT_SCHEMA:
+        raise RuleError(f"{where}: unknown fact kind '{kind}' (known: {sorted(FACT_SCHEMA)})")
+    terms: list[dict[str, Any]] = [{"kind": kind}]
+    for fname, test in (tests or {}).items():
+        if isinstance(test, dict) and "param" not in test:
+            if len(test) != 1 or next(iter(test)) not in OPS:
+                raise RuleError(f"{where}: test on '{fname}' must be a value or one of {sorted(OPS)}")
+            ((op, operand),) = test.items()
+        else:
+            op, operand = "eq", test
+        operand = _resolve(operand, parameters, where)
+        if op == "in":
+            if not isinstance(operand, list) or not operand:
+                raise RuleError(f"{where}: 'in' on '{fname}' needs a non-empty list")
+            for item in operand:
+                _check_value(where, kind, fname, item)
+            terms.append({"$or": [{fname: item} for item in operand]})
+        else:
+            _check_value(where, kind, fname, operand)
+            terms.append({fname: operand} if op == "eq" else {OPS[op]: {fname: operand}})
+    return kind, (terms[0] if len(terms) == 1 else {"$and": terms})
+
+
+def _compile_variant(rule_id: str, index: int, raw: Mapping[str, Any], defaults: Mapping[str, Any],
+                     parameters: Mapping[str, Any], where: str) -> Variant:
+    unknown = set(raw) - _VARIANT_KEYS
+    if unknown:
+        raise RuleError(f"{where}: unknown variant keys {sorted(unknown)}")
+    name = str(raw.get("name") or f"v{index}")
+    where = f"{where} variant '{name}'"
+    when = raw.get("when") or []
+    unless = raw.get("unless") or []
+    if not isinstance(when, list) or not when:
+        raise RuleError(f"{where}: 'when' must list at least one pattern")
+    all_terms: list[dict[str, Any]] = []
+    if unless:  # absence rules anchor on the sentinel asserted last (design note §3, bug B)
+        all_terms.append({"req": {"kind": SENTINEL_KIND}})
+    aliases, kinds = [], {}
+    for i, pattern in enumerate(when):
+        kind, compiled = _compile_pattern(pattern, parameters, where)
+        alias = f"p{i}"
+        aliases.append(alias)
+        kinds[alias] = kind
+        all_terms.append({alias: compiled})
+    for i, pattern in enumerate(unless if isinstance(unless, list) else [unless]):
+        _kind, compiled = _compile_pattern(pattern, parameters, where)
+        all_terms.append({f"n{i}$not": compiled})
+    severity = dict(raw.get("severity") or defaults["severity"])
+    for modality, level in severity.items():
+        if modality not in MODALITIES or level not in SEVERITIES:
+            raise RuleError(f"{where}: severity must map {MODALITIES} to {SEVERITIES}, got {modality}: {level}")
+    summary = str(raw.get("summary") or defaults["summary"])
+    return Variant(
+        key=f"{rule_id}#{index}", rule_id=rule_id, name=name, aliases=tuple(aliases), kinds=kinds,
+        definition={"all": all_terms}, severity=severity, summary=summary,
+        values=dict(raw.get("values") or {}),
+    )
+
+
+def load_rule(path: Path, parameters: Mapping[str, Any]) -> Rule:
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RuleError(f"{where}: expected a map")
+    unknown = set(raw) - _RULE_KEYS
+    if unknown:
+        raise RuleError(f"{where}: unknown keys {sorted(unknown)}")
+    for key in ("id", "version", "title", "sources", "severity", "summary", "detail", "variants"):
+        if not raw.get(key):
+            raise RuleError(f"{where}: '{key}' is required")
+    rule_id = str(raw["id"])
+    if rule_id != path.parent.name:
+        raise RuleError(f"{where}: id '{rule_id}' must equal its folder name '{path.parent.name}'")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", str(raw["version"])):
+        raise RuleError(f"{where}: version must be semantic (MAJOR.MINOR.PATCH)")
+    suggestions = tuple(raw.get("suggestions") or ())
+    for s in suggestions:
+        if s not in SUGGESTION_KINDS:
+            raise RuleError(f"{where}: unknown suggestion '{s}' (known: {SUGGESTION_KINDS})")
+    reasons = tuple(raw.get("override_reasons") or ())
+    for reason in reasons:
+        if not isinstance(reason, dict) or not reason.get("code") or not reason.get("display"):
+            raise RuleError(f"{where}: every override reason needs a code and a display")
+    variants = tuple(
+        _compile_variant(rule_id, i, v, raw, parameters, where) for i, v in enumerate(raw["variants"])
+    )
+    return Rule(
+        id=rule_id, version=str(raw["version"]), title=str(raw["title"]),
+        group=raw.get("group"), sources=tuple(str(s) for s in raw["sources"]),
+        detail=str(raw["detail"]).strip(), variants=variants, suggestions=suggestions,
+        override_reasons=reasons, path=where, cases_dir=path.parent / "cases",
+    )
+
+
+def load_parameters(folder: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Windows and thresholds: the catalogue's defaults from parameters.yaml, then overrides."""
+    path = folder / "parameters.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    params = {name: spec["default"] for name, spec in (raw or {}).get("parameters", {}).items()}
+    for name, value in (overrides or {}).items():
+        if name not in params:
+            raise RuleError(f"unknown rule parameter '{name}' in configuration (known: {sorted(params)})")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise RuleError(f"rule parameter '{name}' must be a number")
+        params[name] = value
+    return params
+
+
+def _revision(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "cases" not in p.parts):
+        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _check_engine_limits(variants: Mapping[str, Variant]) -> None:
+    counts: Counter[str] = Counter()
+
+    def walk(term: Any) -> None:
+        if isinstance(term, dict):
+            for key, value in term.items():
+                if key in ("$and", "$or"):
+                    for item in value:
+                        walk(item)
+                elif not key.startswith("$") and not isinstance(value, dict):
+                    counts[key] += 1
+                else:
+                    walk(value)
+
+    for variant in variants.values():
+        for term in variant.definition["all"]:
+            for pattern in term.values():
+                walk(pattern)
+    worst = counts.most_common(1)
+    if worst and worst[0][1] > MAX_EQUALITY_TESTS_PER_FIELD:
+        raise RuleError(f"field '{worst[0][0]}' is tested for equality {worst[0][1]} times across rules; "
+                        "move the code list into a value set")
+
+
+def load_rulebook(folder: Path, overrides: Mapping[str, Any] | None = None) -> Rulebook:
+    parameters = load_parameters(folder, overrides)
+    paths = sorted(folder.glob("*/rule.yaml"))
+    if not paths:
+        raise RuleError(f"{folder}: no rules found (expected <RULE-ID>/rule.yaml)")
+    rules = tuple(load_rule(p, parameters) for p in paths)
+    variants = {v.key: v for r in rules for v in r.variants}
+    _check_engine_limits(variants)
+    return Rulebook(
+        rules=rules, parameters=parameters, revision=_revision(folder),
+        by_id={r.id: r for r in rules}, variants=variants,
+    )

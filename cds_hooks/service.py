@@ -1,0 +1,166 @@
+"""One hook call, start to finish: orders -> record -> facts -> engine -> cards -> audit.
+
+Each step is a module of its own; this one only sequences them, times them, and turns
+the result into the response and its decision record.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .audit.records import CardRecord, DecisionRecord, FiredRule
+from .cards import build_card, collect_findings, incomplete_card
+from .engine import Evaluator
+from .errors import PreconditionFailed
+from .facts import build_facts
+from .fhirtime import utc_now
+from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
+from .orders import find_cryo_orders
+from .record import COMPLETENESS_KEYS, PREFETCH_QUERIES, PatientRecord, build_record, parse_draft_orders
+from .rulebook import Rulebook
+from .terminology import Terminology
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    id: str
+    hook: str
+    title: str
+    description: str
+
+
+SERVICES = {
+    "cryotherapy-order-select": ServiceDefinition(
+        "cryotherapy-order-select", ORDER_SELECT, "Cryotherapy order safety check",
+        "Checks a selected cryotherapy order (liquid-nitrogen cryosurgery, cold applications, "
+        "cryomassage, whole-body cryotherapy) against the patient's conditions, medications, "
+        "devices, pregnancy status, observations, allergies and recent procedures.",
+    ),
+    "cryotherapy-order-sign": ServiceDefinition(
+        "cryotherapy-order-sign", ORDER_SIGN, "Cryotherapy order safety check at signing",
+        "Re-checks every cryotherapy order in the draft before it is signed, with its final "
+        "dose, schedule and site.",
+    ),
+}
+
+
+@dataclass
+class Outcome:
+    """What one call produced: the response body, its decision record and step timings."""
+
+    status: int
+    body: dict[str, Any]
+    decision: DecisionRecord
+    evaluated_rules: list[tuple[str, str]]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Holds the per-process parts (rules, terminology, evaluator) and runs calls."""
+
+    def __init__(self, rulebook: Rulebook, terminology: Terminology, evaluator: Evaluator, *,
+                 destruction_codes_imply_cryo: bool = False,
+                 clock: Callable[[], datetime] = utc_now):
+        self.rulebook = rulebook
+        self.terminology = terminology
+        self.evaluator = evaluator
+        self.destruction_codes_imply_cryo = destruction_codes_imply_cryo
+        self.clock = clock
+
+    def run(self, service: ServiceDefinition, request: HookRequest,
+            fetch: Callable[[str], Any] | None = None) -> Outcome:
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        now = self.clock()
+
+        def lap(step: str, since: float) -> float:
+            current = time.perf_counter()
+            timings[step] = (current - since) * 1000
+            return current
+
+        drafts, draft_problems = parse_draft_orders(request.draft_orders)
+        orders = find_cryo_orders(drafts, self.terminology, request.selections,
+                                  destruction_codes_imply_cryo=self.destruction_codes_imply_cryo)
+        mark = lap("orders", started)
+        if not orders:
+            return self._outcome(service, request, now, started, timings, [], [], [], {}, [])
+
+        record = build_record(request.prefetch, fetch)
+        mark = lap("parse", mark)
+        if not record.available:
+            raise PreconditionFailed(
+                "The patient's record could not be obtained: no prefetch data and no reachable FHIR server",
+                problems=[f"{key}: {why}" for key, why in sorted(record.gaps.items())])
+
+        evaluations = []
+        engine_ms = facts_ms = 0.0
+        for order in orders:
+            t0 = time.perf_counter()
+            facts = build_facts(order, record, drafts, self.terminology, now)
+            t1 = time.perf_counter()
+            hits = self.evaluator.evaluate(facts)
+            t2 = time.perf_counter()
+            facts_ms += (t1 - t0) * 1000
+            engine_ms += (t2 - t1) * 1000
+            evaluations.append((order.ref, order.modality, hits, {f["id"]: f for f in facts}))
+        timings["facts"], timings["engine"] = facts_ms, engine_ms
+        mark = time.perf_counter()
+
+        findings = collect_findings(self.rulebook, evaluations)
+        order_facts = {ref: next(f for f in facts.values() if f["kind"] == "order")
+                       for ref, _m, _h, facts in evaluations}
+        patient = next((f for f in evaluations[0][3].values() if f["kind"] == "patient"), {})
+        cards, fired = [], []
+        for finding in findings:
+            card = build_card(finding, order_facts, patient)
+            cards.append(card)
+            for rule, severity, order_ref, matched in finding.hits:
+                fired.append(FiredRule(
+                    rule_id=rule.id, rule_version=rule.version, severity=severity, card_uuid=card["uuid"],
+                    order_ref=order_ref, evidence=tuple(dict.fromkeys(f["ref"] for f in matched if "ref" in f)),
+                    facts={f["id"]: {k: v for k, v in f.items() if k != "sid"} for f in matched}))
+        gaps = _reportable_gaps(record)
+        if gaps:
+            cards.insert(_first_below_warning(cards), incomplete_card(gaps))
+        lap("cards", mark)
+        evaluated = [(r.id, r.version) for r in self.rulebook.rules]
+        data_gaps = [f"{k}: {v}" for k, v in sorted(gaps.items())] + record.skipped + draft_problems
+        return self._outcome(service, request, now, started, timings, cards, fired,
+                             [(o.ref, o.modality) for o in orders], gaps, evaluated, data_gaps)
+
+    def _outcome(self, service: ServiceDefinition, request: HookRequest, now: datetime, started: float,
+                 timings: dict[str, float], cards: list[dict[str, Any]], fired: list[FiredRule],
+                 orders: list[tuple[str, str]], gaps: Mapping[str, str], evaluated: list[tuple[str, str]],
+                 data_gaps: list[str] | None = None) -> Outcome:
+        latency = (time.perf_counter() - started) * 1000
+        decision = DecisionRecord(
+            decision_id=str(uuid.uuid4()), created_at=now, service_id=service.id, hook=request.hook,
+            hook_instance=request.hook_instance, patient_id=request.patient_id,
+            rules_revision=self.rulebook.revision, evaluator=self.evaluator.name, latency_ms=latency,
+            orders=tuple(orders), fired=tuple(fired),
+            cards=tuple(CardRecord(c["uuid"], c["source"]["topic"]["code"], c["indicator"], c["summary"],
+                                   tuple(s["uuid"] for s in c.get("suggestions", ()))) for c in cards),
+            data_gaps=tuple(data_gaps or ()),
+        )
+        timings["total"] = latency
+        return Outcome(200, {"cards": cards}, decision, evaluated, timings)
+
+
+def _reportable_gaps(record: PatientRecord) -> dict[str, str]:
+    """Missing parts that leave rules unchecked and so deserve an MD-INCOMPLETE warning."""
+    return {k: v for k, v in record.gaps.items() if k in COMPLETENESS_KEYS}
+
+
+def _first_below_warning(cards: list[dict[str, Any]]) -> int:
+    for index, card in enumerate(cards):
+        if card["indicator"] == "info":
+            return index
+    return len(cards)
+
+
+__all__ = ["PREFETCH_QUERIES", "SERVICES", "Outcome", "Pipeline", "ServiceDefinition"]

@@ -1,0 +1,257 @@
+"""Value sets loaded once from ``rules/valuesets``, and membership tests over FHIR codings.
+
+Rules never hold code lists (the engine hangs on long ``$or`` chains, and code lists are
+data that clinical reviewers change on their own schedule). This module turns "is this
+coding in CL-RAYNAUD" into a boolean that the facts step puts on a fact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+CPT = "http://www.ama-assn.org/go/cpt"
+ATC = "http://www.whocc.no/atc"
+LOCAL = "https://example.org/fhir/cryo-cds/CodeSystem/local"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+# YAML key -> code system URI, for the keys that are exact code maps.
+_EXACT_KEYS = {
+    "snomed": SNOMED,
+    "loinc": LOINC,
+    "rxnorm": RXNORM,
+    "rxnorm_products": RXNORM,
+    "cpt": CPT,
+    "local": LOCAL,
+    "interpretation": INTERPRETATION,
+}
+# Some systems arrive under other spellings in real data.
+_SYSTEM_ALIASES = {
+    "http://snomed.info/sct/": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "http://hl7.org/fhir/sid/icd-10": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+    "http://terminology.hl7.org/CodeSystem/v2-0078": INTERPRETATION,
+}
+
+
+def normalise_system(system: str | None) -> str:
+    """Map known alternative spellings of a code system to the catalogue's URI."""
+    if not system:
+        return ""
+    return _SYSTEM_ALIASES.get(system, system)
+
+
+class ValueSetError(ValueError):
+    """A value-set file is malformed; the message names the file and the set."""
+
+
+@dataclass(frozen=True)
+class _Range:
+    low: str
+    high: str
+
+    def contains(self, code: str) -> bool:
+        return self.low <= code[: len(self.low)] and code[: len(self.high)] <= self.high
+
+
+def _parse_icd_entries(entries: Iterable[str]) -> tuple[tuple[str, ...], tuple[_Range, ...]]:
+    prefixes: list[str] = []
+    ranges: list[_Range] = []
+    for raw in entries:
+        entry = str(raw).strip().upper()
+        if "-" in entry:
+            low, high = (part.strip() for part in entry.split("-", 1))
+            ranges.append(_Range(low, high))
+        else:
+            prefixes.append(entry)
+    return tuple(prefixes), tuple(ranges)
+
+
+def _icd_matches(code: str, prefixes: tuple[str, ...], ranges: tuple[_Range, ...]) -> bool:
+    code = code.strip().upper()
+    return any(code.startswith(p) for p in prefixes) or any(r.contains(code) for r in ranges)
+
+
+def _cpt_ranges(entries: Iterable[str]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for raw in entries:
+        low, high = str(raw).split("-", 1)
+        out.append((int(low), int(high)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    """One named code list: exact codes per system, ICD-10-CM prefixes/ranges, ATC
+    prefixes, CPT ranges and an optional text pattern."""
+
+    id: str
+    title: str
+    source: str
+    exact: frozenset[tuple[str, str]]
+    displays: Mapping[tuple[str, str], str]
+    icd_prefixes: tuple[str, ...] = ()
+    icd_ranges: tuple[_Range, ...] = ()
+    icd_exclude_prefixes: tuple[str, ...] = ()
+    icd_exclude_ranges: tuple[_Range, ...] = ()
+    atc_prefixes: tuple[str, ...] = ()
+    cpt_ranges: tuple[tuple[int, int], ...] = ()
+    cpt_exclude: frozenset[str] = frozenset()
+    text: re.Pattern[str] | None = None
+    text_exclude: re.Pattern[str] | None = None
+    ingredient_names: tuple[str, ...] = ()
+    unverified: frozenset[str] = field(default_factory=frozenset)
+
+    def has_code(self, system: str | None, code: str | None) -> bool:
+        """True if the (system, code) pair belongs to this value set."""
+        if not code:
+            return False
+        system = normalise_system(system)
+        code = code.strip()
+        if (system, code) in self.exact:
+            return True
+        if system == ICD10CM and (self.icd_prefixes or self.icd_ranges):
+            if _icd_matches(code, self.icd_exclude_prefixes, self.icd_exclude_ranges):
+                return False
+            return _icd_matches(code, self.icd_prefixes, self.icd_ranges)
+        if system == ATC and self.atc_prefixes:
+            return any(code.upper().startswith(p) for p in self.atc_prefixes)
+        if system == CPT and self.cpt_ranges and code.isdigit() and code not in self.cpt_exclude:
+            return any(low <= int(code) <= high for low, high in self.cpt_ranges)
+        return False
+
+    def matches_text(self, text: str | None) -> bool:
+        """True if free text matches the set's pattern (and not its exclusion)."""
+        if not text or self.text is None:
+            return False
+        if self.text_exclude is not None and self.text_exclude.search(text):
+            return False
+        return self.text.search(text) is not None
+
+    def ingredient_in_text(self, text: str | None) -> str | None:
+        """The ingredient name found as a whole word in free text, if any (matching way 4)."""
+        if not text:
+            return None
+        lowered = text.lower()
+        for name in self.ingredient_names:
+            if re.search(rf"(?<![a-z]){re.escape(name)}(?![a-z])", lowered):
+                return name
+        return None
+
+    def display_for(self, system: str | None, code: str | None) -> str | None:
+        return self.displays.get((normalise_system(system), (code or "").strip()))
+
+
+def _compile(pattern: str | None, where: str) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ValueSetError(f"{where}: bad regular expression {pattern!r}: {exc}") from exc
+
+
+def _build(raw: Mapping[str, Any], where: str) -> ValueSet:
+    vs_id = raw.get("id")
+    if not isinstance(vs_id, str) or not vs_id:
+        raise ValueSetError(f"{where}: a value set has no id")
+    where = f"{where} [{vs_id}]"
+    exact: set[tuple[str, str]] = set()
+    displays: dict[tuple[str, str], str] = {}
+    for key, system in _EXACT_KEYS.items():
+        codes = raw.get(key) or {}
+        if not isinstance(codes, Mapping):
+            raise ValueSetError(f"{where}: '{key}' must be a map of code -> details")
+        for code, details in codes.items():
+            pair = (system, str(code).strip())
+            exact.add(pair)
+            if isinstance(details, Mapping) and details.get("display"):
+                displays[pair] = str(details["display"])
+    ingredients = tuple(
+        sorted(
+            {
+                str(d["display"]).lower()
+                for d in (raw.get("rxnorm") or {}).values()
+                if isinstance(d, Mapping) and d.get("display")
+            },
+            key=len,
+            reverse=True,
+        )
+    )
+    icd_p, icd_r = _parse_icd_entries(raw.get("icd10cm") or ())
+    ex_p, ex_r = _parse_icd_entries(raw.get("exclude_icd10cm") or ())
+    value_set = ValueSet(
+        id=vs_id,
+        title=str(raw.get("title") or vs_id),
+        source=str(raw.get("source") or ""),
+        exact=frozenset(exact),
+        displays=displays,
+        icd_prefixes=icd_p,
+        icd_ranges=icd_r,
+        icd_exclude_prefixes=ex_p,
+        icd_exclude_ranges=ex_r,
+        atc_prefixes=tuple(str(p).upper() for p in raw.get("atc") or ()),
+        cpt_ranges=_cpt_ranges(raw.get("cpt_ranges") or ()),
+        cpt_exclude=frozenset(str(c) for c in raw.get("exclude_cpt") or ()),
+        text=_compile(raw.get("text"), where),
+        text_exclude=_compile(raw.get("text_exclude"), where),
+        ingredient_names=ingredients,
+        unverified=frozenset(str(c) for c in raw.get("unverified") or ()),
+    )
+    if not (value_set.exact or icd_p or icd_r or value_set.atc_prefixes or value_set.cpt_ranges
+            or value_set.text):
+        raise ValueSetError(f"{where}: no codes and no text pattern")
+    return value_set
+
+
+class Terminology:
+    """All value sets by id. Built once per process from the YAML files."""
+
+    def __init__(self, value_sets: Iterable[ValueSet]):
+        self._sets: dict[str, ValueSet] = {}
+        for vs in value_sets:
+            if vs.id in self._sets:
+                raise ValueSetError(f"value set {vs.id} is defined twice")
+            self._sets[vs.id] = vs
+
+    @classmethod
+    def load(cls, folder: Path) -> Terminology:
+        sets: list[ValueSet] = []
+        files = sorted(folder.glob("*.yaml"))
+        if not files:
+            raise ValueSetError(f"{folder}: no value-set files (*.yaml)")
+        for path in files:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            entries = data.get("valuesets")
+            if not isinstance(entries, list):
+                raise ValueSetError(f"{path.name}: expected a top-level 'valuesets' list")
+            sets.extend(_build(entry, path.name) for entry in entries)
+        return cls(sets)
+
+    def __getitem__(self, vs_id: str) -> ValueSet:
+        try:
+            return self._sets[vs_id]
+        except KeyError:
+            raise ValueSetError(f"unknown value set {vs_id!r}") from None
+
+    def __contains__(self, vs_id: object) -> bool:
+        return vs_id in self._sets
+
+    def ids(self) -> list[str]:
+        return sorted(self._sets)
+
+    def all(self) -> list[ValueSet]:
+        return [self._sets[i] for i in sorted(self._sets)]
