@@ -109,8 +109,8 @@ def _suggestions(finding: Finding) -> list[dict[str, Any]]:
         out.append({
             "label": "Cancel the cryotherapy order",
             "uuid": str(uuid.uuid4()),
-            "actions": [{"type": "delete", "description": "Remove the draft cryotherapy order",
-                         "resourceId": list(finding.orders)}],
+            "actions": [{"type": "delete", "description": f"Remove the draft order {ref}", "resourceId": ref}
+                        for ref in finding.orders],
         })
     if "order-missing-tests" in kinds:
         for missing in finding.values.get("missing", []):

@@ -42,19 +42,19 @@ _DATE_RE = re.compile(r"(\d{4})(?:-(\d\d)(?:-(\d\d)(?:T(\d\d):(\d\d)(?::(\d\d)(?
 _MIN, _MAX = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 # Search tables, explicit so that the CapabilityStatement and the 400s say exactly what works.
-_NO_PATIENT = frozenset("Organization Practitioner PractitionerRole Location Medication Substance "
-                        "HealthcareService Endpoint Group ValueSet CodeSystem Questionnaire Bundle "
-                        "Binary Parameters".split())
-_NO_SUBJECT = _NO_PATIENT | frozenset("Patient Device AllergyIntolerance Immunization Claim "
-                                      "ExplanationOfBenefit Coverage Appointment".split())
-_NO_STATUS = frozenset("Patient Practitioner PractitionerRole Organization Condition Group "
-                       "AllergyIntolerance RelatedPerson Person Binary Parameters Bundle".split())
-# Device/AllergyIntolerance use `patient`, Coverage `beneficiary`, Medication* etc. `subject`.
-_PATIENT_FIELDS = ("subject", "patient", "beneficiary")
+_NO_PATIENT = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Group",
+                         "Medication", "Substance", "HealthcareService", "Endpoint", "ValueSet",
+                         "CodeSystem", "Questionnaire", "Bundle", "Binary", "Parameters"})
+_NO_SUBJECT = _NO_PATIENT | {"Patient", "Device", "AllergyIntolerance", "Immunization", "Claim",
+                             "ExplanationOfBenefit", "Coverage", "Appointment"}
+_NO_STATUS = frozenset({"Patient", "Practitioner", "PractitionerRole", "Organization", "Group",
+                        "Condition", "AllergyIntolerance", "RelatedPerson", "Person", "Binary",
+                        "Parameters", "Bundle"})
+_PATIENT_FIELDS = ("subject", "patient", "beneficiary")  # Device, AllergyIntolerance: patient
 _CODE_PATHS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys("Condition Procedure ServiceRequest AllergyIntolerance DiagnosticReport "
-                    "Medication".split(), ("code",)),
-    **dict.fromkeys("MedicationRequest MedicationStatement MedicationAdministration".split(),
+    **dict.fromkeys(("Condition", "Procedure", "ServiceRequest", "AllergyIntolerance",
+                     "DiagnosticReport", "Medication"), ("code",)),
+    **dict.fromkeys(("MedicationRequest", "MedicationStatement", "MedicationAdministration"),
                     ("medicationCodeableConcept",)),
     "Observation": ("code", "component.code"),  # so BP panels are found by 8480-6 / 8462-4
 }
@@ -71,7 +71,7 @@ _DATE_PATHS: dict[str, tuple[str, ...]] = {
 # r = the resource's range, q = the query's range, both [lo, hi). eq means "overlaps".
 _DATE_CMP: dict[str, Callable[[Range, Range], bool]] = {
     "eq": lambda r, q: r[0] < q[1] and r[1] > q[0], "lt": lambda r, q: r[0] < q[0],
-    "le": lambda r, q: r[0] < q[1], "gt": lambda r, q: r[1] > q[1], "ge": lambda r, q: r[1] > q[0]}
+    "le": lambda r, q: r[0] < q[1], "gt": lambda r, q: r[1] > q[1], "ge": lambda r, q: r[0] >= q[1]}
 
 
 @dataclass
@@ -155,8 +155,8 @@ def load_resources(paths: Sequence[Path]) -> ResourceIndex:
         urn = (full_url or "").removeprefix("urn:uuid:")
         if not isinstance(res.get("id"), str) or not res["id"]:
             # A urn:uuid fullUrl names the resource; else hash the content so reloads agree.
-            res["id"] = urn if urn != full_url and _ID_RE.fullmatch(urn) else "gen-" + \
-                hashlib.sha256(json.dumps(res, sort_keys=True).encode()).hexdigest()[:32]
+            digest = hashlib.sha256(json.dumps(res, sort_keys=True).encode()).hexdigest()
+            res["id"] = urn if urn != full_url and _ID_RE.fullmatch(urn) else f"gen-{digest[:32]}"
         key = f"{res['resourceType']}/{res['id']}"
         if full_url and urn != full_url:
             urn_map[full_url] = key  # the fullUrl wins over an id that happens to match

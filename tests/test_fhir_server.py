@@ -169,7 +169,8 @@ def test_reading_a_patient_by_id_returns_that_patient(synthea: str, http: reques
     assert (body["resourceType"], body["id"]) == ("Patient", PATIENT_ID)
 
 
-def test_reading_an_unknown_id_is_a_404_operation_outcome(synthea: str, http: requests.Session) -> None:
+def test_reading_an_unknown_id_is_a_404_operation_outcome(
+        synthea: str, http: requests.Session) -> None:
     assert "Patient/no-such-patient" in outcome_text(
         http.get(f"{synthea}/Patient/no-such-patient"), 404)
 
@@ -376,7 +377,8 @@ def test_a_cds_hooks_request_file_loads_its_prefetch_but_not_its_draft_orders(
         assert fhir(http.get(f"{base}/ServiceRequest", params={"patient": "pat-1"}))["total"] == 0
 
 
-def test_a_resource_without_an_id_gets_the_same_generated_id_on_every_load(mixed_folder: Path) -> None:
+def test_a_resource_without_an_id_gets_the_same_generated_id_on_every_load(
+        mixed_folder: Path) -> None:
     first = load_resources([mixed_folder]).of_type("Observation")
     second = load_resources([mixed_folder]).of_type("Observation")
     assert len(first) == 1 and first[0]["id"].startswith("gen-")
@@ -386,15 +388,17 @@ def test_a_resource_without_an_id_gets_the_same_generated_id_on_every_load(mixed
 def test_urn_uuid_references_are_resolved_across_files_and_unknown_ones_are_left_alone(
         tmp_path: Path) -> None:
     organization = {"resourceType": "Organization", "id": "org-1"}
+    patient_uuid = "9e1b0b5e-0000-4000-8000-000000000001"
     patient_without_id = {"resourceType": "Patient",
                           "managingOrganization": {"reference": "urn:uuid:org-1"},
                           "generalPractitioner": [{"reference": "urn:uuid:not-loaded"}]}
     write_json(tmp_path / "a-org.json", {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:org-1", "resource": organization}]})
-    write_json(tmp_path / "b-patient.json", {"resourceType": "Bundle", "type": "collection", "entry": [
-        {"fullUrl": "urn:uuid:9e1b0b5e-0000-4000-8000-000000000001", "resource": patient_without_id}]})
+    write_json(tmp_path / "b-patient.json", {"resourceType": "Bundle", "type": "collection",
+                                             "entry": [{"fullUrl": f"urn:uuid:{patient_uuid}",
+                                                        "resource": patient_without_id}]})
     index = load_resources([tmp_path])
-    patient = index.get("Patient", "9e1b0b5e-0000-4000-8000-000000000001")
+    patient = index.get("Patient", patient_uuid)
     assert patient is not None
     assert patient["managingOrganization"]["reference"] == "Organization/org-1"
     assert patient["generalPractitioner"][0]["reference"] == "urn:uuid:not-loaded"
