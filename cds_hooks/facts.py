@@ -59,6 +59,11 @@ CONDITION_SETS: dict[str, tuple[str, bool]] = {
     "in_immsup_use": ("MED-IMMSUP.icd", False),
 }
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
+# CL-REGION value set -> the words a card uses for it (CI-SITE-WOUND detail "{condition} at {region}").
+REGION_NAMES = {"REGION.FACE": "face", "REGION.SCALP-HEAD": "scalp/head", "REGION.NECK": "neck",
+                "REGION.TRUNK": "trunk", "REGION.UPPER-LIMB": "upper limb", "REGION.HAND": "hand",
+                "REGION.LOWER-LIMB": "lower limb", "REGION.FOOT": "foot",
+                "REGION.GENITAL-PERIANAL": "genital/perianal area"}
 NOT_VERIFIED = {"refuted", "entered-in-error"}
 
 
@@ -129,12 +134,15 @@ def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext)
             continue
         when = condition_date(condition)
         hit = next(iter(codings(code)), None)
+        regions = sorted(REGION_NAMES.get(r, r) for r in octx.regions_of(condition))
         facts.append(ctx.new_fact(
             "condition", condition, **flags, label=label(code),
             onset_days_ago=ctx.days_ago(when) if when else None,
             date=when.date().isoformat() if when else None,
             system=hit[0] if hit else None, code=hit[1] if hit else None,
             site_match=octx.site_match_for(condition),
+            region=" / ".join(regions) or "unrecorded site",
+            clinical_status=status_code(condition.clinicalStatus) or "active",
         ))
     return facts
 

@@ -71,7 +71,7 @@ _DATE_PATHS: dict[str, tuple[str, ...]] = {
 # r = the resource's range, q = the query's range, both [lo, hi). eq means "overlaps".
 _DATE_CMP: dict[str, Callable[[Range, Range], bool]] = {
     "eq": lambda r, q: r[0] < q[1] and r[1] > q[0], "lt": lambda r, q: r[0] < q[0],
-    "le": lambda r, q: r[0] < q[1], "gt": lambda r, q: r[1] > q[1], "ge": lambda r, q: r[0] >= q[1]}
+    "le": lambda r, q: r[0] < q[1], "gt": lambda r, q: r[1] > q[1], "ge": lambda r, q: r[1] > q[0]}
 
 
 @dataclass

@@ -7,6 +7,7 @@ a contained Medication or one referenced in the record.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from .concepts import codings, label, texts
 from .fhirtime import days_between, to_instant
 from .orders import CryoOrder
 from .record import PatientRecord, ref_of
-from .terminology import ValueSet
+from .terminology import SNOMED, ValueSet
 
 if TYPE_CHECKING:
     from .facts import Fact, FactContext
@@ -31,6 +32,12 @@ MEDICATION_CLASSES = {
 }
 _IGNORED = {"cancelled", "entered-in-error", "not-taken", "unknown", "not-done", "draft"}
 _UNITS_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
+# DI-IMMSUP counts *systemic* glucocorticoids (ATC H02AB; VSAC "Glucocorticoids (oral only)"): an
+# ingredient code or name also matches eye drops, creams and inhalers, which do not suppress immunity.
+# SNOMED routes: topical, ophthalmic, otic, nasal, respiratory tract, vaginal.
+_LOCAL_ROUTES = {"6064005", "54485002", "10547007", "46713006", "447694001", "16857009"}
+_LOCAL_FORM = re.compile(r"\b(topical|cutaneous|cream|ointment|lotion|ophthalmic|eye|otic|ear|nasal|"
+                         r"inhal\w*|vaginal)\b", re.IGNORECASE)
 
 
 def _concepts(resource: Any, record: PatientRecord) -> list[Any]:
@@ -45,6 +52,18 @@ def _concepts(resource: Any, record: PatientRecord) -> list[Any]:
     found = [medication.code] if medication.code is not None else []
     found += [i.itemCodeableConcept for i in medication.ingredient or () if i.itemCodeableConcept]
     return found
+
+
+def _locally_applied(resource: Any, concepts: Sequence[Any], record: PatientRecord) -> bool:
+    """True if the route, dose form or drug text says the drug is applied locally (not systemic)."""
+    dosages = getattr(resource, "dosageInstruction", None) or getattr(resource, "dosage", None) or []
+    routes = [d.route for d in (dosages if isinstance(dosages, list) else [dosages]) if d.route is not None]
+    reference = getattr(resource, "medicationReference", None)
+    medication = record.resolve(reference.reference if reference else None, resource)
+    forms = [medication.form] if medication is not None and medication.form is not None else []
+    if any(system == SNOMED and code in _LOCAL_ROUTES for system, code, _d in codings(routes)):
+        return True
+    return any(_LOCAL_FORM.search(t) for t in texts(list(concepts) + routes + forms))
 
 
 def drug_class_match(concepts: Sequence[Any], value_set: ValueSet) -> str | None:
@@ -145,6 +164,8 @@ def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOr
                 flags[flag] = True
                 drug = drug or name
         steroid = drug_class_match(concepts, glucocorticoids)
+        if steroid and _locally_applied(resource, concepts, record):
+            steroid = None
         if steroid:
             flags["med_glucocorticoid"] = True
             flags.pop("med_immsup", None)

@@ -49,20 +49,27 @@ def _unit(quantity: Any) -> str:
     return str(quantity.code or quantity.unit or "").strip()
 
 
+HB_FACTORS = {"g/dl": 1.0, "g/l": 0.1, "mg/dl": 0.001, "mmol/l": 1.611}
+
+
 def hb_g_dl(quantity: Any, molar: bool) -> float | None:
-    """Haemoglobin in g/dL from g/dL, g/L, mg/dL or mmol/L (× 1.611)."""
+    """Haemoglobin in g/dL. The unit decides (g/dL, g/L, mg/dL, mmol/L × 1.611): labs send
+    mass codes with molar units and vice versa; the LOINC property is used only without a unit."""
     value, unit = float(quantity.value), _unit(quantity).lower()
-    if molar or unit in ("mmol/l",):
-        return value * 1.611
-    return {"g/dl": value, "g/l": value / 10, "mg/dl": value / 1000}.get(unit, value if not unit else None)
+    if unit in HB_FACTORS:
+        return value * HB_FACTORS[unit]
+    if not unit:
+        return value * 1.611 if molar else value
+    return None
 
 
 def a1c_percent(quantity: Any) -> float | None:
-    """HbA1c in % (NGSP) from % or mmol/mol (IFCC)."""
+    """HbA1c in % (NGSP) from % or mmol/mol (IFCC master equation, rounded to 0.1 % as labs
+    report it, so 75 mmol/mol = 9.0 % and the catalogue's "> 75 mmol/mol" equals "> 9.0 %")."""
     value, unit = float(quantity.value), _unit(quantity).lower()
-    if unit in ("mmol/mol",):
-        return value / 10.929 + 2.15
-    return value if unit in ("%", "", "percent") else None
+    if unit == "mmol/mol":
+        return round(0.09148 * value + 2.152, 1)
+    return value if unit.startswith("%") or unit in ("", "percent") else None
 
 
 def anc_thousands(quantity: Any) -> float | None:
@@ -86,6 +93,7 @@ def _value(obs: Any, code_check: Any) -> Iterator[tuple[str, float]]:
                 yield code, component.valueQuantity
 
 
+LAB_UNITS = {"hb": "g/dL", "a1c": "%", "anc": "x10^3/uL", "hr": "/min"}  # the normalised units, for display
 LABS = {  # test -> (value sets, converter)
     "hb": (("OBS-HB.mass", "OBS-HB.molar"), None),
     "a1c": (("OBS-A1C",), a1c_percent),
@@ -131,7 +139,7 @@ def lab_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
         facts.append(ctx.new_fact(
             "lab", obs, test=test, days_ago=ctx.days_ago(when), date=when.date().isoformat(),
             label=label(obs.code), system=hit[0] if hit else None, code=hit[1] if hit else None,
-            value_text=str(value), **fields))
+            value_text=f"{value:g} {LAB_UNITS[test]}" if test in LAB_UNITS else str(value), **fields))
     return facts
 
 
@@ -140,7 +148,7 @@ def bp_fact(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     tx = ctx.terminology
     sbp_set, dbp_set = tx["OBS-BP.sbp"], tx["OBS-BP.dbp"]
     days: dict[date, dict[str, Any]] = {}
-    for obs, _when, raw in counting(record, ctx.now):
+    for obs, when, raw in counting(record, ctx.now):
         for code, quantity in _value(obs, None):
             kind = "sbp" if sbp_set.has_code("http://loinc.org", code) else (
                 "dbp" if dbp_set.has_code("http://loinc.org", code) else None)
@@ -149,18 +157,21 @@ def bp_fact(record: PatientRecord, ctx: FactContext) -> list[Fact]:
             day = written_date(raw)
             if day is None:
                 continue
-            slot = days.setdefault(day, {"refs": []})
+            slot = days.setdefault(day, {"refs": [], "when": when})
             value = float(quantity.value)
             slot[kind] = min(value, slot.get(kind, value))
+            slot["when"] = max(slot["when"], when)
             slot["refs"].append(obs)
     if not days:
         return []
     day = max(days)
     slot = days[day]
-    when = datetime(day.year, day.month, day.day, tzinfo=ctx.now.tzinfo)
+    when = slot["when"]  # the day's latest reading: windows are elapsed time from readings (§1 Clock)
+    first = slot["refs"][0]
+    hit = next(iter(codings(first.code)), None)  # the evidence names the reading's own code (55284-4, 8480-6...)
     return [ctx.new_fact(
-        "bp", slot["refs"][0], sbp=slot.get("sbp"), dbp=slot.get("dbp"), days_ago=ctx.days_ago(when),
-        date=day.isoformat(), label="blood pressure", system="http://loinc.org", code="85354-9",
+        "bp", first, sbp=slot.get("sbp"), dbp=slot.get("dbp"), days_ago=ctx.days_ago(when),
+        date=day.isoformat(), label="blood pressure", system=hit[0] if hit else None, code=hit[1] if hit else None,
         value_text=f"{slot.get('sbp', '?'):g}/{slot.get('dbp', '?'):g} mmHg"
         if "sbp" in slot and "dbp" in slot else None)]
 

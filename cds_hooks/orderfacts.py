@@ -174,8 +174,15 @@ def order_fact(order: CryoOrder, octx: OrderContext, record: PatientRecord, ctx:
         reason_alopecia=any(in_set(r, tx["INDICATION.alopecia"]) for r in reasons),
         site_hair_bearing=any(in_set(s, tx["HAIR-BEARING"]) for s in sites or ()),
         site_beard_area=any(in_set(s, tx["HAIR-BEARING.male"]) for s in sites or ()),
-        region_known=bool(octx.regions), date=octx.treatment.date().isoformat(), **plan,
+        region_known=bool(octx.regions), site=_site_label(sites),
+        date=octx.treatment.date().isoformat(), **plan,
     )
+
+
+def _site_label(sites: Any) -> str | None:
+    """The ordered body sites as a clinician reads them (for {site} in card texts)."""
+    names = list(dict.fromkeys(label(s, "") for s in sites or ()))
+    return ", ".join(n for n in names if n) or None
 
 
 def detect_any(resource: Any, tx: Terminology) -> bool:

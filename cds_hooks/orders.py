@@ -164,7 +164,8 @@ def to_celsius(quantity: Any) -> float | None:
     return value
 
 
-_SECONDS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "ms": 0.001}
+_SECONDS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "mins": 60.0,
+            "minute": 60.0, "minutes": 60.0, "h": 3600.0, "ms": 0.001}  # UCUM codes and common spellings
 
 
 def to_seconds(value: Any, unit: str | None) -> float | None:

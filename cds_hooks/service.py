@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from .audit.records import CardRecord, DecisionRecord, FiredRule
 from .cards import build_card, collect_findings, incomplete_card
 from .engine import Evaluator
-from .errors import PreconditionFailed
+from .errors import PreconditionFailed, error_body
 from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
@@ -93,9 +93,14 @@ class Pipeline:
         record = build_record(request.prefetch, fetch)
         mark = lap("parse", mark)
         if not record.available:
-            raise PreconditionFailed(
+            failure = PreconditionFailed(
                 "The patient's record could not be obtained: no prefetch data and no reachable FHIR server",
                 problems=[f"{key}: {why}" for key, why in sorted(record.gaps.items())])
+            outcome = self._outcome(service, request, now, started, timings, [], [],
+                                    [(o.ref, o.modality) for o in orders], {}, [], failure.problems)
+            outcome.status, outcome.body = 412, error_body(failure)
+            outcome.decision = replace(outcome.decision, status=412)
+            return outcome
 
         evaluations = []
         engine_ms = facts_ms = 0.0

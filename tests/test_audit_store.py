@@ -370,9 +370,30 @@ def test_repeated_feedback_is_stored_once(store: AuditStore, db_url: str) -> Non
     assert store.record_feedback("cryo-order-sign", [later])[0]["stored"] is True
 
 
-def test_feedback_with_a_naive_timestamp_is_refused_before_anything_is_written() -> None:
-    with pytest.raises(ValueError, match="timezone-aware"):
-        overridden("c-1", at=datetime(2026, 3, 1, 9, 30))
+def test_invalid_feedback_is_refused_before_anything_is_written(
+    store: AuditStore, db_url: str
+) -> None:
+    naive = overridden("c-2", at=datetime(2026, 3, 1, 9, 30))
+    ignored = FeedbackItem("c-3", "ignored", datetime.now(UTC), (), None, None, None, None)
+
+    for bad in (naive, ignored):
+        with pytest.raises(ValueError, match="timezone-aware|outcome"):
+            store.record_feedback("cryo-order-sign", [overridden("c-1"), bad])
+
+    assert table_rows(db_url, "feedback") == []
+
+
+def test_an_inconsistent_decision_is_refused_by_the_store_not_at_construction(
+    store: AuditStore,
+) -> None:
+    orphan = decision("d-1", (hit("CI-RAYNAUD", "c-missing"),), ())
+    naive = decision("d-2", created_at=datetime(2026, 3, 1, 10, 0))
+
+    for bad in (orphan, naive):
+        with pytest.raises(ValueError, match="does not list|timezone-aware"):
+            store.record_decision(bad, EVALUATED)
+        assert store.record_decision_safely(bad, EVALUATED) is False
+    assert store.count_decisions() == 0
 
 
 # -- analytics ---------------------------------------------------------------------------

@@ -88,8 +88,10 @@ def test_an_empty_prefetch_template_and_a_null_title_are_reported_in_discovery()
     doc["services"][0]["prefetch"]["patientToGreet"] = ""
     doc["services"][1]["title"] = None
     assert validate("discovery", doc) == [
-        "/services/0/prefetch/patientToGreet: empty string: "
-        "omit an optional attribute instead (§1)",
+        (
+            "/services/0/prefetch/patientToGreet: empty string: "
+            "omit an optional attribute instead (§1)"
+        ),
         "/services/1/title: null value: omit an optional attribute instead of sending null (§1)",
     ]
 

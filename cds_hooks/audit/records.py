@@ -60,9 +60,12 @@ class DecisionRecord:
     data_gaps: tuple[str, ...]
     status: int = 200
 
-    def __post_init__(self) -> None:
-        # Checked here so an inconsistent record fails in the pipeline's own tests,
-        # not later as an unexplained audit write failure.
+    def check(self) -> None:
+        """Raise ValueError if the record cannot be stored faithfully.
+
+        Called by the store, not at construction: a record is built on the request path,
+        where an audit problem must not become a clinician's error.
+        """
         if self.evaluator not in EVALUATORS:
             raise ValueError(f"evaluator must be one of {sorted(EVALUATORS)}")
         _require_aware(self.created_at, "DecisionRecord.created_at")
@@ -91,7 +94,8 @@ class FeedbackItem:
     override_display: str | None
     user_comment: str | None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Raise ValueError for an entry the store must not keep (called by the store)."""
         if self.outcome not in OUTCOMES:
             raise ValueError(f"feedback outcome must be one of {sorted(OUTCOMES)}")
         _require_aware(self.outcome_timestamp, "FeedbackItem.outcome_timestamp")

@@ -115,6 +115,7 @@ class AuditStore:
         Raises on any failure; `record_decision_safely` is the variant for request paths.
         """
         self._check_open()
+        rec.check()
         rows = _decision_rows(rec, evaluated_rules, self.hash_patient(rec.patient_id))
         with self._engine.begin() as conn:
             conn.execute(insert(Decision), [rows["decision"]])
@@ -156,6 +157,8 @@ class AuditStore:
         dict per item: card_uuid, outcome, known_card, decision_id, rule_id, stored.
         """
         self._check_open()
+        for item in items:
+            item.check()
         if not items:
             return []
         received_at = datetime.now(UTC)

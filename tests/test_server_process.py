@@ -1,0 +1,79 @@
+"""A real server process: its first request is a patient for whom no rule fires (the
+durable-rules segfault of design note §6.1), then thousands of requests follow, and
+every one of them leaves exactly one decision record."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from sqlalchemy import create_engine, text
+
+from cds_hooks.cases import case_request
+
+REQUESTS_AFTER_FIRST = 3000
+NO_ALERT_CASE = {"order": "cold-pack", "resources": [{
+    "resourceType": "Observation", "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+    "effectiveDateTime": "2026-11-01", "valueQuantity": {"value": 64, "unit": "/min", "code": "/min"}}]}
+ALERT_CASE = {"order": "ln2", "resources": [{
+    "resourceType": "Condition", "code": {"coding": [{"system": "http://snomed.info/sct", "code": "266261006"}]}}]}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode} before answering")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise AssertionError("server did not come up in time")
+
+
+def test_fresh_server_survives_a_no_alert_first_request_and_thousands_after(tmp_path: Path) -> None:
+    port = _free_port()
+    db = tmp_path / "decisions.db"
+    env = {**os.environ, "CDS_HOOKS_DATABASE_URL": f"sqlite:///{db}", "CDS_HOOKS_PATIENT_HASH_KEY": "k" * 32}
+    log = (tmp_path / "server.log").open("wb")  # a file, not a pipe: a full pipe would block the server
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cds_hooks.cli", "serve", "--no-auth", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(f"{base}/healthz", server)
+        session = requests.Session()
+        first = session.post(f"{base}/cds-services/cryotherapy-order-select", json=case_request(NO_ALERT_CASE), timeout=30)
+        assert first.status_code == 200
+        assert first.json() == {"cards": []}
+        no_alert, alert = case_request(NO_ALERT_CASE), case_request(ALERT_CASE)
+        for i in range(REQUESTS_AFTER_FIRST):
+            body = copy.deepcopy(alert if i % 3 == 0 else no_alert)
+            body["hookInstance"] = f"00000000-0000-4000-8000-{i:012d}"
+            response = session.post(f"{base}/cds-services/cryotherapy-order-select", json=body, timeout=30)
+            assert response.status_code == 200, response.text
+            assert bool(response.json()["cards"]) == (i % 3 == 0)
+        assert server.poll() is None, "the server died"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    assert server.returncode in (0, -15), (tmp_path / "server.log").read_text(errors="replace")[-2000:]
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from decision")).scalar_one() == REQUESTS_AFTER_FIRST + 1
+    engine.dispose()
