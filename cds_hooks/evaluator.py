@@ -3,7 +3,9 @@
 It is the oracle the durable-rules engine is checked against (the engine has silent
 wrong-result bugs), and the evaluator used where ``durable`` cannot be imported. It
 understands exactly the subset the rulebook emits: ``$and``, ``$or``, equality, ``$lt``,
-``$lte``, ``$gt``, ``$gte`` and absence patterns (``<alias>$not``).
+``$lte``, ``$gt``, ``$gte`` and absence patterns (``<alias>$not``). As in the engine, the
+positive patterns of one rule bind different facts, and an absence pattern is checked
+against the facts the positive patterns did not bind.
 """
 
 from __future__ import annotations
@@ -59,26 +61,28 @@ class PlainEvaluator:
 
     def evaluate(self, facts: Sequence[Fact]) -> list[Hit]:
         hits: list[Hit] = []
+        candidates = [f for f in facts if f.get("kind") != SENTINEL_KIND]
         for key, terms in self._rules.items():
             positive: list[tuple[str, list[Fact]]] = []
-            blocked = False
+            absent: list[list[Fact]] = []
             for term in terms:
                 ((alias, pattern),) = term.items()
                 if alias == "req" and pattern == {"kind": SENTINEL_KIND}:
                     continue
-                found = [f for f in facts if f.get("kind") != SENTINEL_KIND and matches(f, pattern)]
+                found = [f for f in candidates if matches(f, pattern)]
                 if alias.endswith("$not"):
-                    if found:
-                        blocked = True
-                        break
+                    absent.append(found)
                 else:
-                    if not found:
-                        blocked = True
-                        break
                     positive.append((alias, found))
-            if blocked:
+            if any(not found for _, found in positive):
                 continue
             aliases = [a for a, _ in positive]
             for combo in product(*(found for _, found in positive)):
-                hits.append((key, tuple(zip(aliases, (str(f["id"]) for f in combo)))))
+                ids = [str(f["id"]) for f in combo]
+                if len(set(ids)) != len(ids):
+                    continue  # each pattern binds a different fact, as in the engine
+                # As in the engine, an absence pattern looks at the facts not bound by this match.
+                if any(any(str(f["id"]) not in ids for f in found) for found in absent):
+                    continue
+                hits.append((key, tuple(zip(aliases, ids))))
         return hits

@@ -73,7 +73,8 @@ def drug_class_match(concepts: Sequence[Any], value_set: ValueSet) -> str | None
         for system, code, display in codings(concept):
             if value_set.has_code(system, code):
                 name = value_set.ingredient_in_text(display or "") or value_set.display_for(system, code)
-                return name or display or code
+                name = name or next(filter(None, map(value_set.ingredient_in_text, all_texts)), None)
+                return name or display or label(concept, code)
     for text in all_texts:
         name = value_set.ingredient_in_text(text)
         if name:
