@@ -5,9 +5,7 @@ the body-size limit."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -16,6 +14,7 @@ from .audit.store import AuditStore
 from .auth import AuthError, JwtVerifier, load_issuers
 from .config import Config, from_env, patient_hash_key
 from .engine import make_evaluator
+from .fhir_client import FhirFetcher
 from .errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized, error_body
 from .hooks import HookRequest
 from .rulebook import load_rulebook
@@ -36,7 +35,14 @@ class ServiceState:
     store: AuditStore
     verifier: JwtVerifier | None
     prefetch: dict[str, str]
-    fetcher_for: Callable[[HookRequest], Callable[[str], Any] | None] | None = None
+
+    def record_source(self, hook_request: HookRequest) -> FhirFetcher | None:
+        """A fetcher for the call's FHIR server, if the client named one."""
+        if not hook_request.fhir_server:
+            return None
+        return FhirFetcher(hook_request.fhir_server, hook_request.patient_id, self.prefetch,
+                           access_token=hook_request.access_token, budget_s=self.config.fetch_budget_s,
+                           max_pages=self.config.fetch_max_pages)
 
 
 def observation_codes(terminology: Terminology) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
-from .concepts import codings, in_set, label
+from .concepts import codings, in_set, label, texts
 from .fhirtime import to_instant, written_date
 from .record import PatientRecord
 from .terminology import Terminology
@@ -94,6 +94,8 @@ def _value(obs: Any, code_check: Any) -> Iterator[tuple[str, float]]:
 
 
 LAB_UNITS = {"hb": "g/dL", "a1c": "%", "anc": "x10^3/uL", "hr": "/min"}  # the normalised units, for display
+LAB_NAMES = {"hb": "Haemoglobin", "a1c": "HbA1c", "anc": "Absolute neutrophil count", "hr": "Heart rate",
+             "ice": "Ice test"}  # labels for observations sent with a bare code (no text or display)
 LABS = {  # test -> (value sets, converter)
     "hb": (("OBS-HB.mass", "OBS-HB.molar"), None),
     "a1c": (("OBS-A1C",), a1c_percent),
@@ -138,7 +140,8 @@ def lab_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
         hit = next(iter(codings(obs.code)), None)
         facts.append(ctx.new_fact(
             "lab", obs, test=test, days_ago=ctx.days_ago(when), date=when.date().isoformat(),
-            label=label(obs.code), system=hit[0] if hit else None, code=hit[1] if hit else None,
+            label=label(obs.code, LAB_NAMES[test]) if texts(obs.code) else LAB_NAMES[test],
+            system=hit[0] if hit else None, code=hit[1] if hit else None,
             value_text=f"{value:g} {LAB_UNITS[test]}" if test in LAB_UNITS else str(value), **fields))
     return facts
 

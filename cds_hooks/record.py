@@ -10,9 +10,9 @@ the whole call.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from fhir.resources.R4B import get_fhir_model_class
 
@@ -160,12 +160,22 @@ def add_answer(record: PatientRecord, key: str, value: Any, wanted: tuple[str, .
     record.available.add(key)
 
 
-Fetcher = Callable[[str], Any]
+class RecordSource(Protocol):
+    """Where missing parts of the record come from (the client's FHIR server)."""
+
+    def query(self, key: str) -> Any: ...
+
+    def complete(self, bundle: dict[str, Any], key: str) -> dict[str, Any]: ...
 
 
-def build_record(prefetch: Mapping[str, Any] | None, fetch: Fetcher | None = None) -> PatientRecord:
-    """Read every prefetch value, then ask ``fetch(key)`` (the FHIR server fallback) for the
-    keys still missing; ``fetch`` returns the answer or raises LookupError with the reason.
+def _has_next_page(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("resourceType") == "Bundle" and any(
+        isinstance(link, dict) and link.get("relation") == "next" for link in value.get("link") or ())
+
+
+def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None = None) -> PatientRecord:
+    """Read every prefetch value, then ask ``source`` for the keys still missing and for the
+    further pages of paginated prefetch; ``source`` raises LookupError with the reason.
 
     Values under keys we did not declare are read too, by resource type: a client that
     names its prefetch differently still gets its data checked."""
@@ -173,17 +183,25 @@ def build_record(prefetch: Mapping[str, Any] | None, fetch: Fetcher | None = Non
     prefetch = prefetch or {}
     for key, value in prefetch.items():
         wanted = PREFETCH_QUERIES[key][1] if key in PREFETCH_QUERIES else ()
+        if _has_next_page(value):
+            if source is None:
+                record.gaps[key] = "only the first page was sent and there is no FHIR server to ask for the rest"
+            else:
+                try:
+                    value = source.complete(value, key)
+                except LookupError as exc:
+                    record.gaps[key] = f"further pages could not be fetched: {exc}"
         add_answer(record, key, value, wanted)
     for key, (_template, wanted) in PREFETCH_QUERIES.items():
         if key in record.available or key in record.gaps:
             continue
         if record.of(wanted[0]):
             record.available.add(key)  # delivered under another key
-        elif fetch is None:
+        elif source is None:
             record.gaps[key] = "not provided in prefetch and no FHIR server to ask"
         else:
             try:
-                add_answer(record, key, fetch(key), wanted)
+                add_answer(record, key, source.query(key), wanted)
             except LookupError as exc:
                 record.gaps[key] = str(exc)
     if record.skipped:

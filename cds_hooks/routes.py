@@ -63,8 +63,7 @@ def call_service(service_id: str) -> Response:
         raise NotFound(f"There is no CDS service '{service_id}'; GET /cds-services lists them")
     hook_request = parse_hook_request(_body(), service.hook)
     state = _state()
-    fetch = state.fetcher_for(hook_request) if state.fetcher_for else None
-    outcome = state.pipeline.run(service, hook_request, fetch)
+    outcome = state.pipeline.run(service, hook_request, state.record_source(hook_request))
     state.store.record_decision_safely(outcome.decision, outcome.evaluated_rules)
     return json_response(outcome.body, outcome.status)
 

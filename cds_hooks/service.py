@@ -21,7 +21,7 @@ from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
 from .orders import find_cryo_orders
-from .record import COMPLETENESS_KEYS, PREFETCH_QUERIES, PatientRecord, build_record, parse_draft_orders
+from .record import COMPLETENESS_KEYS, PREFETCH_QUERIES, PatientRecord, RecordSource, build_record, parse_draft_orders
 from .rulebook import Rulebook
 from .terminology import Terminology
 
@@ -73,7 +73,7 @@ class Pipeline:
         self.clock = clock
 
     def run(self, service: ServiceDefinition, request: HookRequest,
-            fetch: Callable[[str], Any] | None = None) -> Outcome:
+            source: RecordSource | None = None) -> Outcome:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         now = self.clock()
@@ -90,7 +90,7 @@ class Pipeline:
         if not orders:
             return self._outcome(service, request, now, started, timings, [], [], [], {}, [])
 
-        record = build_record(request.prefetch, fetch)
+        record = build_record(request.prefetch, source)
         mark = lap("parse", mark)
         if not record.available:
             failure = PreconditionFailed(
