@@ -131,3 +131,28 @@ def load_case(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a case is a YAML map")
     return data
+
+
+def bundle_request(bundle: Mapping[str, Any], order: Any = "wbc", hook: str = "order-select") -> dict[str, Any]:
+    """A request for the patient in a FHIR Bundle (e.g. a Synthea transaction bundle): its
+    resources become searchset prefetch answers under our keys, and a draft order is added."""
+    resources = [e["resource"] for e in bundle.get("entry") or () if isinstance(e, dict) and "resource" in e]
+    patient = next((r for r in resources if r.get("resourceType") == "Patient"), None)
+    if patient is None:
+        raise ValueError("the bundle holds no Patient")
+    patient_id = str(patient.get("id"))
+    draft = build_order(order)
+    draft["subject"] = {"reference": f"Patient/{patient_id}"}
+    prefetch: dict[str, Any] = {"patient": patient}
+    for key, (_template, types) in PREFETCH_QUERIES.items():
+        if key != "patient":
+            matching = [r for r in resources if r.get("resourceType") in types]
+            prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching),
+                             "entry": [{"resource": r} for r in matching]}
+    context: dict[str, Any] = {
+        "userId": "Practitioner/sandbox", "patientId": patient_id,
+        "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]},
+    }
+    if hook == "order-select":
+        context["selections"] = [f"ServiceRequest/{draft['id']}"]
+    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context, "prefetch": prefetch}

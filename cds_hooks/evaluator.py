@@ -51,25 +51,41 @@ def matches(fact: Fact, term: Mapping[str, Any]) -> bool:
 _MISSING = object()
 
 
+def _kind_of(pattern: Mapping[str, Any]) -> Any:
+    """The fact kind a compiled pattern requires, so only those facts are scanned."""
+    if "kind" in pattern:
+        return pattern["kind"]
+    for term in pattern.get("$and", ()):
+        if isinstance(term, Mapping) and set(term) == {"kind"}:
+            return term["kind"]
+    return None
+
+
 class PlainEvaluator:
     """Evaluates compiled rules over one request's facts; stateless and thread-safe."""
 
     name = "plain"
 
     def __init__(self, rules: Mapping[str, Mapping[str, Any]]):
-        self._rules = {key: definition["all"] for key, definition in rules.items()}
+        self._rules = {key: [(alias, pattern, _kind_of(pattern)) for term in definition["all"]
+                             for alias, pattern in term.items()]
+                       for key, definition in rules.items()}
 
     def evaluate(self, facts: Sequence[Fact]) -> list[Hit]:
         hits: list[Hit] = []
-        candidates = [f for f in facts if f.get("kind") != SENTINEL_KIND]
+        by_kind: dict[Any, list[Fact]] = {}
+        for fact in facts:
+            if fact.get("kind") != SENTINEL_KIND:
+                by_kind.setdefault(fact.get("kind"), []).append(fact)
+        everything = [f for group in by_kind.values() for f in group]
         for key, terms in self._rules.items():
             positive: list[tuple[str, list[Fact]]] = []
             absent: list[list[Fact]] = []
-            for term in terms:
-                ((alias, pattern),) = term.items()
+            for alias, pattern, kind in terms:
                 if alias == "req" and pattern == {"kind": SENTINEL_KIND}:
                     continue
-                found = [f for f in candidates if matches(f, pattern)]
+                pool = everything if kind is None else by_kind.get(kind, [])
+                found = [f for f in pool if matches(f, pattern)]
                 if alias.endswith("$not"):
                     absent.append(found)
                 else:
