@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .audit.store import AuditStore
+from .audit_api import bp as audit_bp
 from .auth import AuthError, JwtVerifier, load_issuers
 from .config import Config, from_env, patient_hash_key
 from .engine import make_evaluator
@@ -78,6 +79,7 @@ def create_app(config: Config | None = None) -> Flask:
     state = ServiceState(config, pipeline, store, verifier, prefetch_templates(observation_codes(terminology)))
     app.extensions["cryo_cds"] = state
     app.register_blueprint(bp)
+    app.register_blueprint(audit_bp)
     _install_security(app, state)
     _install_error_handlers(app)
     log.info("cryo-cds ready: %d rules (revision %s), evaluator %s", len(rulebook.rules), rulebook.revision,
@@ -105,7 +107,7 @@ def _install_security(app: Flask, state: ServiceState) -> None:
         if request.method == "OPTIONS":
             headers = _cors_headers(request.headers.get("Origin"), state.config.cors_origins)
             return Response(status=204, headers=headers)
-        if request.path == "/healthz" or state.verifier is None:
+        if request.path == "/healthz" or request.path.startswith("/audit/") or state.verifier is None:
             return None
         audience = state.config.public_base_url + request.path
         try:

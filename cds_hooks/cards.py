@@ -197,7 +197,7 @@ def incomplete_card(gaps: Mapping[str, str]) -> dict[str, Any]:
     missing = ", ".join(sorted(gaps))
     return {
         "uuid": str(uuid.uuid4()),
-        "summary": "Part of the patient record could not be read: some cryotherapy checks were not run."[:139],
+        "summary": "Part of the record or of the order could not be read: some cryotherapy checks were not run.",
         "indicator": "warning",
         "detail": ("These parts of the record could not be obtained, so the rules that need them were not "
                    f"checked: **{missing}**.\n\n" + "\n".join(f"- {k}: {v}" for k, v in sorted(gaps.items()))

@@ -7,6 +7,7 @@ cryoablation...) are excluded first. The modality decides every rule's severity.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,21 @@ def application_seconds(resource: Any) -> float | None:
     if quantity is not None and getattr(quantity, "value", None) is not None:
         return to_seconds(quantity.value, getattr(quantity, "code", None) or getattr(quantity, "unit", None))
     return None
+
+
+_CODE_SETS = ("ORDER.cryo-destructive", "ORDER.cryo-generic", "ORDER.cold", "ORDER.systemic-local",
+              "ORDER.cold-local", "ORDER.cpt-cryo", "ORDER.cpt-destruction", "ORDER.cpt-cold-pack")
+
+
+def looks_like_cryotherapy(raw: Any, terminology: Terminology) -> bool:
+    """For a draft that is not valid FHIR: does anything in it name cryotherapy? Then it must
+    not pass unchecked in silence."""
+    if not isinstance(raw, dict) or raw.get("resourceType") not in ("ServiceRequest", "Procedure"):
+        return False
+    dump = json.dumps(raw, ensure_ascii=False)
+    if terminology["ORDER.text-fallback"].matches_text(dump):
+        return True
+    return any(f'"{code}"' in dump for vs in _CODE_SETS for _system, code in terminology[vs].exact)
 
 
 def find_cryo_orders(

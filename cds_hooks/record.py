@@ -209,13 +209,24 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
     return record
 
 
-def parse_draft_orders(bundle: Mapping[str, Any]) -> tuple[list[Any], list[str]]:
-    """The draft resources of context.draftOrders, parsed; invalid ones reported, not fatal."""
-    resources, problems = [], []
+@dataclass(frozen=True)
+class UnreadableDraft:
+    """A draft order that is not valid FHIR R4: kept raw so it can still be recognised."""
+
+    ref: str
+    reason: str
+    raw: Any
+
+
+def parse_draft_orders(bundle: Mapping[str, Any]) -> tuple[list[Any], list[UnreadableDraft]]:
+    """The draft resources of context.draftOrders, parsed; invalid ones returned apart, not fatal."""
+    resources, unreadable = [], []
     for raw in _entries(bundle):
         resource, problem = parse_resource(raw)
         if resource is None:
-            problems.append(f"draftOrders: {problem}")
+            kind = raw.get("resourceType", "resource") if isinstance(raw, dict) else "resource"
+            ref = f"{kind}/{raw.get('id')}" if isinstance(raw, dict) and raw.get("id") else str(kind)
+            unreadable.append(UnreadableDraft(ref, problem or "invalid", raw))
         else:
             resources.append(resource)
-    return resources, problems
+    return resources, unreadable

@@ -20,7 +20,7 @@ from .errors import PreconditionFailed, error_body
 from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
-from .orders import find_cryo_orders
+from .orders import find_cryo_orders, looks_like_cryotherapy
 from .record import COMPLETENESS_KEYS, PREFETCH_QUERIES, PatientRecord, RecordSource, build_record, parse_draft_orders
 from .rulebook import Rulebook
 from .terminology import Terminology
@@ -83,12 +83,21 @@ class Pipeline:
             timings[step] = (current - since) * 1000
             return current
 
-        drafts, draft_problems = parse_draft_orders(request.draft_orders)
+        drafts, unreadable = parse_draft_orders(request.draft_orders)
         orders = find_cryo_orders(drafts, self.terminology, request.selections,
                                   destruction_codes_imply_cryo=self.destruction_codes_imply_cryo)
+        unchecked = {
+            f"draft order {d.ref}": f"not valid FHIR R4 ({d.reason}); its cryotherapy checks were not run"
+            for d in unreadable
+            if (request.selections is None or d.ref in request.selections)
+            and looks_like_cryotherapy(d.raw, self.terminology)
+        }
+        draft_problems = [f"draftOrders {d.ref}: {d.reason}" for d in unreadable]
         mark = lap("orders", started)
         if not orders:
-            return self._outcome(service, request, now, started, timings, [], [], [], {}, [])
+            cards = [incomplete_card(unchecked)] if unchecked else []
+            return self._outcome(service, request, now, started, timings, cards, [], [], unchecked, [],
+                                 draft_problems)
 
         record = build_record(request.prefetch, source)
         mark = lap("parse", mark)
@@ -129,7 +138,7 @@ class Pipeline:
                     rule_id=rule.id, rule_version=rule.version, severity=severity, card_uuid=card["uuid"],
                     order_ref=order_ref, evidence=tuple(dict.fromkeys(f["ref"] for f in matched if "ref" in f)),
                     facts={f["id"]: {k: v for k, v in f.items() if k != "sid"} for f in matched}))
-        gaps = _reportable_gaps(record)
+        gaps = {**_reportable_gaps(record), **unchecked}
         if gaps:
             cards.insert(_first_below_warning(cards), incomplete_card(gaps))
         lap("cards", mark)

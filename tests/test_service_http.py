@@ -176,3 +176,18 @@ def test_partial_prefetch_adds_an_md_incomplete_warning(client) -> None:
     cards = client.post("/cds-services/cryotherapy-order-sign", json=body).get_json()["cards"]
     incomplete = [c for c in cards if c["source"]["topic"]["code"] == "MD-INCOMPLETE"]
     assert incomplete and incomplete[0]["indicator"] == "warning" and "devices" in incomplete[0]["detail"]
+
+
+def test_a_cryotherapy_draft_that_is_not_valid_fhir_is_not_passed_in_silence(client) -> None:
+    body = _fixture("04-no-findings-local-ln2-order-sign")
+    order = body["context"]["draftOrders"]["entry"][0]["resource"]
+    order["occurrenceDateTime"] = "2026-12-01"  # together with occurrenceTiming: invalid R4 (one choice only)
+    cards = client.post("/cds-services/cryotherapy-order-sign", json=body).get_json()["cards"]
+    assert [(c["source"]["topic"]["code"], c["indicator"]) for c in cards] == [("MD-INCOMPLETE", "warning")]
+    assert "ServiceRequest/cryo-1" in cards[0]["detail"]
+
+
+def test_an_invalid_draft_that_is_not_cryotherapy_gives_no_card(client) -> None:
+    body = _fixture("09-mri-order-no-cryotherapy-order-sign")
+    body["context"]["draftOrders"]["entry"][0]["resource"]["status"] = 42
+    assert client.post("/cds-services/cryotherapy-order-sign", json=body).get_json() == {"cards": []}
