@@ -50,6 +50,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+_EVIDENCE_ONLY = {"date", "label", "ref", "id", "kind", "code", "system", "value_text"}
+
+
 class _Defaulting(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "not recorded"
@@ -69,7 +72,10 @@ def _placeholders(finding: Finding, order_facts: Mapping[str, Mapping[str, Any]]
         ctx[key] = ", ".join(dict.fromkeys(_fmt(v) for v in values))
     first_order = order_facts.get(finding.orders[0], {}) if finding.orders else {}
     for key, value in first_order.items():
-        ctx.setdefault(key, _fmt(value))
+        if key not in _EVIDENCE_ONLY:  # an undated finding must not borrow the order's date
+            ctx.setdefault(key, _fmt(value))
+    if "date" in first_order:
+        ctx["treatment_date"] = str(first_order["date"])
     if "freeze_s" in first_order:
         ctx["t"] = _fmt(first_order["freeze_s"])
         ctx["d"] = _fmt(first_order["freeze_s"] / 60)

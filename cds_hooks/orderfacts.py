@@ -135,6 +135,8 @@ def _reasons(order: CryoOrder, record: PatientRecord) -> list[Any]:
         target = record.resolve(ref.reference, resource)
         if target is not None and getattr(target, "code", None) is not None:
             reasons.append(target.code)
+        else:  # a reason we cannot read: like a reason without an ICD-10-CM coding, it counts
+            reasons.append(None)
     return reasons
 
 
