@@ -289,6 +289,13 @@ def wait_until_up(server: Server, deadline_s: float = 120) -> None:
     raise RuntimeError("gunicorn did not answer in time:\n" + server.log_text()[-3000:])
 
 
+def extra_args() -> list[str]:
+    """gunicorn >= 27 opens a control socket in ~/.gunicorn, shared by every instance: not here."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
+
+
 @contextlib.contextmanager
 def gunicorn(db_url: str, workers: int, threads: int, workdir: Path) -> Iterator[Server]:
     port = free_port()
@@ -297,7 +304,8 @@ def gunicorn(db_url: str, workers: int, threads: int, workdir: Path) -> Iterator
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     log_path = workdir / "gunicorn.log"
     command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
-               "--preload", "-b", f"127.0.0.1:{port}", "--log-level", "info", "cds_hooks.app:create_app()"]
+               "--preload", "-b", f"127.0.0.1:{port}", "--log-level", "info", *extra_args(),
+               "cds_hooks.app:create_app()"]
     with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
         process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                    stdout=log, stderr=subprocess.STDOUT)

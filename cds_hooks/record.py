@@ -116,8 +116,13 @@ class PatientRecord:
             self.by_ref[ref_of(resource)] = resource
 
 
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a JSON array, else nothing: a wrong type must not stop the call."""
+    return value if isinstance(value, list) else []
+
+
 def _entries(value: Mapping[str, Any]) -> Iterable[Any]:
-    for entry in value.get("entry") or ():
+    for entry in _list(value.get("entry")):
         if isinstance(entry, dict):
             yield entry.get("resource")
 
@@ -130,7 +135,7 @@ def _failure_of(value: Mapping[str, Any]) -> str | None:
         else [r for r in _entries(value) if isinstance(r, dict) and r.get("resourceType") == "OperationOutcome"]
     )
     for outcome in outcomes:
-        for issue in outcome.get("issue") or ():
+        for issue in _list(outcome.get("issue")):
             if isinstance(issue, dict) and issue.get("severity") in ("error", "fatal"):
                 return str(issue.get("diagnostics") or issue.get("code") or "query failed")
     return None
@@ -170,7 +175,7 @@ class RecordSource(Protocol):
 
 def _has_next_page(value: Any) -> bool:
     return isinstance(value, dict) and value.get("resourceType") == "Bundle" and any(
-        isinstance(link, dict) and link.get("relation") == "next" for link in value.get("link") or ())
+        isinstance(link, dict) and link.get("relation") == "next" for link in _list(value.get("link")))
 
 
 def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None = None) -> PatientRecord:
