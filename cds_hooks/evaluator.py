@@ -4,8 +4,8 @@ It is the oracle the durable-rules engine is checked against (the engine has sil
 wrong-result bugs), and the evaluator used where ``durable`` cannot be imported. It
 understands exactly the subset the rulebook emits: ``$and``, ``$or``, equality, ``$lt``,
 ``$lte``, ``$gt``, ``$gte`` and absence patterns (``<alias>$not``). As in the engine, the
-positive patterns of one rule bind different facts, and an absence pattern is checked
-against the facts the positive patterns did not bind.
+positive patterns of one rule bind different facts; an absence pattern means that no fact
+at all matches it.
 """
 
 from __future__ import annotations
@@ -90,15 +90,12 @@ class PlainEvaluator:
                     absent.append(found)
                 else:
                     positive.append((alias, found))
-            if any(not found for _, found in positive):
+            if any(not found for _, found in positive) or any(absent):
                 continue
             aliases = [a for a, _ in positive]
             for combo in product(*(found for _, found in positive)):
                 ids = [str(f["id"]) for f in combo]
                 if len(set(ids)) != len(ids):
                     continue  # each pattern binds a different fact, as in the engine
-                # As in the engine, an absence pattern looks at the facts not bound by this match.
-                if any(any(str(f["id"]) not in ids for f in found) for found in absent):
-                    continue
                 hits.append((key, tuple(zip(aliases, ids))))
         return hits

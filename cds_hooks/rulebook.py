@@ -142,6 +142,12 @@ def _compile_variant(rule_id: str, index: int, raw: Mapping[str, Any], defaults:
     all_terms: list[dict[str, Any]] = []
     if unless:  # absence rules anchor on the sentinel asserted last (design note §3, bug B)
         all_terms.append({"req": {"kind": SENTINEL_KIND}})
+    # Absence terms come right after the sentinel, before the positive patterns: placed there,
+    # the engine checks them against every fact ("none of these exists"); placed after, it
+    # would skip the facts the positive patterns bound (checked by the differential test).
+    for i, pattern in enumerate(unless if isinstance(unless, list) else [unless]):
+        _kind, compiled = _compile_pattern(pattern, parameters, where)
+        all_terms.append({f"n{i}$not": compiled})
     aliases, kinds = [], {}
     for i, pattern in enumerate(when):
         kind, compiled = _compile_pattern(pattern, parameters, where)
@@ -149,9 +155,6 @@ def _compile_variant(rule_id: str, index: int, raw: Mapping[str, Any], defaults:
         aliases.append(alias)
         kinds[alias] = kind
         all_terms.append({alias: compiled})
-    for i, pattern in enumerate(unless if isinstance(unless, list) else [unless]):
-        _kind, compiled = _compile_pattern(pattern, parameters, where)
-        all_terms.append({f"n{i}$not": compiled})
     severity = dict(raw.get("severity") or defaults["severity"])
     for modality, level in severity.items():
         if modality not in MODALITIES or level not in SEVERITIES:

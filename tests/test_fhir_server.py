@@ -79,7 +79,7 @@ def running(app: Flask) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def synthea() -> Iterator[str]:
-    with running(create_fhir_app(load_resources([FIXTURES]))) as base:
+    with running(create_fhir_app(load_resources([SYNTHEA_FILE]))) as base:
         yield base
 
 
