@@ -15,11 +15,11 @@ from .audit_api import bp as audit_bp
 from .auth import AuthError, JwtVerifier, load_issuers
 from .config import Config, from_env, patient_hash_key
 from .engine import make_evaluator
-from .fhir_client import FhirFetcher
 from .errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized, error_body
+from .fhir_client import FhirFetcher
 from .hooks import HookRequest
-from .rulebook import load_rulebook
 from .routes import bp, handle_cds_error, json_response, prefetch_templates
+from .rulebook import load_rulebook
 from .service import Pipeline
 from .terminology import Terminology
 

@@ -97,5 +97,5 @@ class PlainEvaluator:
                 ids = [str(f["id"]) for f in combo]
                 if len(set(ids)) != len(ids):
                     continue  # each pattern binds a different fact, as in the engine
-                hits.append((key, tuple(zip(aliases, ids))))
+                hits.append((key, tuple(zip(aliases, ids, strict=True))))
         return hits

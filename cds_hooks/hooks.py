@@ -89,9 +89,8 @@ def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
             draft_orders = draft
         selections = _parse_selections(context.get("selections"), expected_hook, problems)
 
-    if problems:
+    if problems or not (hook and hook_instance and user_id and patient_id):
         raise BadRequest("The CDS Hooks request is not valid", problems=problems)
-    assert hook and hook_instance and user_id and patient_id  # guaranteed by the checks above
     return HookRequest(
         hook=hook,
         hook_instance=hook_instance,

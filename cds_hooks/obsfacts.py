@@ -127,7 +127,7 @@ def _is_positive(obs: Any, tx: Terminology) -> bool | None:
 def lab_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     tx = ctx.terminology
     latest: dict[str, tuple[datetime, Any, Any]] = {}
-    for obs, when, raw in counting(record, ctx.now):
+    for obs, when, _raw in counting(record, ctx.now):
         for test in LABS:
             value = _lab_value(test, obs, tx)
             if value is not None and (test not in latest or when > latest[test][0]):

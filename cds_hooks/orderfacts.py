@@ -12,8 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from .concepts import codings, in_set, joined_text, label, texts
 from .fhirtime import days_between, to_instant
-from .orders import (TEMPERATURE_URL, CryoOrder, application_seconds, classify, detect,
-                     extension_quantity, to_celsius)
+from .orders import (
+    TEMPERATURE_URL,
+    CryoOrder,
+    application_seconds,
+    classify,
+    detect,
+    extension_quantity,
+    to_celsius,
+)
 from .record import PatientRecord, ref_of
 from .terminology import ICD10CM, Terminology
 

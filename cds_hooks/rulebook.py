@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,24 +227,28 @@ def _revision(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def field_tests(definition: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """(field, operator, constant) for every test in a compiled rule; "eq" for equality."""
+
+    def walk(term: Any) -> Iterator[tuple[str, str, Any]]:
+        for key, value in term.items():
+            if key in ("$and", "$or"):
+                for item in value:
+                    yield from walk(item)
+            elif key.startswith("$"):
+                for fname, operand in value.items():
+                    yield fname, key, operand
+            else:
+                yield key, "eq", value
+
+    for term in definition["all"]:
+        for pattern in term.values():
+            yield from walk(pattern)
+
+
 def _check_engine_limits(variants: Mapping[str, Variant]) -> None:
-    counts: Counter[str] = Counter()
-
-    def walk(term: Any) -> None:
-        if isinstance(term, dict):
-            for key, value in term.items():
-                if key in ("$and", "$or"):
-                    for item in value:
-                        walk(item)
-                elif not key.startswith("$") and not isinstance(value, dict):
-                    counts[key] += 1
-                else:
-                    walk(value)
-
-    for variant in variants.values():
-        for term in variant.definition["all"]:
-            for pattern in term.values():
-                walk(pattern)
+    counts: Counter[str] = Counter(
+        fname for v in variants.values() for fname, op, _ in field_tests(v.definition) if op == "eq")
     worst = counts.most_common(1)
     if worst and worst[0][1] > MAX_EQUALITY_TESTS_PER_FIELD:
         raise RuleError(f"field '{worst[0][0]}' is tested for equality {worst[0][1]} times across rules; "

@@ -21,7 +21,14 @@ from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
 from .orders import find_cryo_orders, looks_like_cryotherapy
-from .record import COMPLETENESS_KEYS, PREFETCH_QUERIES, PatientRecord, RecordSource, build_record, parse_draft_orders
+from .record import (
+    COMPLETENESS_KEYS,
+    PREFETCH_QUERIES,
+    PatientRecord,
+    RecordSource,
+    build_record,
+    parse_draft_orders,
+)
 from .rulebook import Rulebook
 from .terminology import Terminology
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from werkzeug.serving import make_server
-import threading
-
-import requests
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config

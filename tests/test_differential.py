@@ -12,9 +12,16 @@ import random
 from collections import Counter, defaultdict
 from typing import Any
 
-from cds_hooks.factschema import (BOOL, EXAM_TESTS, FACT_SCHEMA, LAB_TESTS, NUM, PREGNANCY_POLARITIES,
-                                  SITE_MATCHES)
-from cds_hooks.rulebook import Rulebook
+from cds_hooks.factschema import (
+    BOOL,
+    EXAM_TESTS,
+    FACT_SCHEMA,
+    LAB_TESTS,
+    NUM,
+    PREGNANCY_POLARITIES,
+    SITE_MATCHES,
+)
+from cds_hooks.rulebook import Rulebook, field_tests
 
 PATIENTS = 2500
 STRING_VALUES = {
@@ -30,24 +37,10 @@ STRING_VALUES = {
 def _constants(rulebook: Rulebook) -> dict[str, set[float]]:
     """Every number each field is compared with, anywhere in the rules."""
     found: dict[str, set[float]] = defaultdict(set)
-
-    def walk(term: Any) -> None:
-        if isinstance(term, dict):
-            for key, value in term.items():
-                if key in ("$and", "$or"):
-                    for item in value:
-                        walk(item)
-                elif key.startswith("$") and isinstance(value, dict):
-                    for fname, operand in value.items():
-                        if isinstance(operand, (int, float)) and not isinstance(operand, bool):
-                            found[fname].add(float(operand))
-                elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                    found[key].add(float(value))
-
     for variant in rulebook.variants.values():
-        for term in variant.definition["all"]:
-            for pattern in term.values():
-                walk(pattern)
+        for fname, _op, operand in field_tests(variant.definition):
+            if isinstance(operand, (int, float)) and not isinstance(operand, bool):
+                found[fname].add(float(operand))
     return found
 
 
