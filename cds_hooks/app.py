@@ -41,6 +41,11 @@ class ServiceState:
         """A fetcher for the call's FHIR server, if the client named one."""
         if not hook_request.fhir_server:
             return None
+        allowed = self.config.fhir_server_allow
+        if allowed and not any(hook_request.fhir_server.startswith(prefix.rstrip("/")) for prefix in allowed):
+            log.warning("fhirServer of hook %s is not in CDS_HOOKS_FHIR_SERVER_ALLOW; not fetching",
+                        hook_request.hook_instance)
+            return None
         return FhirFetcher(hook_request.fhir_server, hook_request.patient_id, self.prefetch,
                            access_token=hook_request.access_token, budget_s=self.config.fetch_budget_s,
                            max_pages=self.config.fetch_max_pages)

@@ -39,6 +39,7 @@ class Config:
     max_body_bytes: int = 20 * 1024 * 1024
     fetch_budget_s: float = 4.0
     fetch_max_pages: int = 20
+    fhir_server_allow: tuple[str, ...] = ()  # URL prefixes the service may fetch from; empty: any
     audit_token: str = ""  # empty: the /audit HTTP API is off
     host: str = "127.0.0.1"
     port: int = 8080
@@ -118,6 +119,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         changes["fetch_budget_s"] = _number("FETCH_BUDGET_S", raw, float)
     if (raw := get("FETCH_MAX_PAGES")) is not None:
         changes["fetch_max_pages"] = _number("FETCH_MAX_PAGES", raw, int)
+    if (raw := get("FHIR_SERVER_ALLOW")) is not None:
+        changes["fhir_server_allow"] = _list(raw)
     if (raw := get("AUDIT_TOKEN")) is not None:
         if raw and len(raw) < 24:
             raise ConfigError(f"{PREFIX}AUDIT_TOKEN must be at least 24 characters")

@@ -141,3 +141,15 @@ def test_a_slow_fhir_server_is_cut_off_by_the_time_budget(tmp_path) -> None:
         server.stop()
     assert ("MD-INCOMPLETE", "warning") in cards
     assert elapsed < 2.5
+
+
+def test_a_fhir_server_outside_the_allow_list_is_not_queried(tmp_path, fhir_server) -> None:
+    server, seen_auth = fhir_server
+    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}", patient_hash_key=b"k" * 32,
+                    auth_required=False, fhir_server_allow=("https://fhir.hospital.example/",))
+    body = json.loads(PACEMAKER.read_text())
+    del body["prefetch"]
+    body["fhirServer"] = server.url
+    response = create_app(config).test_client().post("/cds-services/cryotherapy-order-sign", json=body)
+    assert response.status_code == 412
+    assert seen_auth == []
