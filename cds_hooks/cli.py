@@ -157,6 +157,34 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules_coverage(args: argparse.Namespace) -> int:
+    from .coverage import COLUMNS, coverage_rows
+    from .rulebook import load_rulebook
+    from .terminology import Terminology
+
+    config = from_env()
+    paths = [Path(p) for p in args.paths] or default_coverage_paths()
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"no such path: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    now = datetime.fromisoformat(args.now).astimezone(UTC) if args.now else None
+    rows = coverage_rows(load_rulebook(config.rules_dir, config.rule_params),
+                         Terminology.load(config.rules_dir / "valuesets"), paths, now=now)
+    _print(rows, args.json, COLUMNS)
+    if not args.json and rows:
+        print(f"{rows[0]['real_data_patients']} patient(s), {rows[0]['real_data_total_requests']} request(s) "
+              f"from {', '.join(map(str, paths))}", file=sys.stderr)
+    return 0
+
+
+def default_coverage_paths() -> list[Path]:
+    """fhir_fixtures/external and, if present, ../shared/external/fhir-data (from the repo root)."""
+    root = Path(__file__).resolve().parent.parent
+    shared = root.parent / "shared" / "external" / "fhir-data"
+    return [root / "fhir_fixtures" / "external"] + ([shared] if shared.is_dir() else [])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cryo-cds", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,11 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     purge = audit_sub.add_parser("purge", help="delete decisions older than N days")
     purge.add_argument("--older-than-days", type=int, required=True)
     audit.set_defaults(func=_audit, json=True)
+
+    rules = sub.add_parser("rules", help="information about the rule set")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    coverage = rules_sub.add_parser("coverage", help="per rule: its cases and whether real patient data fires it")
+    coverage.add_argument("paths", nargs="*", metavar="PATH",
+                          help="patient Bundles or folders (default: fhir_fixtures/external and ../shared/external/fhir-data)")
+    coverage.add_argument("--now", help="evaluate every patient as of this ISO date-time (default: each record's last encounter)")
+    coverage.add_argument("--json", action="store_true")
+    coverage.set_defaults(func=_rules_coverage)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
