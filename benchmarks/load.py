@@ -223,7 +223,7 @@ def row_key(row: Any) -> tuple[Any, ...]:
 
 def make_item(card: CardSeen, rng: random.Random, serial: int) -> dict[str, Any]:
     stamp = datetime.now(UTC).isoformat(timespec="microseconds")
-    if card.suggestions and rng.random() < 0.5 or not card.reasons or rng.random() < 0.1:
+    if (card.suggestions and rng.random() < 0.5) or not card.reasons or rng.random() < 0.1:
         chosen = [{"id": s} for s in card.suggestions[:1]]
         return {"card": card.uuid, "outcome": "accepted", "outcomeTimestamp": stamp, "acceptedSuggestions": chosen}
     style = rng.randrange(3)
@@ -402,7 +402,7 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
             post.attempts += 1
             try:
                 response = session().post(feedback_url, data=post.body_text.encode(), headers=headers, timeout=60)
-            except requests.ConnectionError as exc:
+            except requests.RequestException as exc:  # dropped by the killed worker: send again
                 post.error = f"{type(exc).__name__}: {exc}"[:300]
                 time.sleep(0.2 * post.attempts)
                 continue
@@ -445,7 +445,9 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
             else:
                 result.error = response.text[:300]
         except requests.RequestException as exc:
-            result.error = f"{type(exc).__name__}: {exc}"[:300]
+            result.status, result.error = None, f"{type(exc).__name__}: {exc}"[:300]
+        except (ValueError, KeyError, TypeError) as exc:  # a 200 whose body is not a CDS response
+            result.status, result.error = 0, f"bad response body: {type(exc).__name__}: {exc}"[:300]
         result.latency_s = time.perf_counter() - started
         with lock:
             completed[0] += 1
@@ -772,7 +774,7 @@ class Report:
     load: LoadResult
     checks: list[Check]
     facts: dict[str, Any]
-    log_path: Path | None = None
+    server_log: str = ""
 
     @property
     def ok(self) -> bool:
@@ -820,13 +822,8 @@ def run(db: str, calls: int, clients: int, workers: int, *, kill_worker: bool, t
             checks.append(Check("gunicorn master still running after the load", alive))
             if alive:
                 checks += check_usable(server, db_url)
-        log_tail = server.log_text()
-        facts["server log lines"] = log_tail.count("\n")
-        report = Report(db, calls, clients, workers, kill_worker, load, checks, facts)
-        if not report.ok:
-            saved = Path(tempfile.gettempdir()) / f"cryo-load-{db}-{os.getpid()}.log"
-            saved.write_text(log_tail, encoding="utf-8")
-            report.log_path = saved
+        report = Report(db, calls, clients, workers, kill_worker, load, checks, facts, server.log_text())
+        facts["server log lines"] = report.server_log.count("\n")
         return report
 
 
@@ -845,8 +842,10 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args.db, args.calls, args.clients, args.workers, kill_worker=args.kill_worker, threads=args.threads,
                  seed=args.seed, progress=lambda m: print(f"  .. {m}", flush=True))
     print(report.render(), flush=True)
-    if report.log_path:
-        print(f"  server log kept at {report.log_path}")
+    if not report.ok:
+        saved = Path(tempfile.gettempdir()) / f"cryo-load-{args.db}-{os.getpid()}.log"
+        saved.write_text(report.server_log, encoding="utf-8")
+        print(f"  server log kept at {saved}")
     return 0 if report.ok else 1
 
 

@@ -129,7 +129,8 @@ def feedback(service_id: str) -> Response:
 def health() -> Response:
     state = _state()
     return json_response({"status": "ok", "rulesRevision": state.pipeline.rulebook.revision,
-                          "evaluator": state.pipeline.evaluator.name, "rules": len(state.pipeline.rulebook.rules)})
+                          "evaluator": state.pipeline.evaluator.name, "rules": len(state.pipeline.rulebook.rules),
+                          "auditWriteFailures": type(state.store).write_failures})
 
 
 def handle_cds_error(error: CdsError) -> Response:

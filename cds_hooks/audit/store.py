@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -78,6 +81,9 @@ class AuditStore:
             raise ValueError("the audit store supports sqlite:// and postgresql+psycopg:// URLs")
         self._engine = _build_engine(self._url, pool_size)
         self._closed = False
+        # A forked worker (gunicorn --preload) must never reuse the parent's connections:
+        # two processes on one socket lose writes. SQLAlchemy's recipe for forked processes.
+        os.register_at_fork(after_in_child=partial(_forget_inherited_connections, weakref.ref(self._engine)))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -93,6 +99,7 @@ class AuditStore:
         with _MIGRATE_LOCK, self._engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+        self._engine.dispose()  # hold no connection across a later fork
 
     def dispose(self) -> None:
         """Close every pooled connection; later calls raise `AuditStoreClosedError`."""
@@ -232,6 +239,12 @@ class AuditStore:
 
 
 # -- engine set-up -----------------------------------------------------------------------
+
+
+def _forget_inherited_connections(engine_ref: weakref.ref[Engine]) -> None:
+    engine = engine_ref()
+    if engine is not None:
+        engine.dispose(close=False)
 
 
 def _normalise_url(url: str) -> URL:
