@@ -39,6 +39,24 @@ def durable_available() -> bool:
     return _durable_engine is not None
 
 
+NUMBER_LIMIT = 1e12
+
+
+def engine_safe(value: Any) -> Any:
+    """Numbers the C engine can read: it crashes the process on JSON numbers written in
+    exponent form (>= 1e16, or non-zero below 1e-4). Clamp and round; drop NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if value != value:  # NaN
+        return None
+    return round(max(-NUMBER_LIMIT, min(NUMBER_LIMIT, float(value))), 4)
+
+
+def engine_safe_fact(fact: Mapping[str, Any]) -> dict[str, Any]:
+    safe = {key: engine_safe(value) for key, value in fact.items()}
+    return {key: value for key, value in safe.items() if value is not None}
+
+
 class DurableEvaluator:
     """Evaluates compiled rules with durable-rules; same interface as PlainEvaluator."""
 
@@ -75,7 +93,7 @@ class DurableEvaluator:
 
     def evaluate(self, facts: Sequence[Fact]) -> list[Hit]:
         sid = uuid.uuid4().hex
-        batch = [{**fact, "sid": sid} for fact in facts]
+        batch = [{**engine_safe_fact(fact), "sid": sid} for fact in facts]
         batch.append({"kind": SENTINEL_KIND, "id": "$eval", "sid": sid})
         with self._lock:
             self._hits[sid] = []

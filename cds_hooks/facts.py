@@ -15,6 +15,7 @@ from itertools import count
 from typing import Any
 
 from .concepts import codings, first_code, in_set, label, status_code, texts
+from .engine import engine_safe_fact
 from .fhirtime import age_in_years, days_between, to_instant
 from .medfacts import medication_facts
 from .obsfacts import observation_facts
@@ -80,7 +81,7 @@ class FactContext:
         fact: Fact = {"kind": kind, "id": f"f{next(self.ids)}"}
         if resource is not None:
             fact["ref"] = ref_of(resource)
-        fact.update({k: v for k, v in fields.items() if v is not None})
+        fact.update(engine_safe_fact({k: v for k, v in fields.items() if v is not None}))
         return fact
 
     def days_ago(self, when: datetime) -> float:
@@ -162,7 +163,7 @@ def device_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     devices = [(d, d) for d in record.of("Device") if _device_status_counts(d)]
     for statement in record.of("DeviceUseStatement"):
         if statement.status == "active":
-            target = record.resolve(statement.device.reference if statement.device else None, statement)
+            target = record.resolve(statement.device.reference if statement.device else None, statement, "Device")
             if target is not None:
                 devices.append((statement, target))
     facts, seen = [], set()

@@ -46,7 +46,7 @@ def _concepts(resource: Any, record: PatientRecord) -> list[Any]:
     if concept is not None:
         return [concept]
     reference = getattr(resource, "medicationReference", None)
-    medication = record.resolve(reference.reference if reference else None, resource)
+    medication = record.resolve(reference.reference if reference else None, resource, "Medication")
     if medication is None:
         return [reference] if reference is not None and reference.display else []
     found = [medication.code] if medication.code is not None else []
@@ -59,7 +59,7 @@ def _locally_applied(resource: Any, concepts: Sequence[Any], record: PatientReco
     dosages = getattr(resource, "dosageInstruction", None) or getattr(resource, "dosage", None) or []
     routes = [d.route for d in (dosages if isinstance(dosages, list) else [dosages]) if d.route is not None]
     reference = getattr(resource, "medicationReference", None)
-    medication = record.resolve(reference.reference if reference else None, resource)
+    medication = record.resolve(reference.reference if reference else None, resource, "Medication")
     forms = [medication.form] if medication is not None and medication.form is not None else []
     if any(system == SNOMED and code in _LOCAL_ROUTES for system, code, _d in codings(routes)):
         return True
@@ -99,7 +99,10 @@ def _last_taken(resource: Any) -> datetime | None:
             supply = dispense.expectedSupplyDuration
             if supply is not None and supply.value is not None and authored is not None:
                 days = float(supply.value) * _UNITS_DAYS.get(supply.code or supply.unit or "d", 1)
-                candidates.append(authored + timedelta(days=days))
+                try:
+                    candidates.append(authored + timedelta(days=days))
+                except OverflowError:  # a supply running past year 9999 tells us nothing
+                    pass
         fallback = authored
     elif kind == "MedicationStatement":
         period = resource.effectivePeriod

@@ -95,18 +95,23 @@ class PatientRecord:
     def of(self, resource_type: str) -> list[Any]:
         return self.by_type.get(resource_type, [])
 
-    def resolve(self, reference: str | None, container: Any = None) -> Any | None:
-        """Follow a reference to a contained resource ('#id') or to one in the record."""
+    def resolve(self, reference: str | None, container: Any = None, expected: str | None = None) -> Any | None:
+        """Follow a reference to a contained resource ('#id') or to one in the record; a
+        target of another type than ``expected`` counts as unresolved."""
         if not reference:
             return None
+        found = None
         if reference.startswith("#") and container is not None:
             for contained in getattr(container, "contained", None) or ():
                 if getattr(contained, "id", None) == reference[1:]:
-                    return contained
+                    found = contained
+                    break
+        elif not reference.startswith("#"):
+            parts = reference.split("/_history", 1)[0].rstrip("/").split("/")
+            found = self.by_ref.get("/".join(parts[-2:])) if len(parts) >= 2 else None
+        if found is not None and expected is not None and found.get_resource_type() != expected:
             return None
-        key = reference.split("/_history", 1)[0]
-        parts = key.rstrip("/").split("/")
-        return self.by_ref.get("/".join(parts[-2:])) if len(parts) >= 2 else None
+        return found
 
     def add(self, resource: Any) -> None:
         if resource.get_resource_type() == "Patient" and self.patient is None:

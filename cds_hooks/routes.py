@@ -54,6 +54,8 @@ def _body() -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("The request body is nested too deeply to be a CDS Hooks message") from None
 
 
 @bp.post("/cds-services/<service_id>")
@@ -102,10 +104,11 @@ def _feedback_items(body: Any) -> list[FeedbackItem]:
                 problems.append(f"{where}.overrideReason needs a reason Coding and/or a userComment")
             else:
                 coding = reason.get("reason") or {}
-                if not isinstance(coding, dict):
-                    problems.append(f"{where}.overrideReason.reason must be a Coding")
+                fields = (coding.get("code"), coding.get("system"), coding.get("display")) if isinstance(coding, dict) else ()
+                if not isinstance(coding, dict) or not all(f is None or isinstance(f, str) for f in fields):
+                    problems.append(f"{where}.overrideReason.reason must be a Coding (code, system, display strings)")
                 else:
-                    code, system, display = coding.get("code"), coding.get("system"), coding.get("display")
+                    code, system, display = fields
                 comment = reason.get("userComment") if isinstance(reason.get("userComment"), str) else None
         if not problems and isinstance(when, datetime):
             items.append(FeedbackItem(card_uuid=card, outcome=outcome, outcome_timestamp=when,
