@@ -14,6 +14,7 @@ from .rulebook import SEVERITY_RANK, Rule, Rulebook, Variant
 
 SOURCE_LABEL = "Cryotherapy safety rules"
 TOPIC_SYSTEM = "https://example.org/fhir/cryo-cds/CodeSystem/rule"
+OVERRIDE_REASON_SYSTEM = "https://example.org/fhir/cryo-cds/CodeSystem/override-reason"
 GROUPS = {"immune": "GRP-IMMUNE"}
 GROUP_SUMMARIES = {"GRP-IMMUNE": "Immunocompromised (condition/medication on record): cryotherapy may "
                                  "affect immune function; physician review required."}
@@ -158,7 +159,7 @@ def build_card(finding: Finding, order_facts: Mapping[str, Mapping[str, Any]],
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one"
     reasons = [r for rule in finding.rules for r in rule.override_reasons] or list(DEFAULT_OVERRIDE_REASONS)
-    card["overrideReasons"] = [{"code": r["code"], "system": TOPIC_SYSTEM.replace("/rule", "/override-reason"),
+    card["overrideReasons"] = [{"code": r["code"], "system": OVERRIDE_REASON_SYSTEM,
                                 "display": r["display"]} for r in {r["code"]: r for r in reasons}.values()]
     return card
 
@@ -210,6 +211,6 @@ def incomplete_card(gaps: Mapping[str, str]) -> dict[str, Any]:
                    + "\n\nReview them in the chart before signing the order."),
         "source": {"label": SOURCE_LABEL, "topic": {"system": TOPIC_SYSTEM, "code": "MD-INCOMPLETE",
                                                     "display": "Incomplete patient record"}},
-        "overrideReasons": [{"code": "reviewed-in-chart", "system": TOPIC_SYSTEM.replace("/rule", "/override-reason"),
+        "overrideReasons": [{"code": "reviewed-in-chart", "system": OVERRIDE_REASON_SYSTEM,
                              "display": "Reviewed the missing data in the chart"}],
     }

@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 
 import requests
 
-from .record import PREFETCH_QUERIES
+from .record import PREFETCH_QUERIES, next_page_url
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ class FhirFetcher:
         entries = list(bundle.get("entry") or [])
         page, pages = bundle, 1
         while True:
-            next_url = next((link.get("url") for link in page.get("link") or ()
-                             if isinstance(link, dict) and link.get("relation") == "next"), None)
+            next_url = next_page_url(page)
             if not next_url:
                 break
             if pages >= self._max_pages:

@@ -11,6 +11,8 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+# UCUM time units (Timing.periodUnit, Duration.code) in days; a month is 30 d, a year 365 d.
+UNIT_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0}
 _PARTIAL = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .concepts import codings, label, texts
-from .fhirtime import days_between, to_instant
+from .fhirtime import UNIT_DAYS, days_between, to_instant
 from .orders import CryoOrder
 from .record import PatientRecord, ref_of
 from .terminology import SNOMED, ValueSet
@@ -31,7 +31,6 @@ MEDICATION_CLASSES = {
     "med_cns": "MED-CNS",
 }
 _IGNORED = {"cancelled", "entered-in-error", "not-taken", "unknown", "not-done", "draft"}
-_UNITS_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1, "wk": 7, "mo": 30, "a": 365}
 # DI-IMMSUP counts *systemic* glucocorticoids (ATC H02AB; VSAC "Glucocorticoids (oral only)"): an
 # ingredient code or name also matches eye drops, creams and inhalers, which do not suppress immunity.
 # SNOMED routes: topical, ophthalmic, otic, nasal, respiratory tract, vaginal.
@@ -98,7 +97,7 @@ def _last_taken(resource: Any) -> datetime | None:
                 candidates.append(to_instant(dispense.validityPeriod.end))
             supply = dispense.expectedSupplyDuration
             if supply is not None and supply.value is not None and authored is not None:
-                days = float(supply.value) * _UNITS_DAYS.get(supply.code or supply.unit or "d", 1)
+                days = float(supply.value) * UNIT_DAYS.get(supply.code or supply.unit or "d", 1)
                 try:
                     candidates.append(authored + timedelta(days=days))
                 except OverflowError:  # a supply running past year 9999 tells us nothing

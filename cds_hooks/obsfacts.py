@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .concepts import codings, in_set, label, texts
 from .fhirtime import to_instant, written_date
+from .orderfacts import performed_time
 from .record import PatientRecord
 from .terminology import Terminology
 
@@ -199,8 +200,7 @@ def exam_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     for proc in record.of("Procedure"):
         if proc.status not in ("completed", "in-progress"):
             continue
-        when = to_instant(proc.performedDateTime or (proc.performedPeriod.end or proc.performedPeriod.start
-                                                     if proc.performedPeriod else None))
+        when = performed_time(proc)
         if when is not None and in_set(proc.code, tx["OBS-PREEXAM.ecg-proc"]):
             offer("ecg", when, proc)
     return [ctx.new_fact("exam", resource, test=test, days_ago=ctx.days_ago(when),

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .concepts import codings, in_set, joined_text, label, texts
-from .fhirtime import days_between, to_instant
+from .fhirtime import UNIT_DAYS, days_between, to_instant
 from .orders import (
     TEMPERATURE_URL,
     CryoOrder,
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 REGION_SETS = ("REGION.FACE", "REGION.SCALP-HEAD", "REGION.NECK", "REGION.TRUNK", "REGION.UPPER-LIMB",
                "REGION.HAND", "REGION.LOWER-LIMB", "REGION.FOOT", "REGION.GENITAL-PERIANAL")
-_PERIOD_DAYS = {"s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0}
 
 
 def site_regions(sites: Any, tx: Terminology) -> set[str]:
@@ -82,15 +81,15 @@ def schedule(resource: Any) -> dict[str, float]:
     timing = getattr(resource, "occurrenceTiming", None)
     repeat = timing.repeat if timing is not None else None
     per_day = None
-    if repeat is not None and repeat.frequency and repeat.period and repeat.periodUnit in _PERIOD_DAYS:
-        period_days = float(repeat.period) * _PERIOD_DAYS[repeat.periodUnit]
+    if repeat is not None and repeat.frequency and repeat.period and repeat.periodUnit in UNIT_DAYS:
+        period_days = float(repeat.period) * UNIT_DAYS[repeat.periodUnit]
         per_day = repeat.frequency / period_days
         out.update(sessions_per_day=round(per_day, 4), sessions_per_week=round(per_day * 7, 4),
                    interval_days=round(period_days / repeat.frequency, 4))
     course_days = None
     if repeat is not None and repeat.boundsDuration is not None and repeat.boundsDuration.value is not None:
         unit = repeat.boundsDuration.code or repeat.boundsDuration.unit or "d"
-        course_days = float(repeat.boundsDuration.value) * _PERIOD_DAYS.get(unit, 1.0)
+        course_days = float(repeat.boundsDuration.value) * UNIT_DAYS.get(unit, 1.0)
     elif repeat is not None and repeat.boundsPeriod is not None:
         start, end = to_instant(repeat.boundsPeriod.start), to_instant(repeat.boundsPeriod.end)
         if start and end:
@@ -196,10 +195,7 @@ def _site_label(sites: Any) -> str | None:
 
 def detect_any(resource: Any, tx: Terminology) -> bool:
     """Cryotherapy by code or text, whatever the resource's status (for past sessions)."""
-    if resource.get_resource_type() == "Procedure":
-        probe = resource.model_copy(update={"status": "preparation"})
-        return detect(probe, tx) is not None
-    return detect(resource, tx) is not None
+    return detect(resource, tx, any_status=True) is not None
 
 
 def performed_time(procedure: Any) -> datetime | None:

@@ -84,10 +84,12 @@ def _local_code(resource: Any) -> str | None:
     return None
 
 
-def detect(resource: Any, terminology: Terminology, *, destruction_codes_imply_cryo: bool = False) -> str | None:
-    """How the resource was recognised as cryotherapy (for the audit), or None."""
+def detect(resource: Any, terminology: Terminology, *, destruction_codes_imply_cryo: bool = False,
+           any_status: bool = False) -> str | None:
+    """How the resource was recognised as cryotherapy (for the audit), or None. A Procedure is a
+    draft order only in status 'preparation'; ``any_status`` also accepts past sessions."""
     resource_type = resource.get_resource_type()
-    if resource_type == "Procedure" and resource.status != "preparation":
+    if resource_type == "Procedure" and resource.status != "preparation" and not any_status:
         return None
     if resource_type not in ("ServiceRequest", "Procedure"):
         return None

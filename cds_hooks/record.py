@@ -178,9 +178,12 @@ class RecordSource(Protocol):
     def complete(self, bundle: dict[str, Any], key: str) -> dict[str, Any]: ...
 
 
-def _has_next_page(value: Any) -> bool:
-    return isinstance(value, dict) and value.get("resourceType") == "Bundle" and any(
-        isinstance(link, dict) and link.get("relation") == "next" for link in _list(value.get("link")))
+def next_page_url(value: Any) -> str | None:
+    """The ``next`` link of a searchset Bundle page, if there is one."""
+    if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
+        return None
+    return next((str(link["url"]) for link in _list(value.get("link"))
+                 if isinstance(link, dict) and link.get("relation") == "next" and link.get("url")), None)
 
 
 def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None = None) -> PatientRecord:
@@ -193,7 +196,7 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
     prefetch = prefetch or {}
     for key, value in prefetch.items():
         wanted = PREFETCH_QUERIES[key][1] if key in PREFETCH_QUERIES else ()
-        if _has_next_page(value):
+        if next_page_url(value):
             if source is None:
                 record.gaps[key] = "only the first page was sent and there is no FHIR server to ask for the rest"
             else:

@@ -15,7 +15,7 @@ from .errors import BadRequest, CdsError, NotFound, UnsupportedMediaType
 from .fhirtime import to_instant
 from .hooks import parse_hook_request
 from .record import OBSERVATION_CODES_PLACEHOLDER, PREFETCH_QUERIES
-from .service import SERVICES
+from .service import SERVICES, ServiceDefinition
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cds", __name__)
@@ -58,11 +58,16 @@ def _body() -> Any:
         raise BadRequest("The request body is nested too deeply to be a CDS Hooks message") from None
 
 
-@bp.post("/cds-services/<service_id>")
-def call_service(service_id: str) -> Response:
+def _service(service_id: str) -> ServiceDefinition:
     service = SERVICES.get(service_id)
     if service is None:
         raise NotFound(f"There is no CDS service '{service_id}'; GET /cds-services lists them")
+    return service
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    service = _service(service_id)
     hook_request = parse_hook_request(_body(), service.hook)
     state = _state()
     outcome = state.pipeline.run(service, hook_request, state.record_source(hook_request))
@@ -121,8 +126,7 @@ def _feedback_items(body: Any) -> list[FeedbackItem]:
 
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
-    if service_id not in SERVICES:
-        raise NotFound(f"There is no CDS service '{service_id}'; GET /cds-services lists them")
+    _service(service_id)
     items = _feedback_items(_body())
     _state().store.record_feedback(service_id, items)
     return json_response({})
