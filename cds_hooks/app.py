@@ -15,9 +15,18 @@ from .audit_api import bp as audit_bp
 from .auth import AuthError, JwtVerifier, load_issuers
 from .config import Config, from_env, patient_hash_key
 from .engine import make_evaluator
-from .errors import CdsError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized, error_body
+from .errors import (
+    CdsError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+    error_body,
+)
 from .fhir_client import FhirFetcher
 from .hooks import HookRequest
+from .replay import DatabaseJtiCache, ReplayStoreUnavailable
 from .routes import bp, handle_cds_error, json_response, prefetch_templates
 from .rulebook import load_rulebook
 from .service import Pipeline
@@ -75,7 +84,7 @@ def create_app(config: Config | None = None) -> Flask:
         if not issuers:
             log.warning("no trusted JWT issuers configured: every call will be refused (401)")
         verifier = JwtVerifier(issuers, clock_skew_s=config.jwt_clock_skew_s,
-                               tenants=config.tenants or None)
+                               tenants=config.tenants or None, jti_cache=DatabaseJtiCache(store.engine))
     else:
         log.warning("JWT authentication is DISABLED (CDS_HOOKS_AUTH=off): development use only")
 
@@ -120,6 +129,8 @@ def _install_security(app: Flask, state: ServiceState) -> None:
         except AuthError as exc:
             log.info("refused %s %s: %s", request.method, request.path, exc)
             raise Unauthorized("invalid or missing bearer token") from None
+        except ReplayStoreUnavailable:
+            raise ServiceUnavailable("token replay protection is unavailable; retry shortly") from None
         return None
 
     @app.after_request

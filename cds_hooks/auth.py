@@ -79,8 +79,8 @@ class TrustedIssuer:
 
 
 class JtiCache(Protocol):
-    """Replay protection store. A shared implementation (e.g. Redis ``SET NX EX``) is needed
-    when several worker processes serve the same clients."""
+    """Replay protection store. The service uses :class:`cds_hooks.replay.DatabaseJtiCache`,
+    shared by every worker; :class:`InMemoryJtiCache` only protects a single process."""
 
     def add_if_absent(self, key: str, expires_at: float, now: float) -> bool:
         """Atomically remember ``key`` until ``expires_at``; False if it is already remembered."""

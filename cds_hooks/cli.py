@@ -24,7 +24,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.no_auth:
         config = config.with_overrides(auth_required=False)
     config = config.with_overrides(host=args.host or config.host, port=args.port or config.port)
-    if args.public_base_url is None and config.public_base_url == "http://127.0.0.1:8080":
+    if args.public_base_url is not None:
+        config = config.with_overrides(public_base_url=args.public_base_url.rstrip("/"))
+    elif config.public_base_url == "http://127.0.0.1:8080":
         config = config.with_overrides(public_base_url=f"http://{config.host}:{config.port}")
     app = create_app(config)
     print(f"cryo-cds listening on http://{config.host}:{config.port}/cds-services", file=sys.stderr)

@@ -64,6 +64,14 @@ class UnsupportedMediaType(CdsError):
     issue_code = "not-supported"
 
 
+class ServiceUnavailable(CdsError):
+    """503: a store the service cannot answer safely without is down; the client may retry."""
+
+    status = 503
+    code = "service-unavailable"
+    issue_code = "transient"
+
+
 def operation_outcome(message: str, problems: list[str], issue_code: str, severity: str = "error") -> dict[str, Any]:
     details = problems or [message]
     return {

@@ -1,11 +1,23 @@
-"""Shared fixtures: the bundled rules and terminology, and a pipeline per evaluator."""
+"""Shared fixtures: the bundled rules and terminology, a pipeline per evaluator, and an empty
+database of each kind (a SQLite file, a throwaway PostgreSQL database).
+
+PostgreSQL tests skip (with the reason) when 127.0.0.1:5432 is unreachable on a developer
+machine, and fail when the CI environment variable is set, so CI cannot go green without them.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
+from sqlalchemy import make_url
 
 from cds_hooks.engine import make_evaluator
 from cds_hooks.rulebook import Rulebook, load_rulebook
@@ -15,6 +27,7 @@ from cds_hooks.terminology import Terminology
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
 SHARED = ROOT.parent / "shared"
+PG_ADMIN_URL = os.environ.get("CRYO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +54,44 @@ def make_pipeline(rulebook: Rulebook, terminology: Terminology, evaluator, now: 
     if now is None:
         return Pipeline(rulebook, terminology, evaluator)
     return Pipeline(rulebook, terminology, evaluator, clock=lambda: now)
+
+
+# -- databases ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """One throwaway PostgreSQL database for the whole session, dropped at the end."""
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at {PG_ADMIN_URL} is unreachable ({type(exc).__name__})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI is set, so the PostgreSQL tests must run", pytrace=False)
+        pytest.skip(f"{reason}; start it, or set CI=1 to turn this skip into a failure")
+    name = f"cryo_test_{uuid.uuid4().hex}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg", database=name)
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _reset_pg(url: str) -> None:
+    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(libpq_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """An empty database of each kind, fresh for every test."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    _reset_pg(url)
+    return url

@@ -10,11 +10,9 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,12 +20,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from psycopg import sql
-from sqlalchemy import Engine, bindparam, create_engine, inspect, make_url, text
+from sqlalchemy import Engine, bindparam, create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
@@ -45,55 +41,12 @@ from cds_hooks.audit.models import Base, UTCDateTime
 KEY = b"test-only-patient-key-32-bytes!!"
 ROOT = Path(__file__).resolve().parent.parent
 RAW_PATIENT = "pat-raw-7c41e9"
-PG_ADMIN_URL = os.environ.get(
-    "CRYO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 SNOMED = "http://snomed.info/sct"
 REASONS = "http://example.org/override-reason"
-TABLES = {"decision", "decision_order", "rule_hit", "card", "feedback", "rule_evaluation"}
+TABLES = {"decision", "decision_order", "rule_hit", "card", "feedback", "rule_evaluation", "seen_jti"}
 
 
 # -- databases ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """One throwaway PostgreSQL database for the whole session, dropped at the end."""
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL at {PG_ADMIN_URL} is unreachable ({type(exc).__name__})"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI is set, so the PostgreSQL tests must run", pytrace=False)
-        pytest.skip(f"{reason}; start it, or set CI=1 to turn this skip into a failure")
-    name = f"cryo_test_{uuid.uuid4().hex}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-def _reset_pg(url: str) -> None:
-    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(libpq_url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """An empty database of each kind, fresh for every test."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'audit.db'}"
-    url: str = request.getfixturevalue("pg_database")
-    _reset_pg(url)
-    return url
 
 
 @pytest.fixture
@@ -566,7 +519,7 @@ def test_migrate_on_an_empty_database_creates_the_schema(
 
     with raw_engine(db_url) as engine:
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert table_rows(db_url, "alembic_version") == [{"version_num": "0001"}]
+    assert table_rows(db_url, "alembic_version") == [{"version_num": "0002"}]
 
 
 def test_migrate_twice_is_a_no_op_and_keeps_data(store: AuditStore, db_url: str) -> None:
@@ -579,7 +532,7 @@ def test_migrate_twice_is_a_no_op_and_keeps_data(store: AuditStore, db_url: str)
     store.migrate()
 
     assert {table: table_rows(db_url, table) for table in TABLES} == before
-    assert table_rows(db_url, "alembic_version") == [{"version_num": "0001"}]
+    assert table_rows(db_url, "alembic_version") == [{"version_num": "0002"}]
     assert store.count_decisions() == 1
 
 
@@ -613,7 +566,7 @@ def test_worker_processes_migrating_at_the_same_time_create_the_schema_once(
     errors = [w.communicate(timeout=60)[1] for w in workers]
 
     assert [w.returncode for w in workers] == [0, 0, 0, 0], errors
-    assert table_rows(db_url, "alembic_version") == [{"version_num": "0001"}]
+    assert table_rows(db_url, "alembic_version") == [{"version_num": "0002"}]
 
 
 def test_threads_migrating_at_the_same_time_do_not_trip_over_alembic(db_url: str) -> None:
@@ -621,7 +574,7 @@ def test_threads_migrating_at_the_same_time_do_not_trip_over_alembic(db_url: str
     try:
         with ThreadPoolExecutor(len(stores)) as pool:
             list(pool.map(lambda s: s.migrate(), stores))
-        assert table_rows(db_url, "alembic_version") == [{"version_num": "0001"}]
+        assert table_rows(db_url, "alembic_version") == [{"version_num": "0002"}]
     finally:
         for s in stores:
             s.dispose()

@@ -175,3 +175,17 @@ class RuleEvaluation(Base):
     )
     rule_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     rule_version: Mapped[str] = mapped_column(String(32))
+
+
+class SeenJti(Base):
+    """A client JWT's ``jti`` seen before its token expires (CDS Hooks §8 replay protection).
+
+    Not audit data: it lives in this database because every worker and host already shares
+    it. The key is a SHA-256 of issuer and jti, so the row has a fixed width and holds no
+    token material; rows are useless once ``expires_at`` (epoch seconds) has passed.
+    """
+
+    __tablename__ = "seen_jti"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

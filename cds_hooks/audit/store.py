@@ -85,6 +85,11 @@ class AuditStore:
         # two processes on one socket lose writes. SQLAlchemy's recipe for forked processes.
         os.register_at_fork(after_in_child=partial(_forget_inherited_connections, weakref.ref(self._engine)))
 
+    @property
+    def engine(self) -> Engine:
+        """The shared engine, for other tables of the service database (``seen_jti``)."""
+        return self._engine
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def migrate(self) -> None:

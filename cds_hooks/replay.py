@@ -1,0 +1,73 @@
+"""Replay protection shared by every worker and host: a ``seen_jti`` table (CDS Hooks §8).
+
+A cache inside one process lets a token replayed to another gunicorn worker through. The
+service database is already shared by all workers (it holds the audit log), so one atomic
+upsert per call decides, whichever process receives the replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+from sqlalchemy import Engine, delete
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
+
+from .audit.models import SeenJti
+
+log = logging.getLogger("cds_hooks.replay")
+
+#: Expired rows are deleted at most this often per process; they are harmless meanwhile.
+PURGE_INTERVAL_S = 60.0
+
+
+class ReplayStoreUnavailable(RuntimeError):
+    """The replay store could not be asked; the call must be refused (fail closed), but as a
+    server fault (503), not as a bad token."""
+
+
+class DatabaseJtiCache:
+    """:class:`cds_hooks.auth.JtiCache` over the ``seen_jti`` table (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._purge_lock = threading.Lock()
+        self._next_purge = 0.0
+
+    def add_if_absent(self, key: str, expires_at: float, now: float) -> bool:
+        """Insert the key, or take over a row whose token has expired; False when an unexpired
+        row exists. The database's conflict handling makes it atomic across processes."""
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        stmt: PgInsert | SqliteInsert
+        stmt = (pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert)(SeenJti)
+        stmt = stmt.values(key_hash=digest, expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[SeenJti.key_hash],
+            set_={"expires_at": stmt.excluded.expires_at},
+            where=SeenJti.expires_at <= now,
+        )
+        try:
+            with self._engine.begin() as conn:
+                if conn.dialect.insert_returning:
+                    # With RETURNING in play rowcount is not reliable; a returned row means written.
+                    added = conn.execute(stmt.returning(SeenJti.key_hash)).first() is not None
+                else:
+                    added = conn.execute(stmt).rowcount == 1
+                if self._purge_due(now):
+                    conn.execute(delete(SeenJti).where(SeenJti.expires_at <= now))
+        except SQLAlchemyError as exc:
+            log.error("replay store unavailable: %s", type(exc).__name__)
+            raise ReplayStoreUnavailable("the token replay store is unavailable") from None
+        return added
+
+    def _purge_due(self, now: float) -> bool:
+        with self._purge_lock:
+            if now < self._next_purge:
+                return False
+            self._next_purge = now + PURGE_INTERVAL_S
+            return True
