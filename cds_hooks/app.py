@@ -102,6 +102,9 @@ def create_app(config: Config | None = None) -> Flask:
 
 
 def _cors_headers(origin: str | None, allowed: tuple[str, ...]) -> dict[str, str]:
+    """CORS answer for an allow-listed origin, and Chrome's Private Network Access consent so
+    that a public web client (e.g. https://sandbox.cds-hooks.org) may call a service on a
+    developer's loopback or LAN address."""
     if not origin or not allowed:
         return {}
     if "*" in allowed:
@@ -110,9 +113,12 @@ def _cors_headers(origin: str | None, allowed: tuple[str, ...]) -> dict[str, str
         allow = origin
     else:
         return {}
-    return {"Access-Control-Allow-Origin": allow, "Vary": "Origin",
-            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600"}
+    headers = {"Access-Control-Allow-Origin": allow, "Vary": "Origin",
+               "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+               "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600"}
+    if request.headers.get("Access-Control-Request-Private-Network") == "true":
+        headers["Access-Control-Allow-Private-Network"] = "true"
+    return headers
 
 
 def _install_security(app: Flask, state: ServiceState) -> None:

@@ -327,6 +327,10 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
         if origin in origins:
             resp.headers["Access-Control-Allow-Origin"] = origin
             resp.vary.add("Origin")
+            # Chrome's Private Network Access: lets a public web app (the CDS Hooks Sandbox) read
+            # from this loopback server.
+            if request.headers.get("Access-Control-Request-Private-Network") == "true":
+                resp.headers["Access-Control-Allow-Private-Network"] = "true"
         resp.headers.update({"Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
                              "Access-Control-Allow-Headers": "Authorization, Content-Type",
                              "Access-Control-Max-Age": "600"})

@@ -122,5 +122,19 @@ def test_cors_preflight_allows_the_listed_origin_only(server) -> None:
         assert allowed.status_code == 204
         assert allowed.headers["Access-Control-Allow-Origin"] == "https://sandbox.cds-hooks.org"
         assert "Authorization" in allowed.headers["Access-Control-Allow-Headers"]
+        assert "Access-Control-Allow-Private-Network" not in allowed.headers  # not asked for
         other = requests.options(server + path, timeout=5, headers={"Origin": "https://evil.example"})
         assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_a_public_web_client_may_reach_a_loopback_service_when_its_origin_is_allowed(server) -> None:
+    """Chrome's Private Network Access preflight, as sent by https://sandbox.cds-hooks.org to a
+    service on localhost."""
+    ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type",
+           "Access-Control-Request-Private-Network": "true"}
+    allowed = requests.options(server + "/cds-services/cryotherapy-order-select", timeout=5,
+                               headers={**ask, "Origin": "https://sandbox.cds-hooks.org"})
+    assert allowed.headers["Access-Control-Allow-Private-Network"] == "true"
+    other = requests.options(server + "/cds-services/cryotherapy-order-select", timeout=5,
+                             headers={**ask, "Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Private-Network" not in other.headers

@@ -324,6 +324,11 @@ def test_a_cors_preflight_is_answered_204_with_the_allowed_headers(
     allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"authorization", "content-type"} <= allowed
     assert "GET" in resp.headers["Access-Control-Allow-Methods"]
+    assert "Access-Control-Allow-Private-Network" not in resp.headers  # not asked for
+    private = http.options(f"{synthea}/Patient/x", headers={
+        "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Private-Network": "true"})
+    assert private.headers["Access-Control-Allow-Private-Network"] == "true"
     # Ordinary and error responses carry the header too.
     for path in ("metadata", "Patient/nobody"):
         assert http.get(f"{synthea}/{path}").headers["Access-Control-Allow-Origin"] == "*"
