@@ -297,14 +297,17 @@ def extra_args() -> list[str]:
 
 
 @contextlib.contextmanager
-def gunicorn(db_url: str, workers: int, threads: int, workdir: Path) -> Iterator[Server]:
+def gunicorn(db_url: str, workers: int, threads: int, workdir: Path, *,
+             env_extra: dict[str, str] | None = None, args_extra: tuple[str, ...] = ()) -> Iterator[Server]:
+    """gunicorn serving the app; JWT checks off unless ``env_extra`` turns them on."""
     port = free_port()
     env = {**os.environ, "CDS_HOOKS_AUTH": "off", "CDS_HOOKS_DATABASE_URL": db_url,
            "CDS_HOOKS_PATIENT_HASH_KEY": PATIENT_HASH_KEY, "GLIBC_TUNABLES": GLIBC_TUNABLES,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           **(env_extra or {})}
     log_path = workdir / "gunicorn.log"
     command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
-               "--preload", "-b", f"127.0.0.1:{port}", "--log-level", "info", *extra_args(),
+               "--preload", "-b", f"127.0.0.1:{port}", "--log-level", "info", *extra_args(), *args_extra,
                "cds_hooks.app:create_app()"]
     with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
         process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,

@@ -7,11 +7,14 @@ machine, and fail when the CI environment variable is set, so CI cannot go green
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -95,3 +98,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     url: str = request.getfixturevalue("pg_database")
     _reset_pg(url)
     return url
+
+
+def load_benchmark(name: str = "load") -> ModuleType:
+    """A script of benchmarks/ as a module (it is not a package): its gunicorn and database
+    helpers and its checks are shared with the tests that run them at CI scale."""
+    module_name = f"cryo_cds_benchmarks_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses resolve their module while the class is built
+    spec.loader.exec_module(module)
+    return module

@@ -13,31 +13,16 @@ with the reason on a developer machine and fails when the CI environment variabl
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-LOAD_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "load.py"
+from .conftest import load_benchmark
+
 CALLS, CLIENTS, WORKERS = 600, 16, 2
 
-
-def _load_module() -> ModuleType:
-    name = "cryo_cds_benchmarks_load"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, LOAD_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their module while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-load = _load_module()
+load = load_benchmark()
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])

@@ -1,6 +1,7 @@
 """Replay protection shared by every worker (CDS Hooks §8 "jti"): the ``seen_jti`` store on a
-real SQLite file and a real PostgreSQL database, then two real server processes sharing one
-database, where a token accepted by one process is refused when replayed to the other."""
+real SQLite file and a real PostgreSQL database; two real server processes sharing one
+database, where a token accepted by one process is refused when replayed to the other; and
+gunicorn with two workers, whose access log shows replays refused by the other worker."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from cds_hooks.audit import AuditStore
 from cds_hooks.config import Config
 from cds_hooks.replay import DatabaseJtiCache, ReplayStoreUnavailable
 
-from .conftest import RULES_DIR
+from .conftest import RULES_DIR, load_benchmark
 from .jwt_helpers import jwks, make_keypair, sign_token
 
 KEY = b"test-only-patient-key-32-bytes!!"
@@ -220,3 +221,37 @@ def test_a_lost_replay_store_answers_503_not_401(tmp_path: Path, es384: tuple) -
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+def test_under_gunicorn_a_token_replayed_to_the_other_worker_is_refused(
+        db_url: str, es384: tuple, tmp_path: Path) -> None:
+    load = load_benchmark()
+    jwks_path = tmp_path / "jwks.json"
+    jwks_path.write_text(json.dumps(jwks(es384[1])))
+    auth = {"CDS_HOOKS_AUTH": "on", "CDS_HOOKS_PUBLIC_BASE_URL": PUBLIC_BASE,
+            "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}])}
+    # One access-log line per request, in order: worker pid, status, path.
+    access = ("--access-logfile", str(tmp_path / "access.log"), "--access-logformat", "ACCESS %(p)s %(s)s %(U)s")
+    tokens, replays = 40, 3
+    with load.gunicorn(db_url, 2, 2, tmp_path, env_extra=auth, args_extra=access) as server:
+        statuses = []
+        for _ in range(tokens):
+            token = _token(es384)
+            for _attempt in range(1 + replays):
+                # A new connection each time, so the kernel may hand it to either worker.
+                with requests.Session() as session:
+                    statuses.append(session.post(server.base + SERVICE_PATH, json=json.loads(FIXTURE.read_text()),
+                                                 headers={"Authorization": f"Bearer {token}",
+                                                          "Connection": "close"}, timeout=30).status_code)
+    assert statuses == ([200] + [401] * replays) * tokens
+    lines = [line.split()[1:] for line in (tmp_path / "access.log").read_text().splitlines()
+             if line.startswith("ACCESS ")]
+    served = [(pid, int(status)) for pid, status, path in lines if path == SERVICE_PATH]
+    assert [status for _pid, status in served] == statuses
+    # The point of the test: some replays landed on a worker that had not seen the token.
+    crossed = 0
+    for i in range(tokens):
+        group = served[i * (1 + replays):(i + 1) * (1 + replays)]
+        first_pid = group[0][0]
+        crossed += sum(1 for pid, _status in group[1:] if pid != first_pid)
+    assert crossed > 0, "every replay reached the worker that accepted the token; nothing was shown"
