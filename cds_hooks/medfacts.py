@@ -160,21 +160,23 @@ def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOr
         if not concepts:
             continue
         flags: dict[str, bool] = {}
-        drug = None
+        names: dict[str, str] = {}  # drug name per matched class, in class order
         for flag, vs_id in MEDICATION_CLASSES.items():
             name = drug_class_match(concepts, tx[vs_id])
             if name:
                 flags[flag] = True
-                drug = drug or name
+                names[flag] = name
         steroid = drug_class_match(concepts, glucocorticoids)
         if steroid and _locally_applied(resource, concepts, record):
             steroid = None
-        if steroid:
+        if steroid:  # a systemic glucocorticoid (also listed in the MED-IMMSUP expansion) counts as one
             flags["med_glucocorticoid"] = True
             flags.pop("med_immsup", None)
-            drug = drug or steroid
+            names.pop("med_immsup", None)
+            names["med_glucocorticoid"] = steroid
         if not flags:
             continue
+        drug = next(iter(names.values()), None)
         current, taken = state
         first = next(iter(codings(concepts[0])), None)
         facts.append(ctx.new_fact(

@@ -7,8 +7,9 @@ coding in CL-RAYNAUD" into a boolean that the facts step puts on a fact.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ CPT = "http://www.ama-assn.org/go/cpt"
 ATC = "http://www.whocc.no/atc"
 LOCAL = "https://example.org/fhir/cryo-cds/CodeSystem/local"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+# Stored VSAC expansions (RxNorm SCD/SBD codes), one JSON file per OID, below the value-set folder.
+VSAC_FOLDER = "vsac"
 
 # YAML key -> code system URI, for the keys that are exact code maps.
 _EXACT_KEYS = {
@@ -164,7 +168,54 @@ def _compile(pattern: str | None, where: str) -> re.Pattern[str] | None:
         raise ValueSetError(f"{where}: bad regular expression {pattern!r}: {exc}") from exc
 
 
-def _build(raw: Mapping[str, Any], where: str) -> ValueSet:
+def load_vsac_expansion(path: Path) -> dict[str, str]:
+    """RxNorm code -> display of one stored VSAC expansion (``rules/valuesets/vsac/<OID>.json``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueSetError(f"{path.name}: no stored VSAC expansion (expected {path})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueSetError(f"{path.name}: not valid JSON: {exc}") from exc
+    if not isinstance(data, Mapping) or data.get("oid") != path.stem:
+        raise ValueSetError(f"{path.name}: 'oid' must be {path.stem!r}")
+    if data.get("system") != RXNORM:
+        raise ValueSetError(f"{path.name}: system must be {RXNORM}, not {data.get('system')!r}")
+    codes = data.get("codes")
+    if not isinstance(codes, list) or not codes:
+        raise ValueSetError(f"{path.name}: 'codes' must be a non-empty list")
+    out: dict[str, str] = {}
+    for entry in codes:
+        if not (isinstance(entry, Mapping) and isinstance(entry.get("code"), str) and entry["code"].strip()):
+            raise ValueSetError(f"{path.name}: every code must be a non-empty string: {entry!r}")
+        out[entry["code"].strip()] = str(entry.get("display") or "")
+    return out
+
+
+def _expansion_codes(raw: Mapping[str, Any], where: str,
+                     expansions: Callable[[str], Mapping[str, str]] | None) -> dict[str, str]:
+    """The RxNorm products a set takes from its ``vsac_expansions`` (minus ``vsac_exclude``)."""
+    oids = raw.get("vsac_expansions") or []
+    excluded = {str(c).strip() for c in raw.get("vsac_exclude") or ()}
+    if not isinstance(oids, list):
+        raise ValueSetError(f"{where}: 'vsac_expansions' must be a list of VSAC OIDs")
+    if not oids:
+        if excluded:
+            raise ValueSetError(f"{where}: 'vsac_exclude' without 'vsac_expansions'")
+        return {}
+    if expansions is None:
+        raise ValueSetError(f"{where}: 'vsac_expansions' needs the value-set folder (use Terminology.load)")
+    merged: dict[str, str] = {}
+    for oid in oids:
+        for code, display in expansions(str(oid)).items():
+            merged.setdefault(code, display)
+    stale = sorted(excluded - set(merged))
+    if stale:
+        raise ValueSetError(f"{where}: vsac_exclude codes {stale} are in none of its expansions")
+    return {code: display for code, display in merged.items() if code not in excluded}
+
+
+def _build(raw: Mapping[str, Any], where: str,
+           expansions: Callable[[str], Mapping[str, str]] | None = None) -> ValueSet:
     vs_id = raw.get("id")
     if not isinstance(vs_id, str) or not vs_id:
         raise ValueSetError(f"{where}: a value set has no id")
@@ -180,6 +231,13 @@ def _build(raw: Mapping[str, Any], where: str) -> ValueSet:
             exact.add(pair)
             if isinstance(details, Mapping) and details.get("display"):
                 displays[pair] = str(details["display"])
+    # VSAC SCD/SBD expansions count like rxnorm_products (catalogue §1 medication matching (2));
+    # a display the catalogue gives wins over the expansion's.
+    for code, display in _expansion_codes(raw, where, expansions).items():
+        pair = (RXNORM, code)
+        exact.add(pair)
+        if display:
+            displays.setdefault(pair, display)
     ingredients = tuple(
         sorted(
             {
@@ -233,12 +291,19 @@ class Terminology:
         files = sorted(folder.glob("*.yaml"))
         if not files:
             raise ValueSetError(f"{folder}: no value-set files (*.yaml)")
+        loaded: dict[str, Mapping[str, str]] = {}
+
+        def expansion(oid: str) -> Mapping[str, str]:
+            if oid not in loaded:
+                loaded[oid] = load_vsac_expansion(folder / VSAC_FOLDER / f"{oid}.json")
+            return loaded[oid]
+
         for path in files:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             entries = data.get("valuesets")
             if not isinstance(entries, list):
                 raise ValueSetError(f"{path.name}: expected a top-level 'valuesets' list")
-            sets.extend(_build(entry, path.name) for entry in entries)
+            sets.extend(_build(entry, path.name, expansion) for entry in entries)
         return cls(sets)
 
     def __getitem__(self, vs_id: str) -> ValueSet:

@@ -266,17 +266,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
 }
 
-# Where the service disagrees with the reading above and the catalogue says the service is wrong.
-SERVICE_WRONG = {
-    ("Jerrell_Gerlach", order): (
-        "service gap: no GRP-IMMUNE (DI-CHEMO) card for an active MedicationRequest of RxNorm 1860480 "
-        "'1 ML DOCEtaxel 20 MG/ML Injection'. Catalogue §1 medication matching (2) counts an SCD 'listed in the "
-        "cited VSAC expansion'; MED-CHEMO cites 2.16.840.1.113762.1.4.1151.60, whose expansion "
-        "(cqframework/ecqm-content-qicore-2024) lists 1860480 (docetaxel is also ATC L01CD02). "
-        "rules/valuesets/medications.yaml MED-CHEMO only holds the catalogue's 3 scd_examples."
-    )
-    for order in ("wbc", "ln2")
-}
+# Where the service disagrees with the reading above and the catalogue says the service is wrong:
+# (patient, order) -> reason, run as a strict xfail. Empty now: Jerrell_Gerlach's docetaxel (RxNorm
+# 1860480, DI-CHEMO) matches since the cited VSAC expansions are stored (rules/valuesets/vsac/).
+SERVICE_WRONG: dict[tuple[str, str], str] = {}
 
 
 def _expected_params() -> list[Any]:

@@ -1,7 +1,9 @@
-"""Data checks for rules/valuesets/*.yaml (transcription of clinical-rules.md code lists)."""
+"""Data checks for rules/valuesets/*.yaml (transcription of clinical-rules.md code lists) and the
+stored VSAC expansions in rules/valuesets/vsac/ that the MED-* sets reference."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -11,6 +13,8 @@ import pytest
 import yaml
 
 VALUESET_DIR = Path(__file__).resolve().parent.parent / "rules" / "valuesets"
+VSAC_DIR = VALUESET_DIR / "vsac"
+RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 EXPECTED_IDS = [
     # §2.1 / §2.2 order detection
@@ -48,9 +52,10 @@ EXPECTED_IDS = [
 ]
 
 CODED_MAP_KEYS = ("snomed", "loinc", "rxnorm", "rxnorm_products", "cpt", "local", "interpretation")
-LIST_KEYS = ("icd10cm", "exclude_icd10cm", "atc", "cpt_ranges", "exclude_cpt", "unverified")
+LIST_KEYS = ("icd10cm", "exclude_icd10cm", "atc", "cpt_ranges", "exclude_cpt", "unverified",
+             "vsac_expansions", "vsac_exclude")
 TEXT_KEYS = ("text", "text_exclude")
-CODE_KEYS = CODED_MAP_KEYS + ("icd10cm", "atc", "cpt_ranges")  # keys that make a set non-empty
+CODE_KEYS = CODED_MAP_KEYS + ("icd10cm", "atc", "cpt_ranges", "vsac_expansions")  # keys that make a set non-empty
 ALLOWED_KEYS = {"id", "title", "source", "note"} | set(CODED_MAP_KEYS) | set(LIST_KEYS) | set(TEXT_KEYS)
 ENTRY_KEYS = {"display", "src", "atc"}
 
@@ -64,6 +69,8 @@ SNOMED_RE = re.compile(r"^[1-9][0-9]{5,17}$")
 LOINC_RE = re.compile(r"^([0-9]{1,7}-[0-9]|LA[0-9]{1,7}-[0-9])$")
 RXNORM_RE = re.compile(r"^[0-9]{1,8}$")
 TAG_RE = re.compile(r"\[[^\]]+\]|UNVERIFIED|local|untagged")
+OID_RE = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 def _load_all() -> list[tuple[str, dict[str, Any]]]:
@@ -89,6 +96,7 @@ def _set_ids() -> list[str]:
 def test_files_exist() -> None:
     assert len(list(VALUESET_DIR.glob("*.yaml"))) >= 10
     assert (VALUESET_DIR / "README.md").is_file()
+    assert VSAC_DIR.is_dir() and VSAC_FILES
 
 
 def test_no_duplicate_ids() -> None:
@@ -187,6 +195,117 @@ def test_icd_regex_rejects_garbage() -> None:
         assert not ICD_RE.match(bad)
     for good in ("O00-O9A", "Z3A", "L02.411-L02.414", "Z95.810", "I20-I28"):
         assert ICD_RE.match(good)
+
+
+# --- stored VSAC expansions (rules/valuesets/vsac/<OID>.json) ---------------------------------
+
+VSAC_FILES = sorted(VSAC_DIR.glob("*.json"))
+REFERENCED_OIDS = {oid for _, vs in ALL_SETS for oid in vs.get("vsac_expansions", [])}
+# The catalogue's MED-* blocks cite these OIDs for RxNorm products (§5 "vsac:" lines); 2.16.840.1.113883.3.526.3.1027
+# (ChemotherapyAdministration) is cited too but is a procedure set with no RxNorm code (MED-CHEMO.procedure).
+CATALOGUE_MED_OIDS = {
+    "MED-ANTICOAG": ["2.16.840.1.113762.1.4.1248.22", "2.16.840.1.113883.3.3157.4045"],
+    "MED-CHEMO": ["2.16.840.1.113762.1.4.1151.60"],
+    "MED-IMMSUP": ["2.16.840.1.113762.1.4.1151.32"],
+    "MED-IMMSUP.glucocorticoid": ["2.16.840.1.113883.3.464.1003.196.12.1266"],
+    "MED-VASO": ["2.16.840.1.113762.1.4.1248.164", "2.16.840.1.113883.3.526.3.1174",
+                 "2.16.840.1.113762.1.4.1248.170"],
+    "MED-CNS": ["2.16.840.1.113762.1.4.1248.120", "2.16.840.1.113883.3.464.1003.196.12.1522",
+                "2.16.840.1.113883.3.464.1003.196.12.1523"],
+}
+
+
+def _vsac(oid: str) -> dict[str, Any]:
+    data = json.loads((VSAC_DIR / f"{oid}.json").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def test_every_referenced_expansion_is_stored_and_every_stored_one_referenced() -> None:
+    stored = {p.stem for p in VSAC_FILES}
+    assert REFERENCED_OIDS, "no value set references a VSAC expansion"
+    assert REFERENCED_OIDS - stored == set(), "referenced but not stored"
+    assert stored - REFERENCED_OIDS == set(), "stored but referenced by no value set"
+
+
+def test_the_med_sets_reference_the_oids_the_catalogue_cites() -> None:
+    got = {vs["id"]: vs["vsac_expansions"] for _, vs in ALL_SETS if "vsac_expansions" in vs}
+    assert got == CATALOGUE_MED_OIDS
+    for vs_id, oids in got.items():
+        assert all(OID_RE.match(oid) for oid in oids), vs_id
+        assert all(oid in BY_ID[vs_id]["source"] for oid in oids), f"{vs_id}: cite each OID in 'source'"
+
+
+@pytest.mark.parametrize("path", VSAC_FILES, ids=[p.stem for p in VSAC_FILES])
+def test_stored_expansion_shape_and_source(path: Path) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["oid"] == path.stem and OID_RE.match(data["oid"])
+    assert data["url"] == f"http://cts.nlm.nih.gov/fhir/ValueSet/{data['oid']}"
+    for key in ("name", "title", "version"):
+        assert isinstance(data.get(key), str) and data[key], f"{path.name}: {key}"
+    assert isinstance(data["expansion"].get("timestamp"), str) and data["expansion"]["timestamp"]
+    source = data["source"]
+    assert set(source) == {"repo", "commit", "path"}, path.name
+    assert source["repo"].startswith("cqframework/ecqm-content-"), source
+    assert SHA_RE.match(source["commit"]), source
+    assert source["path"].endswith(f"valueset-{data['oid']}.json"), source
+    # RxNorm only, with its displays
+    assert data["system"] == RXNORM_SYSTEM
+    assert data["other_systems_dropped"] == {}, f"{path.name}: non-RxNorm codes in a medication expansion"
+    codes = data["codes"]
+    assert isinstance(codes, list) and codes and data["count"] == len(codes)
+    for entry in codes:
+        assert set(entry) == {"code", "display"}, entry
+        assert isinstance(entry["code"], str) and RXNORM_RE.match(entry["code"]), entry
+        assert isinstance(entry["display"], str) and entry["display"].strip() == entry["display"] != "", entry
+    dupes = [c for c, n in Counter(e["code"] for e in codes).items() if n > 1]
+    assert not dupes, f"{path.name}: duplicate codes {dupes}"
+
+
+def test_a_code_has_one_display_in_every_expansion() -> None:
+    seen: dict[str, tuple[str, str]] = {}
+    for path in VSAC_FILES:
+        for entry in _vsac(path.stem)["codes"]:
+            first = seen.setdefault(entry["code"], (entry["display"], path.stem))
+            assert first[0] == entry["display"], (entry, first)
+
+
+def test_vsac_exclusions_are_in_the_expansions_and_explained() -> None:
+    for _, vs in ALL_SETS:
+        excluded = vs.get("vsac_exclude", [])
+        if not excluded:
+            continue
+        assert vs.get("vsac_expansions"), f"{vs['id']}: vsac_exclude without vsac_expansions"
+        listed = {e["code"] for oid in vs["vsac_expansions"] for e in _vsac(oid)["codes"]}
+        for code in excluded:
+            assert code in listed, f"{vs['id']}: excluded {code} is in none of its expansions"
+            assert code in vs.get("note", ""), f"{vs['id']}: say in the note why {code} is excluded"
+
+
+def test_the_catalogue_scd_examples_are_in_the_cited_expansions() -> None:
+    # §5 "VSAC SCD expansions give product-level codes": every [V] SCD example of a class with cited
+    # RxNorm expansions is in one of them, except MED-CNS gabapentin/pregabalin (no cited gabapentinoid set).
+    not_in_expansions = {"310431", "483450"}
+    for vs_id, oids in CATALOGUE_MED_OIDS.items():
+        listed = {e["code"] for oid in oids for e in _vsac(oid)["codes"]}
+        examples = {c for c, e in BY_ID[vs_id].get("rxnorm_products", {}).items() if e["src"] == "[V]"}
+        assert examples - listed - not_in_expansions == set(), vs_id
+
+
+def test_vsac_spot_checks() -> None:
+    chemo = {e["code"]: e["display"] for e in _vsac("2.16.840.1.113762.1.4.1151.60")["codes"]}
+    assert chemo["1860480"] == "1 ML docetaxel 20 MG/ML Injection"  # Jerrell_Gerlach's docetaxel (Synthea)
+    assert len(chemo) == 170
+    counts = {p.stem: _vsac(p.stem)["count"] for p in VSAC_FILES}
+    assert counts == {
+        "2.16.840.1.113762.1.4.1151.32": 124, "2.16.840.1.113762.1.4.1151.60": 170,
+        "2.16.840.1.113762.1.4.1248.120": 312, "2.16.840.1.113762.1.4.1248.164": 347,
+        "2.16.840.1.113762.1.4.1248.170": 53, "2.16.840.1.113762.1.4.1248.22": 66,
+        "2.16.840.1.113883.3.3157.4045": 30, "2.16.840.1.113883.3.464.1003.196.12.1266": 59,
+        "2.16.840.1.113883.3.464.1003.196.12.1522": 86, "2.16.840.1.113883.3.464.1003.196.12.1523": 211,
+        "2.16.840.1.113883.3.526.3.1174": 87,
+    }
+    assert BY_ID["MED-IMMSUP.glucocorticoid"]["vsac_exclude"] == ["1085728"]
 
 
 # --- spot checks against the catalogue -------------------------------------------------------
