@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import make_url
 
 from cds_hooks.engine import make_evaluator
@@ -63,24 +61,15 @@ def make_pipeline(rulebook: Rulebook, terminology: Terminology, evaluator, now: 
 
 
 @pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
+def pg_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One throwaway PostgreSQL database for the whole session, dropped at the end."""
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL at {PG_ADMIN_URL} is unreachable ({type(exc).__name__})"
+    load = load_benchmark()
+    if reason := load.postgres_reachable(PG_ADMIN_URL):
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI is set, so the PostgreSQL tests must run", pytrace=False)
         pytest.skip(f"{reason}; start it, or set CI=1 to turn this skip into a failure")
-    name = f"cryo_test_{uuid.uuid4().hex}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = make_url(PG_ADMIN_URL).set(drivername="postgresql+psycopg", database=name)
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with load.throwaway_database("postgresql", tmp_path_factory.mktemp("pg"), PG_ADMIN_URL) as url:
+        yield url
 
 
 def _reset_pg(url: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 from flask import Flask, Response
 from sqlalchemy import create_engine, text
-from werkzeug.serving import make_server
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
@@ -28,6 +26,7 @@ from cds_hooks.fhir_server import create_fhir_app, load_resources
 
 from .conftest import RULES_DIR
 from .jwt_helpers import b64url, jwks, make_keypair
+from .loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = Path(__file__).resolve().parent / "browser" / "ehr_client.html"
@@ -36,20 +35,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a closed network, as the machine notes prescribe (no background connections).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-class _Server:
-    """A WSGI app on a loopback port in a thread, for as long as a test needs it."""
-
-    def __init__(self, app: Any) -> None:
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
 
 
 def _page_app(public_jwks: dict[str, Any]) -> Flask:
@@ -80,13 +65,13 @@ class Setup:
     def __init__(self, fixture: str, tmp_path: Path, *, allow_page_origin: bool = True) -> None:
         private, public = make_keypair("ES384", kid="browser-es384")
         self.private_jwk = _private_jwk(private, public)
-        self.page_server = _Server(_page_app(jwks(public)))
+        self.page_server = LoopbackServer(_page_app(jwks(public)))
         self.request = json.loads((REQUESTS / fixture).read_text())
-        self.fhir = _Server(create_fhir_app(load_resources([REQUESTS / fixture]), page_size=5))
+        self.fhir = LoopbackServer(create_fhir_app(load_resources([REQUESTS / fixture]), page_size=5))
         self.db = tmp_path / "decisions.db"
         origin = self.page_server.url
         holder: dict[str, Any] = {}
-        self.service = _Server(lambda env, start: holder["app"](env, start))
+        self.service = LoopbackServer(lambda env, start: holder["app"](env, start))
         holder["app"] = create_app(Config(
             rules_dir=RULES_DIR, database_url=f"sqlite:///{self.db}", patient_hash_key=b"k" * 32,
             auth_required=True, public_base_url=self.service.url,

@@ -6,40 +6,27 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask, request
-from werkzeug.serving import make_server
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
 from cds_hooks.fhir_server import create_fhir_app, load_resources
 
 from .conftest import RULES_DIR
+from .loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 PACEMAKER = FIXTURES / "02-pacemaker-whole-body-order-sign.json"
 TOKEN = "secret-access-token-0123456789"
 
 
-class Server:
-    def __init__(self, app: Flask):
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(timeout=5)
-
-
 @pytest.fixture()
-def fhir_server() -> Iterator[tuple[Server, list[str]]]:
+def fhir_server() -> Iterator[tuple[LoopbackServer, list[str]]]:
     seen_auth: list[str] = []
     app = create_fhir_app(load_resources([PACEMAKER]), page_size=2)
 
@@ -47,7 +34,7 @@ def fhir_server() -> Iterator[tuple[Server, list[str]]]:
     def remember_authorization() -> None:
         seen_auth.append(request.headers.get("Authorization", ""))
 
-    server = Server(app)
+    server = LoopbackServer(app)
     yield server, seen_auth
     server.stop()
 
@@ -128,7 +115,7 @@ def test_a_slow_fhir_server_is_cut_off_by_the_time_budget(tmp_path) -> None:
         time.sleep(3)
         return {"resourceType": "Bundle", "type": "searchset", "entry": []}
 
-    server = Server(slow)
+    server = LoopbackServer(slow)
     try:
         body = json.loads(PACEMAKER.read_text())
         for key in ("observations", "procedures"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +17,10 @@ import pytest
 import requests
 from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
-from werkzeug.serving import make_server
 
 from cds_hooks.fhir_server import create_fhir_app, load_resources
+
+from .loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fhir_fixtures" / "external"
 SYNTHEA_FILE = FIXTURES / "Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"
@@ -66,15 +66,8 @@ def outcome_text(resp: requests.Response, status: int) -> str:
 @contextmanager
 def running(app: Flask) -> Iterator[str]:
     """Serve `app` on a free loopback port in a thread; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+    with LoopbackServer(app) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

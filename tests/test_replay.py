@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +26,7 @@ from cds_hooks.replay import DatabaseJtiCache, ReplayStoreUnavailable
 
 from .conftest import RULES_DIR, load_benchmark
 from .jwt_helpers import jwks, make_keypair, sign_token
+from .loopback import LoopbackServer, free_port
 
 KEY = b"test-only-patient-key-32-bytes!!"
 ISS = "https://ehr.example.org"
@@ -134,14 +133,8 @@ def _post(base: str, token: str) -> requests.Response:
                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_server(db_url: str, jwks_path: Path, workdir: Path, name: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CDS_HOOKS_DATABASE_URL": db_url, "CDS_HOOKS_PATIENT_HASH_KEY": "k" * 32,
            "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}])}
     with (workdir / f"{name}.log").open("wb") as log:  # a file, not a pipe: a full pipe blocks the server
@@ -194,19 +187,14 @@ def test_a_token_replayed_to_another_process_is_refused(db_url: str, es384: tupl
 
 
 def test_a_lost_replay_store_answers_503_not_401(tmp_path: Path, es384: tuple) -> None:
-    from werkzeug.serving import make_server
-
     jwks_path = tmp_path / "jwks.json"
     jwks_path.write_text(json.dumps(jwks(es384[1])))
     db = tmp_path / "d.db"
     app = create_app(Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{db}", patient_hash_key=KEY,
                             auth_required=True, public_base_url=PUBLIC_BASE,
                             trusted_issuers=json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}])))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with LoopbackServer(app) as server:
+        base = server.url
         assert _post(base, _token(es384)).status_code == 200
         engine = create_engine(f"sqlite:///{db}")
         with engine.begin() as conn:
@@ -218,9 +206,6 @@ def test_a_lost_replay_store_answers_503_not_401(tmp_path: Path, es384: tuple) -
         assert body["error"] == "service-unavailable"
         assert body["operationOutcome"]["resourceType"] == "OperationOutcome"
         assert "Traceback" not in answer.text
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
 
 
 def test_under_gunicorn_a_token_replayed_to_the_other_worker_is_refused(

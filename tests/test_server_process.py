@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from sqlalchemy import create_engine, text
 
 from cds_hooks.cases import case_request
 
+from .loopback import free_port
+
 REQUESTS_AFTER_FIRST = 3000
 NO_ALERT_CASE = {"order": "cold-pack", "resources": [{
     "resourceType": "Observation", "status": "final",
@@ -24,12 +25,6 @@ NO_ALERT_CASE = {"order": "cold-pack", "resources": [{
     "effectiveDateTime": "2026-11-01", "valueQuantity": {"value": 64, "unit": "/min", "code": "/min"}}]}
 ALERT_CASE = {"order": "ln2", "resources": [{
     "resourceType": "Condition", "code": {"coding": [{"system": "http://snomed.info/sct", "code": "266261006"}]}}]}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_up(url: str, process: subprocess.Popen, deadline_s: float = 60) -> None:
@@ -46,7 +41,7 @@ def _wait_until_up(url: str, process: subprocess.Popen, deadline_s: float = 60) 
 
 
 def test_fresh_server_survives_a_no_alert_first_request_and_thousands_after(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     db = tmp_path / "decisions.db"
     env = {**os.environ, "CDS_HOOKS_DATABASE_URL": f"sqlite:///{db}", "CDS_HOOKS_PATIENT_HASH_KEY": "k" * 32}
     log = (tmp_path / "server.log").open("wb")  # a file, not a pipe: a full pipe would block the server
