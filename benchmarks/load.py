@@ -7,7 +7,9 @@ critical, warning and info cards, some none, one order that is not cryotherapy),
 a third of the way in mixes in feedback posts for a share of the cards those calls
 returned (accepted with acceptedSuggestions, overridden with a reason and/or a comment,
 some sent again to test idempotency, a few for cards the service never issued).
-With ``--kill-worker`` one gunicorn worker is SIGKILLed halfway through.
+With ``--kill-worker`` one gunicorn worker is SIGKILLed halfway through. With ``--auth``
+JWT checks are on: every call and every feedback post (each retry too) carries a fresh ES384
+token, so each request also pays for signature checking and the shared ``seen_jti`` check.
 
 Then it checks, with SQL against the database the service wrote:
 
@@ -57,7 +59,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import jwt  # noqa: E402
 import requests  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from jwt.algorithms import ECAlgorithm  # noqa: E402
 from requests.adapters import HTTPAdapter  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
@@ -68,6 +73,8 @@ from cds_hooks.cases import PATIENT_ID, case_request  # noqa: E402
 from cds_hooks.rulebook import load_rulebook  # noqa: E402
 
 SERVICE = "cryotherapy-order-select"
+LOAD_ISSUER = "https://ehr.load.example"
+LOAD_PUBLIC_BASE = "https://cds.load.example"  # the JWT audience base; the port does not matter
 PATIENT_HASH_KEY = "load-test-patient-hash-key-0123456789"
 GLIBC_TUNABLES = "glibc.malloc.trim_threshold=268435456:glibc.malloc.top_pad=67108864"
 PG_ADMIN_URL = os.environ.get("CRYO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -372,8 +379,29 @@ def _card_seen(card: dict[str, Any]) -> CardSeen:
                     tuple((r.get("system", ""), r["code"], r.get("display", "")) for r in card.get("overrideReasons") or ()))
 
 
+class TokenSigner:
+    """An EHR client's ES384 key: its JWKS file for the service, a fresh token per request."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._key = ec.generate_private_key(ec.SECP384R1())
+        jwk = ECAlgorithm.to_jwk(self._key.public_key(), as_dict=True) | {"kid": "load-1", "alg": "ES384"}
+        self.jwks_path = workdir / "load-jwks.json"
+        self.jwks_path.write_text(json.dumps({"keys": [jwk]}))
+
+    def server_env(self) -> dict[str, str]:
+        return {"CDS_HOOKS_AUTH": "on", "CDS_HOOKS_PUBLIC_BASE_URL": LOAD_PUBLIC_BASE,
+                "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": LOAD_ISSUER, "jwks_file": str(self.jwks_path)}])}
+
+    def header(self, path: str) -> dict[str, str]:
+        now = int(time.time())
+        token = jwt.encode({"iss": LOAD_ISSUER, "aud": LOAD_PUBLIC_BASE + path, "iat": now, "exp": now + 300,
+                            "jti": str(uuid.uuid4())}, self._key, algorithm="ES384",
+                           headers={"kid": "load-1", "typ": "JWT"})
+        return {"Authorization": f"Bearer {token}"}
+
+
 def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, seed: int = 7,
-             progress: Callable[[str], None] = lambda _m: None) -> LoadResult:
+             progress: Callable[[str], None] = lambda _m: None, signer: TokenSigner | None = None) -> LoadResult:
     templates = request_templates()
     plan = schedule(calls, seed)
     results = [CallResult(i, case, str(uuid.uuid4())) for i, (case, _p) in enumerate(plan)]
@@ -387,7 +415,10 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
     sessions: list[requests.Session] = []
     call_url = f"{server.base}/cds-services/{SERVICE}"
     feedback_url = f"{call_url}/feedback"
-    headers = {"Content-Type": "application/json"}
+    base_headers = {"Content-Type": "application/json"}
+
+    def headers(path: str) -> dict[str, str]:
+        return base_headers if signer is None else {**base_headers, **signer.header(path)}
 
     def session() -> requests.Session:
         s = getattr(local, "session", None)
@@ -404,7 +435,8 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
         while post.attempts < RETRIES:
             post.attempts += 1
             try:
-                response = session().post(feedback_url, data=post.body_text.encode(), headers=headers, timeout=60)
+                response = session().post(feedback_url, data=post.body_text.encode(),
+                                          headers=headers(f"/cds-services/{SERVICE}/feedback"), timeout=60)
             except requests.RequestException as exc:  # dropped by the killed worker: send again
                 post.error = f"{type(exc).__name__}: {exc}"[:300]
                 time.sleep(0.2 * post.attempts)
@@ -441,7 +473,8 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
         body = templates[(result.case, plan[result.index][1])].replace(HOOK_INSTANCE_SLOT, result.hook_instance)
         started = time.perf_counter()
         try:
-            response = session().post(call_url, data=body.encode(), headers=headers, timeout=60)
+            response = session().post(call_url, data=body.encode(), headers=headers(f"/cds-services/{SERVICE}"),
+                                      timeout=60)
             result.status = response.status_code
             if response.status_code == 200:
                 result.cards = [_card_seen(card) for card in response.json()["cards"]]
@@ -712,19 +745,24 @@ def _signature_rows(rows: list[Any]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((r.rule_id, r.indicator) for r in rows))
 
 
-def check_usable(server: Server, db_url: str) -> list[Check]:
+def check_usable(server: Server, db_url: str, signer: TokenSigner | None = None) -> list[Check]:
     """After the load: one more call and one feedback post are served and recorded."""
     checks = []
     body = case_request(CASES[1].case)
+
+    def auth(path: str) -> dict[str, str]:
+        return {} if signer is None else signer.header(path)
+
     with requests.Session() as s:
-        response = s.post(f"{server.base}/cds-services/{SERVICE}", json=body, timeout=30)
+        response = s.post(f"{server.base}/cds-services/{SERVICE}", json=body, timeout=30,
+                          headers=auth(f"/cds-services/{SERVICE}"))
         cards = response.json().get("cards", []) if response.status_code == 200 else []
         feedback_status = None
         if cards:
             item = {"card": cards[0]["uuid"], "outcome": "overridden", "outcomeTimestamp": datetime.now(UTC).isoformat(),
                     "overrideReason": {"userComment": "after the load"}}
             feedback_status = s.post(f"{server.base}/cds-services/{SERVICE}/feedback", json={"feedback": [item]},
-                                     timeout=30).status_code
+                                     timeout=30, headers=auth(f"/cds-services/{SERVICE}/feedback")).status_code
     store = AuditStore(db_url, PATIENT_HASH_KEY.encode())
     try:
         with store.reading() as conn:
@@ -811,22 +849,26 @@ class Report:
 
 
 def run(db: str, calls: int, clients: int, workers: int, *, kill_worker: bool, threads: int = 4,
-        workdir: Path | None = None, seed: int = 7, progress: Callable[[str], None] = lambda _m: None) -> Report:
+        workdir: Path | None = None, seed: int = 7, progress: Callable[[str], None] = lambda _m: None,
+        auth: bool = False) -> Report:
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cryo-load-")))
         db_url = stack.enter_context(throwaway_database(db, workdir))
-        with gunicorn(db_url, workers, threads, workdir) as server:
+        signer = TokenSigner(workdir) if auth else None
+        with gunicorn(db_url, workers, threads, workdir, env_extra=signer.server_env() if signer else None) as server:
             progress(f"gunicorn up at {server.base}, workers {worker_pids(server.process.pid)}")
-            load = run_load(server, calls, clients, kill_worker=kill_worker, seed=seed, progress=progress)
+            load = run_load(server, calls, clients, kill_worker=kill_worker, seed=seed, progress=progress,
+                            signer=signer)
             progress(f"load done in {load.wall_s:.1f} s; verifying")
             alive = server.process.poll() is None
             checks, facts = verify(db_url, load, kill_worker=kill_worker, server_log=server.log_text())
             checks.append(Check("gunicorn master still running after the load", alive))
             if alive:
-                checks += check_usable(server, db_url)
+                checks += check_usable(server, db_url, signer)
         report = Report(db, calls, clients, workers, kill_worker, load, checks, facts, server.log_text())
         facts["server log lines"] = report.server_log.count("\n")
+        facts["JWT checks"] = "on: fresh ES384 token per request, shared jti check" if auth else "off"
         return report
 
 
@@ -839,11 +881,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--kill-worker", action="store_true", help="SIGKILL one gunicorn worker halfway through")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--auth", action="store_true", help="JWT checks on: a fresh ES384 token per request")
     args = parser.parse_args(argv)
     if args.workers < 2 and args.kill_worker:
         parser.error("--kill-worker needs at least 2 workers")
     report = run(args.db, args.calls, args.clients, args.workers, kill_worker=args.kill_worker, threads=args.threads,
-                 seed=args.seed, progress=lambda m: print(f"  .. {m}", flush=True))
+                 seed=args.seed, progress=lambda m: print(f"  .. {m}", flush=True), auth=args.auth)
     print(report.render(), flush=True)
     if not report.ok:
         saved = Path(tempfile.gettempdir()) / f"cryo-load-{args.db}-{os.getpid()}.log"
