@@ -101,10 +101,11 @@ def create_app(config: Config | None = None) -> Flask:
     return app
 
 
-def _cors_headers(origin: str | None, allowed: tuple[str, ...]) -> dict[str, str]:
-    """CORS answer for an allow-listed origin, and Chrome's Private Network Access consent so
-    that a public web client (e.g. https://sandbox.cds-hooks.org) may call a service on a
-    developer's loopback or LAN address."""
+def _cors_headers(allowed: tuple[str, ...]) -> dict[str, str]:
+    """CORS answer to the current request for an allow-listed origin, and Chrome's Private
+    Network Access consent so that a public web client (e.g. https://sandbox.cds-hooks.org)
+    may call a service on a developer's loopback or LAN address."""
+    origin = request.headers.get("Origin")
     if not origin or not allowed:
         return {}
     if "*" in allowed:
@@ -125,7 +126,7 @@ def _install_security(app: Flask, state: ServiceState) -> None:
     @app.before_request
     def authenticate() -> Response | None:
         if request.method == "OPTIONS":
-            headers = _cors_headers(request.headers.get("Origin"), state.config.cors_origins)
+            headers = _cors_headers(state.config.cors_origins)
             return Response(status=204, headers=headers)
         if request.path == "/healthz" or request.path.startswith("/audit/") or state.verifier is None:
             return None
@@ -141,7 +142,7 @@ def _install_security(app: Flask, state: ServiceState) -> None:
 
     @app.after_request
     def add_cors(response: Response) -> Response:
-        response.headers.update(_cors_headers(request.headers.get("Origin"), state.config.cors_origins))
+        response.headers.update(_cors_headers(state.config.cors_origins))
         return response
 
 

@@ -12,13 +12,10 @@ import logging
 import threading
 
 from sqlalchemy import Engine, delete
-from sqlalchemy.dialects.postgresql import Insert as PgInsert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from .audit.models import SeenJti
+from .audit.store import dialect_insert, wrote_row
 
 log = logging.getLogger("cds_hooks.replay")
 
@@ -43,9 +40,7 @@ class DatabaseJtiCache:
         """Insert the key, or take over a row whose token has expired; False when an unexpired
         row exists. The database's conflict handling makes it atomic across processes."""
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-        stmt: PgInsert | SqliteInsert
-        stmt = (pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert)(SeenJti)
-        stmt = stmt.values(key_hash=digest, expires_at=expires_at)
+        stmt = dialect_insert(self._engine.dialect.name, SeenJti).values(key_hash=digest, expires_at=expires_at)
         stmt = stmt.on_conflict_do_update(
             index_elements=[SeenJti.key_hash],
             set_={"expires_at": stmt.excluded.expires_at},
@@ -53,11 +48,7 @@ class DatabaseJtiCache:
         )
         try:
             with self._engine.begin() as conn:
-                if conn.dialect.insert_returning:
-                    # With RETURNING in play rowcount is not reliable; a returned row means written.
-                    added = conn.execute(stmt.returning(SeenJti.key_hash)).first() is not None
-                else:
-                    added = conn.execute(stmt).rowcount == 1
+                added = wrote_row(conn, stmt, SeenJti.key_hash)
                 if self._purge_due(now):
                     conn.execute(delete(SeenJti).where(SeenJti.expires_at <= now))
         except SQLAlchemyError as exc:

@@ -4,10 +4,14 @@ server processes. No mocks: clients under test talk to these over TCP."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Self
 
+import requests
 from werkzeug.serving import make_server
 
 
@@ -37,3 +41,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path | None = None,
+                  deadline_s: float = 60) -> None:
+    """Return once ``url`` answers; fail (with the tail of ``log``) if the process exits first
+    or nothing answers within the deadline, killing it then."""
+    def tail() -> str:
+        return log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode} before answering\n{tail()}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"server did not come up in time\n{tail()}")

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,7 +25,7 @@ from cds_hooks.replay import DatabaseJtiCache, ReplayStoreUnavailable
 
 from .conftest import RULES_DIR, load_benchmark
 from .jwt_helpers import jwks, make_keypair, sign_token
-from .loopback import LoopbackServer, free_port
+from .loopback import LoopbackServer, free_port, wait_until_up
 
 KEY = b"test-only-patient-key-32-bytes!!"
 ISS = "https://ehr.example.org"
@@ -143,16 +142,8 @@ def _start_server(db_url: str, jwks_path: Path, workdir: Path, name: str) -> tup
              "--public-base-url", PUBLIC_BASE],
             env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (workdir / f"{name}.log").read_text(errors="replace")[-2000:]
-        try:
-            requests.get(base + "/healthz", timeout=1)
-            return process, base
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"server {name} did not come up")
+    wait_until_up(base + "/healthz", process, workdir / f"{name}.log")
+    return process, base
 
 
 def test_a_token_replayed_to_another_process_is_refused(db_url: str, es384: tuple, tmp_path: Path) -> None:

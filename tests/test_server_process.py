@@ -8,7 +8,6 @@ import copy
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
@@ -16,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from cds_hooks.cases import case_request
 
-from .loopback import free_port
+from .loopback import free_port, wait_until_up
 
 REQUESTS_AFTER_FIRST = 3000
 NO_ALERT_CASE = {"order": "cold-pack", "resources": [{
@@ -25,19 +24,6 @@ NO_ALERT_CASE = {"order": "cold-pack", "resources": [{
     "effectiveDateTime": "2026-11-01", "valueQuantity": {"value": 64, "unit": "/min", "code": "/min"}}]}
 ALERT_CASE = {"order": "ln2", "resources": [{
     "resourceType": "Condition", "code": {"coding": [{"system": "http://snomed.info/sct", "code": "266261006"}]}}]}
-
-
-def _wait_until_up(url: str, process: subprocess.Popen, deadline_s: float = 60) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode} before answering")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise AssertionError("server did not come up in time")
 
 
 def test_fresh_server_survives_a_no_alert_first_request_and_thousands_after(tmp_path: Path) -> None:
@@ -50,7 +36,7 @@ def test_fresh_server_survives_a_no_alert_first_request_and_thousands_after(tmp_
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(f"{base}/healthz", server)
+        wait_until_up(f"{base}/healthz", server)
         session = requests.Session()
         first = session.post(f"{base}/cds-services/cryotherapy-order-select", json=case_request(NO_ALERT_CASE), timeout=30)
         assert first.status_code == 200

@@ -390,18 +390,23 @@ def _feedback_row(service_id: str, item: FeedbackItem, received_at: datetime) ->
     }
 
 
-def _insert_ignoring_duplicate(conn: Connection, row: dict[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING; True when a row was written."""
-    stmt: PgInsert | SqliteInsert
-    if conn.dialect.name == "postgresql":
-        stmt = pg_insert(Feedback).values(row)
-    else:
-        stmt = sqlite_insert(Feedback).values(row)
-    stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
+def dialect_insert(dialect_name: str, table: Any) -> PgInsert | SqliteInsert:
+    """An INSERT of the dialect at hand, so that ON CONFLICT clauses can be added to it."""
+    return (pg_insert if dialect_name == "postgresql" else sqlite_insert)(table)
+
+
+def wrote_row(conn: Connection, stmt: PgInsert | SqliteInsert, key: Any) -> bool:
+    """Run an INSERT ... ON CONFLICT; True when it inserted or updated a row."""
     if conn.dialect.insert_returning:
         # With RETURNING in play (implicit for the primary key) rowcount reads -1.
-        return conn.execute(stmt.returning(Feedback.id)).first() is not None
+        return conn.execute(stmt.returning(key)).first() is not None
     return conn.execute(stmt).rowcount == 1
+
+
+def _insert_ignoring_duplicate(conn: Connection, row: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING; True when a row was written."""
+    stmt = dialect_insert(conn.dialect.name, Feedback).values(row)
+    return wrote_row(conn, stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]), Feedback.id)
 
 
 def _describe(exc: BaseException) -> str:
