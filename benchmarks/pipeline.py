@@ -19,12 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cds_hooks.audit.store import AuditStore  # noqa: E402
-from cds_hooks.cases import bundle_request, case_request  # noqa: E402
-from cds_hooks.engine import make_evaluator  # noqa: E402
+from cds_hooks.devtools.cases import bundle_request, case_request  # noqa: E402
+from cds_hooks.config import Config  # noqa: E402
 from cds_hooks.hooks import parse_hook_request  # noqa: E402
-from cds_hooks.rulebook import load_rulebook  # noqa: E402
+from cds_hooks.pipeline_factory import build_pipeline, load_parts  # noqa: E402
 from cds_hooks.service import SERVICES, Pipeline  # noqa: E402
-from cds_hooks.terminology import Terminology  # noqa: E402
 
 LARGE_CANDIDATES = [
     ROOT.parent / "shared/external/fhir-data/synthea-smart-r4/Parker_Casper_6d0c6969-6843-47e1-9921-d9bf11b1df31.json",
@@ -84,8 +83,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
-    terminology = Terminology.load(ROOT / "rules/valuesets")
-    rulebook = load_rulebook(ROOT / "rules")
+    config = Config(rules_dir=ROOT / "rules")
     large_path = next(p for p in LARGE_CANDIDATES if p.exists())
     large = bundle_request(json.loads(large_path.read_text()), "wbc")
     requests = {"typical": typical_request(), f"large ({large_path.stem.split('_')[0]})": large}
@@ -95,8 +93,7 @@ def main() -> int:
         print(f"\n{name} request: {count} resources, {len(json.dumps(body)) / 1024:.0f} KiB")
         print(f"{'evaluator':9} {'step':11} {'p50 ms':>9} {'p99 ms':>9}")
         for evaluator_name in ("durable", "plain"):
-            evaluator = make_evaluator(rulebook.engine_rules(), evaluator_name)
-            pipeline = Pipeline(rulebook, terminology, evaluator)
+            pipeline = build_pipeline(config, parts=load_parts(config, evaluator=evaluator_name))
             with tempfile.TemporaryDirectory() as tmp:
                 store = AuditStore(f"sqlite:///{tmp}/bench.db", b"benchmark-key-0123456789")
                 store.migrate()

@@ -19,9 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from load import postgres_reachable, throwaway_database  # noqa: E402
+from tests.support.load import postgres_reachable, throwaway_database  # noqa: E402
 
 from cds_hooks.audit.store import AuditStore  # noqa: E402
 from cds_hooks.replay import DatabaseJtiCache  # noqa: E402

@@ -14,7 +14,6 @@ from .audit.store import AuditStore
 from .audit_api import bp as audit_bp
 from .auth import AuthError, JwtVerifier, load_issuers
 from .config import Config, from_env, patient_hash_key
-from .engine import make_evaluator
 from .errors import (
     CdsError,
     MethodNotAllowed,
@@ -26,9 +25,9 @@ from .errors import (
 )
 from .fhir_client import FhirFetcher
 from .hooks import HookRequest
+from .pipeline_factory import build_pipeline
 from .replay import DatabaseJtiCache, ReplayStoreUnavailable
 from .routes import bp, handle_cds_error, json_response, prefetch_templates
-from .rulebook import load_rulebook
 from .service import Pipeline
 from .terminology import Terminology
 
@@ -71,11 +70,8 @@ def observation_codes(terminology: Terminology) -> str:
 
 def create_app(config: Config | None = None) -> Flask:
     config = config or from_env()
-    terminology = Terminology.load(config.rules_dir / "valuesets")
-    rulebook = load_rulebook(config.rules_dir, config.rule_params)
-    evaluator = make_evaluator(rulebook.engine_rules(), config.evaluator)
-    pipeline = Pipeline(rulebook, terminology, evaluator,
-                        destruction_codes_imply_cryo=config.destruction_codes_imply_cryo)
+    pipeline = build_pipeline(config)
+    terminology, rulebook, evaluator = pipeline.terminology, pipeline.rulebook, pipeline.evaluator
     store = AuditStore(config.database_url, patient_hash_key(config))
     store.migrate()
     verifier = None

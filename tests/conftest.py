@@ -1,5 +1,6 @@
-"""Shared fixtures: the bundled rules and terminology, a pipeline per evaluator, and an empty
-database of each kind (a SQLite file, a throwaway PostgreSQL database).
+"""Shared fixtures: the bundled rules and terminology, a pipeline per evaluator (built by
+``cds_hooks.pipeline_factory``, like the service's), and an empty database of each kind (a
+SQLite file, a throwaway PostgreSQL database).
 
 PostgreSQL tests skip (with the reason) when 127.0.0.1:5432 is unreachable on a developer
 machine, and fail when the CI environment variable is set, so CI cannot go green without them.
@@ -7,28 +8,30 @@ machine, and fail when the CI environment variable is set, so CI cannot go green
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import make_url
 
-from cds_hooks.engine import make_evaluator
+from cds_hooks.config import Config
+from cds_hooks.engine import Evaluator, make_evaluator
+from cds_hooks.pipeline_factory import PipelineParts, build_pipeline, fixed_clock
 from cds_hooks.rulebook import Rulebook, load_rulebook
 from cds_hooks.service import Pipeline
 from cds_hooks.terminology import Terminology
+
+from .support import load
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
 SHARED = ROOT.parent / "shared"
 PG_ADMIN_URL = os.environ.get("CRYO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_CONFIG = Config(rules_dir=RULES_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -42,19 +45,20 @@ def rulebook() -> Rulebook:
 
 
 @pytest.fixture(scope="session")
-def durable_evaluator(rulebook: Rulebook):
+def durable_evaluator(rulebook: Rulebook) -> Evaluator:
     return make_evaluator(rulebook.engine_rules(), "durable")
 
 
 @pytest.fixture(scope="session")
-def plain_evaluator(rulebook: Rulebook):
+def plain_evaluator(rulebook: Rulebook) -> Evaluator:
     return make_evaluator(rulebook.engine_rules(), "plain")
 
 
-def make_pipeline(rulebook: Rulebook, terminology: Terminology, evaluator, now: datetime | None = None) -> Pipeline:
-    if now is None:
-        return Pipeline(rulebook, terminology, evaluator)
-    return Pipeline(rulebook, terminology, evaluator, clock=lambda: now)
+def make_pipeline(rulebook: Rulebook, terminology: Terminology, evaluator: Evaluator,
+                  now: datetime | None = None, config: Config = TEST_CONFIG) -> Pipeline:
+    """The service's pipeline (``build_pipeline``) over the session's loaded parts."""
+    return build_pipeline(config, parts=PipelineParts(rulebook, terminology, evaluator),
+                          clock=fixed_clock(now) if now is not None else None)
 
 
 # -- databases ---------------------------------------------------------------------------
@@ -63,7 +67,6 @@ def make_pipeline(rulebook: Rulebook, terminology: Terminology, evaluator, now: 
 @pytest.fixture(scope="session")
 def pg_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One throwaway PostgreSQL database for the whole session, dropped at the end."""
-    load = load_benchmark()
     if reason := load.postgres_reachable(PG_ADMIN_URL):
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI is set, so the PostgreSQL tests must run", pytrace=False)
@@ -87,17 +90,3 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     url: str = request.getfixturevalue("pg_database")
     _reset_pg(url)
     return url
-
-
-def load_benchmark(name: str = "load") -> ModuleType:
-    """A script of benchmarks/ as a module (it is not a package): its gunicorn and database
-    helpers and its checks are shared with the tests that run them at CI scale."""
-    module_name = f"cryo_cds_benchmarks_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses resolve their module while the class is built
-    spec.loader.exec_module(module)
-    return module

@@ -29,7 +29,7 @@ from cds_hooks.auth import (
     TrustedIssuer,
     load_issuers,
 )
-from tests.jwt_helpers import b64url, b64url_decode, compact, jwks, make_keypair, sign_token
+from tests.support.jwt_helpers import b64url, b64url_decode, compact, jwks, make_keypair, sign_token
 
 ISS = "https://ehr.example.org/fhir-ehr"
 AUD = "https://cds.example.org/cds-services/cryo-order-select"

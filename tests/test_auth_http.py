@@ -18,7 +18,7 @@ from cds_hooks.app import create_app
 from cds_hooks.config import Config
 
 from .conftest import RULES_DIR
-from .jwt_helpers import b64url, jwks, make_keypair, sign_token
+from .support.jwt_helpers import b64url, jwks, make_keypair, sign_token
 
 ISS = "https://ehr.example.org"
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"

@@ -22,11 +22,11 @@ from sqlalchemy import create_engine, text
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
-from cds_hooks.fhir_server import create_fhir_app, load_resources
+from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 
 from .conftest import RULES_DIR
-from .jwt_helpers import b64url, jwks, make_keypair
-from .loopback import LoopbackServer
+from .support.jwt_helpers import b64url, jwks, make_keypair
+from .support.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = Path(__file__).resolve().parent / "browser" / "ehr_client.html"

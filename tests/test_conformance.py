@@ -1,4 +1,4 @@
-"""Conformance checks: the JSON Schema, cds_hooks.conformance.validate and openapi.yaml.
+"""Conformance checks: the JSON Schema, cds_hooks.devtools.conformance.validate and openapi.yaml.
 
 The example payloads are verbatim copies under tests/data/cds-hooks-examples/ (see its
 README.md for sources and known defects), so this suite does not need /work/shared.
@@ -16,7 +16,7 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from cds_hooks.conformance import load_schema, validate
+from cds_hooks.devtools.conformance import load_schema, validate
 
 DATA = Path(__file__).parent / "data" / "cds-hooks-examples"
 HOOK_INSTANCE = "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea"

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cds_hooks import cli
-from cds_hooks.coverage import (
+from cds_hooks.devtools.coverage import (
     coverage_rows,
     ndjson_patient_bundles,
     read_patient_bundles,
     record_date,
 )
 
-from .conftest import RULES_DIR
+from .conftest import RULES_DIR, TEST_CONFIG
 from .test_catalogue import CATALOGUE_IDS
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fhir_fixtures" / "external"
@@ -108,7 +108,7 @@ def test_reader_takes_one_patient_bundles_and_ndjson_patients(tmp_path) -> None:
 def test_coverage_rows_with_a_fixed_clock(rulebook, terminology) -> None:
     # In 2026 the records are years old: no BP day, HbA1c or Hb in the windows any more.
     morris = FIXTURES / "Morris_Lockman_cd9e9826-aea1-4682-adc0-c1d97633bf31.json"
-    rows = {r["id"]: r for r in coverage_rows(rulebook, terminology, [morris], now=datetime(2026, 11, 21, tzinfo=UTC))}
+    rows = {r["id"]: r for r in coverage_rows(TEST_CONFIG, [morris], now=datetime(2026, 11, 21, tzinfo=UTC))}
     assert rows["CI-HTN"]["real_data_requests"] == 1          # info: hypertension, no BP in 12 months
     assert rows["CI-DM-UNCTRL"]["real_data_requests"] == 1    # info: diabetes, no HbA1c in 6 months
     assert rows["CI-DMNEURO"]["real_data_requests"] == 2

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from cds_hooks.app import create_app
-from cds_hooks.cases import build_order
+from cds_hooks.devtools.cases import build_order
 from cds_hooks.config import Config
-from cds_hooks.conformance import validate
+from cds_hooks.devtools.conformance import validate
 
 from .conftest import RULES_DIR
-from .jwt_helpers import jwks, make_keypair, sign_token
+from .support.jwt_helpers import jwks, make_keypair, sign_token
 
 EXAMPLES = Path(__file__).resolve().parent / "data" / "cds-hooks-examples"
 ISS = "https://ehr.example.org"

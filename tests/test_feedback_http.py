@@ -9,7 +9,7 @@ import pytest
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
-from cds_hooks.conformance import validate
+from cds_hooks.devtools.conformance import validate
 
 from .conftest import RULES_DIR
 

@@ -15,10 +15,10 @@ from flask import Flask, request
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
-from cds_hooks.fhir_server import create_fhir_app, load_resources
+from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 
 from .conftest import RULES_DIR
-from .loopback import LoopbackServer
+from .support.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 PACEMAKER = FIXTURES / "02-pacemaker-whole-body-order-sign.json"

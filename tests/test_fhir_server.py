@@ -18,9 +18,9 @@ import requests
 from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
 
-from cds_hooks.fhir_server import create_fhir_app, load_resources
+from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 
-from .loopback import LoopbackServer
+from .support.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fhir_fixtures" / "external"
 SYNTHEA_FILE = FIXTURES / "Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"
@@ -344,7 +344,7 @@ def test_a_list_of_cors_origins_allows_only_those_origins(http: requests.Session
 
 def test_a_folder_with_non_fhir_json_still_loads_and_serves_its_fhir(
         mixed_folder: Path, http: requests.Session, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="cds_hooks.fhir_server"):
+    with caplog.at_level(logging.WARNING, logger="cds_hooks.devtools.fhir_server"):
         index = load_resources([mixed_folder])
     warned = " ".join(record.getMessage() for record in caplog.records)
     for name in ("notes.json", "manifest.json", "broken.json", "export.ndjson"):

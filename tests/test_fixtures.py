@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cds_hooks.conformance import validate
+from cds_hooks.devtools.conformance import validate
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.service import SERVICES
 

@@ -57,9 +57,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cds_hooks.app import create_app
-from cds_hooks.cases import ORDER_PRESETS, PATIENT_ID, case_request
+from cds_hooks.devtools.cases import ORDER_PRESETS, PATIENT_ID, case_request
 from cds_hooks.config import Config
-from cds_hooks.conformance import validate
+from cds_hooks.devtools.conformance import validate
 from cds_hooks.errors import BadRequest
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.orders import CYCLES_URL, DURATION_URL, TEMPERATURE_URL

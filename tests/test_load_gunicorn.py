@@ -1,7 +1,7 @@
 """The service under gunicorn (2 workers, gthread, --preload) at CI scale: 16 concurrent
 clients, 600 order-select calls mixed with feedback posts, one worker SIGKILLed halfway.
 
-The checks are those of benchmarks/load.py (imported from its path): every 200 response has
+The checks are those of tests/support/load.py (also run by benchmarks/load.py): every 200 response has
 exactly one complete decision holding the cards it returned, dropped calls left at most one,
 one feedback row per distinct item sent (re-sent items stored once), `rule_summary` equals
 what the clients saw and sent, no audit write failure in the server log, the killed worker
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import load_benchmark
+from .support import load
 
 CALLS, CLIENTS, WORKERS = 600, 16, 2
 
-load = load_benchmark()
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from cds_hooks.cases import bundle_request
-from cds_hooks.conformance import validate
-from cds_hooks.coverage import ndjson_patient_bundles, record_date
+from cds_hooks.devtools.cases import bundle_request
+from cds_hooks.devtools.conformance import validate
+from cds_hooks.devtools.coverage import ndjson_patient_bundles, record_date
 from cds_hooks.hooks import ORDER_SELECT, parse_hook_request
 from cds_hooks.service import SERVICES
 

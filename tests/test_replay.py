@@ -23,9 +23,10 @@ from cds_hooks.audit import AuditStore
 from cds_hooks.config import Config
 from cds_hooks.replay import DatabaseJtiCache, ReplayStoreUnavailable
 
-from .conftest import RULES_DIR, load_benchmark
-from .jwt_helpers import jwks, make_keypair, sign_token
-from .loopback import LoopbackServer, free_port, wait_until_up
+from .conftest import RULES_DIR
+from .support import load
+from .support.jwt_helpers import jwks, make_keypair, sign_token
+from .support.loopback import LoopbackServer, free_port, wait_until_up
 
 KEY = b"test-only-patient-key-32-bytes!!"
 ISS = "https://ehr.example.org"
@@ -201,13 +202,14 @@ def test_a_lost_replay_store_answers_503_not_401(tmp_path: Path, es384: tuple) -
 
 def test_under_gunicorn_a_token_replayed_to_the_other_worker_is_refused(
         db_url: str, es384: tuple, tmp_path: Path) -> None:
-    load = load_benchmark()
     jwks_path = tmp_path / "jwks.json"
     jwks_path.write_text(json.dumps(jwks(es384[1])))
     auth = {"CDS_HOOKS_AUTH": "on", "CDS_HOOKS_PUBLIC_BASE_URL": PUBLIC_BASE,
             "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}])}
-    # One access-log line per request, in order: worker pid, status, path.
-    access = ("--access-logfile", str(tmp_path / "access.log"), "--access-logformat", "ACCESS %(p)s %(s)s %(U)s")
+    # One access-log line per request: worker pid, status, path and the request's sequence
+    # number (a header), so lines are matched to requests whatever order the workers wrote them.
+    access = ("--access-logfile", str(tmp_path / "access.log"), "--access-logformat",
+              "ACCESS %(p)s %(s)s %(U)s %({x-test-seq}i)s")
     tokens, replays = 40, 3
     with load.gunicorn(db_url, 2, 2, tmp_path, env_extra=auth, args_extra=access) as server:
         statuses = []
@@ -218,11 +220,14 @@ def test_under_gunicorn_a_token_replayed_to_the_other_worker_is_refused(
                 with requests.Session() as session:
                     statuses.append(session.post(server.base + SERVICE_PATH, json=json.loads(FIXTURE.read_text()),
                                                  headers={"Authorization": f"Bearer {token}",
-                                                          "Connection": "close"}, timeout=30).status_code)
+                                                          "Connection": "close", "X-Test-Seq": str(len(statuses))},
+                                                 timeout=30).status_code)
     assert statuses == ([200] + [401] * replays) * tokens
     lines = [line.split()[1:] for line in (tmp_path / "access.log").read_text().splitlines()
              if line.startswith("ACCESS ")]
-    served = [(pid, int(status)) for pid, status, path in lines if path == SERVICE_PATH]
+    by_seq = {int(seq): (pid, int(status)) for pid, status, path, seq in lines if path == SERVICE_PATH}
+    assert sorted(by_seq) == list(range(len(statuses)))
+    served = [by_seq[i] for i in range(len(statuses))]
     assert [status for _pid, status in served] == statuses
     # The point of the test: some replays landed on a worker that had not seen the token.
     crossed = 0

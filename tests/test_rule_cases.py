@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cds_hooks.cards import GROUPS
-from cds_hooks.cases import DEFAULT_NOW, case_request, load_case
-from cds_hooks.conformance import validate
+from cds_hooks.devtools.cases import DEFAULT_NOW, case_request, load_case
+from cds_hooks.devtools.conformance import validate
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.service import SERVICES
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import requests
 from sqlalchemy import create_engine, text
 
-from cds_hooks.cases import case_request
+from cds_hooks.devtools.cases import case_request
 
-from .loopback import free_port, wait_until_up
+from .support.loopback import free_port, wait_until_up
 
 REQUESTS_AFTER_FIRST = 3000
 NO_ALERT_CASE = {"order": "cold-pack", "resources": [{

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
-from cds_hooks.conformance import validate
+from cds_hooks.devtools.conformance import validate
 
 from .conftest import RULES_DIR
 

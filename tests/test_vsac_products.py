@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from fhir.resources.codeableconcept import CodeableConcept
 
-from cds_hooks.cases import DEFAULT_NOW, case_request
+from cds_hooks.devtools.cases import DEFAULT_NOW, case_request
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.medfacts import drug_class_match
 from cds_hooks.service import SERVICES

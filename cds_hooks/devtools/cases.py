@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .record import PREFETCH_QUERIES
+from ..record import PREFETCH_QUERIES
 
 LOCAL = "https://example.org/fhir/cryo-cds/CodeSystem/local"
 EXT = "https://example.org/fhir/cryo-cds/StructureDefinition/"

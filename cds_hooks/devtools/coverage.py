@@ -17,19 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..fhirtime import to_instant, utc_now
+from ..hooks import ORDER_SELECT, parse_hook_request
+from ..config import Config
+from ..pipeline_factory import PipelineParts, build_pipeline, fixed_clock, load_parts
+from ..rulebook import Rulebook
+from ..service import SERVICES, Pipeline
 from .cases import bundle_request
-from .engine import make_evaluator
-from .fhirtime import to_instant, utc_now
-from .hooks import ORDER_SELECT, parse_hook_request
-from .rulebook import Rulebook
-from .service import SERVICES, Pipeline
-from .terminology import Terminology
 
 ORDERS = ("wbc", "ln2")
 SERVICE = SERVICES["cryotherapy-order-select"]
@@ -160,20 +160,24 @@ def run_patient(pipeline: Pipeline, patient: PatientBundle, orders: Sequence[str
         yield pipeline.run(SERVICE, parse_hook_request(body, ORDER_SELECT))
 
 
-def coverage_rows(rulebook: Rulebook, terminology: Terminology, bundles: list[Path],
-                  now: datetime | None = None, evaluator: str = "plain") -> list[dict[str, Any]]:
+def coverage_rows(config: Config, bundles: list[Path], now: datetime | None = None,
+                  evaluator: str = "plain",
+                  progress: Callable[[Iterable[PatientBundle]], Iterable[PatientBundle]] | None = None,
+                  ) -> list[dict[str, Any]]:
     """One row per rule, in rulebook order: id, version, first source, its cases (fires/silent),
     and whether (and in how many patient-requests) it fired on the real data under ``bundles``.
 
     A grouped rule (CI-IMMUNO, DI-CHEMO, DI-IMMSUP) counts when it contributed to the group card;
-    a rule whose card was suppressed (LC-AFTERCARE, PR-SYS-SAFETY under a critical) did not fire."""
-    engine = make_evaluator(rulebook.engine_rules(), evaluator)
+    a rule whose card was suppressed (LC-AFTERCARE, PR-SYS-SAFETY under a critical) did not fire.
+    ``progress`` wraps the patient loop (the CLI's progress bar)."""
+    parts: PipelineParts = load_parts(config, evaluator=evaluator)
+    rulebook = parts.rulebook
     fired: Counter[str] = Counter()
     patients = read_patient_bundles(bundles)
     requests = 0
-    for patient in patients:
+    for patient in (progress or iter)(patients):
         when = now or record_date(patient.bundle) or utc_now()
-        pipeline = Pipeline(rulebook, terminology, engine, clock=lambda when=when: when)
+        pipeline = build_pipeline(config, parts=parts, clock=fixed_clock(when))
         for outcome in run_patient(pipeline, patient):
             requests += 1
             for rule_id in {f.rule_id for f in outcome.decision.fired}:
