@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .audit.store import AuditStore
 from .audit_api import bp as audit_bp
 from .auth import AuthError, JwtVerifier, load_issuers
-from .config import Config, from_env, patient_hash_key
+from .config import Config, from_env
 from .errors import (
     CdsError,
     MethodNotAllowed,
@@ -29,6 +29,7 @@ from .pipeline_factory import build_pipeline
 from .replay import DatabaseJtiCache, ReplayStoreUnavailable
 from .routes import bp, handle_cds_error, json_response, prefetch_templates
 from .service import Pipeline
+from .state import open_audit_store
 from .terminology import Terminology
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,7 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or from_env()
     pipeline = build_pipeline(config)
     terminology, rulebook, evaluator = pipeline.terminology, pipeline.rulebook, pipeline.evaluator
-    store = AuditStore(config.database_url, patient_hash_key(config))
-    store.migrate()
+    store = open_audit_store(config)
     verifier = None
     if config.auth_required:
         issuers = load_issuers(config.trusted_issuers) if config.trusted_issuers else []

@@ -7,15 +7,34 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_RULES_DIR = PACKAGE_DIR.parent / "rules"
 PREFIX = "CDS_HOOKS_"
+DATABASE_FILE = "decisions.db"
+KEY_FILE = "patient-hash.key"
+
+
+def bundled_rules_dir() -> Path:
+    """The rules shipped with the package: copied into the wheel as ``cds_hooks/_bundled/rules``
+    at build time (setup.py); in a source checkout or an editable install, the top-level
+    ``rules/`` folder, which stays the source of truth."""
+    packaged = PACKAGE_DIR / "_bundled" / "rules"
+    return packaged if packaged.is_dir() else PACKAGE_DIR.parent / "rules"
+
+
+DEFAULT_RULES_DIR = bundled_rules_dir()
+
+
+def default_data_dir() -> Path:
+    """Where state lives when CDS_HOOKS_DATA_DIR is not set: the per-user data directory
+    (e.g. ~/.local/share/cryo-cds), so every command finds the same log from any directory."""
+    return platformdirs.user_data_path("cryo-cds", appauthor=False)
 
 
 class ConfigError(ValueError):
@@ -25,8 +44,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     rules_dir: Path = DEFAULT_RULES_DIR
-    database_url: str = "sqlite:///var/cryo-cds/decisions.db"
-    patient_hash_key: bytes | None = None  # None: read or create var/cryo-cds/patient-hash.key
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str = ""  # empty: sqlite:///<data_dir>/decisions.db
+    patient_hash_key: bytes | None = None  # None: read or create <data_dir>/patient-hash.key
     evaluator: str = "durable"  # "durable" or "plain"
     rule_params: Mapping[str, Any] = field(default_factory=dict)
     destruction_codes_imply_cryo: bool = False
@@ -43,6 +63,14 @@ class Config:
     audit_token: str = ""  # empty: the /audit HTTP API is off
     host: str = "127.0.0.1"
     port: int = 8080
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / DATABASE_FILE}")
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / KEY_FILE
 
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
@@ -81,6 +109,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
 
     if (raw := get("RULES_DIR")) is not None:
         changes["rules_dir"] = Path(raw)
+    if (raw := get("DATA_DIR")) is not None:
+        if not raw.strip():
+            raise ConfigError(f"{PREFIX}DATA_DIR must not be empty")
+        changes["data_dir"] = Path(raw).expanduser().resolve()
     if (raw := get("DATABASE_URL")) is not None:
         changes["database_url"] = raw
     if (raw := get("PATIENT_HASH_KEY")) is not None:
@@ -133,16 +165,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
 
 
 def patient_hash_key(config: Config) -> bytes:
-    """The keyed-hash secret for patient ids: configured, or kept in a local file beside the
-    default SQLite log so hashes stay stable across restarts."""
-    if config.patient_hash_key is not None:
-        return config.patient_hash_key
-    path = Path("var/cryo-cds/patient-hash.key")
-    if path.exists():
-        return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
-    return key
+    """The keyed-hash secret for patient ids: configured, or kept in ``<data_dir>/patient-hash.key``
+    so hashes stay stable across restarts. Creating a new key file is left to
+    ``cds_hooks.state.open_audit_store``, which first checks that the log has no other key."""
+    from .state import resolve_patient_hash_key
+
+    return resolve_patient_hash_key(config)

@@ -8,7 +8,10 @@ machine, and fail when the CI environment variable is set, so CI cannot go green
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +29,13 @@ from cds_hooks.service import Pipeline
 from cds_hooks.terminology import Terminology
 
 from .support import load
+
+# Per-user state (the default data directory) goes to a throwaway folder for the whole run,
+# subprocesses included, never to the developer's own ~/.local/share/cryo-cds.
+_USER_DATA = tempfile.mkdtemp(prefix="cryo-cds-test-home-")
+atexit.register(shutil.rmtree, _USER_DATA, ignore_errors=True)
+os.environ["XDG_DATA_HOME"] = _USER_DATA
+os.environ.pop("CDS_HOOKS_DATA_DIR", None)
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"

@@ -189,3 +189,13 @@ class SeenJti(Base):
 
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class StoreMeta(Base):
+    """Facts about the database itself, e.g. the fingerprint of the patient-hash key its
+    rows were written with, so a second key is refused instead of silently splitting the log."""
+
+    __tablename__ = "store_meta"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
