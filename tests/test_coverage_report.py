@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cds_hooks import cli
+from cds_hooks.cli.rules import default_coverage_paths
 from cds_hooks.devtools.coverage import (
     coverage_rows,
     ndjson_patient_bundles,
@@ -63,17 +64,17 @@ def test_the_command_lists_every_catalogue_rule_with_its_cases(capsys, rulebook)
 def test_the_table_output_has_a_row_per_rule(capsys) -> None:
     assert cli.main(["rules", "coverage", str(FIXTURES)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:4] == ["id", "version", "cases_fires", "cases_silent"]
+    assert out[0].split()[:4] == ["id", "version", "fires", "silent"]
     assert sorted(line.split()[0] for line in out[1:]) == sorted(CATALOGUE_IDS)
 
 
 def test_a_missing_path_is_an_error(capsys, tmp_path) -> None:
-    assert cli.main(["rules", "coverage", str(tmp_path / "nope")]) == 1
+    assert cli.main(["rules", "coverage", str(tmp_path / "nope")]) == 2
     assert "no such path" in capsys.readouterr().err
 
 
 def test_default_paths_are_the_fixtures_and_shared_data_if_present() -> None:
-    paths = cli.default_coverage_paths()
+    paths = default_coverage_paths()
     assert paths[0] == FIXTURES
     shared = Path(__file__).resolve().parents[2] / "shared" / "external" / "fhir-data"
     assert paths[1:] == ([shared] if shared.is_dir() else [])

@@ -266,6 +266,45 @@ def explain_card(store: AuditStore, card_uuid: str) -> dict[str, Any] | None:
     }
 
 
+def list_decisions(
+    store: AuditStore,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    service_id: str | None = None,
+    rule_id: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The newest decisions first (at most ``limit``), optionally only one service's or only
+    those where ``rule_id`` fired; each with its status, latency, rules fired and card count."""
+    where = _period(since, until)
+    if service_id is not None:
+        where = and_(where, Decision.service_id == service_id)
+    if rule_id is not None:
+        where = and_(where, Decision.decision_id.in_(
+            select(RuleHit.decision_id).where(RuleHit.rule_id == rule_id)))
+    with store.reading() as conn:
+        rows = [dict(row) for row in conn.execute(
+            select(Decision.decision_id, Decision.created_at, Decision.service_id, Decision.status,
+                   Decision.latency_ms)
+            .where(where)
+            .order_by(Decision.created_at.desc(), Decision.decision_id)
+            .limit(limit)
+        ).mappings()]
+        ids = [row["decision_id"] for row in rows]
+        fired: dict[str, set[str]] = defaultdict(set)
+        cards: dict[str, int] = {}
+        if ids:
+            for decision_id, fired_rule in conn.execute(
+                    select(RuleHit.decision_id, RuleHit.rule_id).where(RuleHit.decision_id.in_(ids))):
+                fired[decision_id].add(fired_rule)
+            cards = {decision_id: count for decision_id, count in conn.execute(
+                select(Card.decision_id, func.count()).where(Card.decision_id.in_(ids))
+                .group_by(Card.decision_id))}
+    return [_jsonable({**row, "rules_fired": sorted(fired[row["decision_id"]]),
+                       "cards": cards.get(row["decision_id"], 0)}) for row in rows]
+
+
 # -- helpers -----------------------------------------------------------------------------
 
 

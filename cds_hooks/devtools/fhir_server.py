@@ -76,9 +76,11 @@ _DATE_CMP: dict[str, Callable[[Range, Range], bool]] = {
 
 @dataclass
 class ResourceIndex:
-    """Resources by type, then id. Insertion order is load order, so paging is stable."""
+    """Resources by type, then id. Insertion order is load order, so paging is stable.
+    ``patients_by_source`` names the Patient ids each file contributed (printed at start-up)."""
 
     by_type: dict[str, dict[str, Resource]] = field(default_factory=dict)
+    patients_by_source: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, resource: Resource) -> None:
         self.by_type.setdefault(resource["resourceType"], {})[resource["id"]] = resource
@@ -95,6 +97,10 @@ class ResourceIndex:
 
 class FhirError(Exception):
     """An error answered as an OperationOutcome; args are (status, issue code, diagnostics)."""
+
+
+class FhirDataError(ValueError):
+    """The files cannot be served as one server (e.g. two files claim one id); says which."""
 
 
 def _documents(paths: Sequence[Path]) -> Iterator[tuple[Any, Path]]:
@@ -146,25 +152,81 @@ def _rewrite_refs(node: Any, urn_map: dict[str, str]) -> None:
         _rewrite_refs(item, urn_map)
 
 
+def _namespace(file: Path) -> str:
+    """The id prefix of one file's resources: its name, in FHIR id characters."""
+    return re.sub(r"[^A-Za-z0-9\-.]", "-", file.stem).strip("-.") or "file"
+
+
+def _namespaced(namespace: str, rid: str) -> str:
+    """``<namespace>.<id>``, shortened with a digest where it would pass FHIR's 64 characters."""
+    new = f"{namespace}.{rid}"
+    if len(new) <= 64:
+        return new
+    digest = hashlib.sha256(new.encode()).hexdigest()[:10]
+    room = 64 - len(rid) - len(digest) - 2
+    return f"{namespace[:room]}-{digest}.{rid}" if room >= 1 else f"gen-{digest}{hashlib.sha256(rid.encode()).hexdigest()[:20]}"
+
+
+def _colliding_files(triples: Sequence[tuple[Resource, str | None, Path]]) -> set[Path]:
+    """Files holding a (type, id) that another file holds with different content."""
+    first: dict[str, tuple[Path, str]] = {}
+    clashing: set[Path] = set()
+    for res, _url, file in triples:
+        key = f"{res['resourceType']}/{res['id']}"
+        content = json.dumps(res, sort_keys=True)
+        seen = first.setdefault(key, (file, content))
+        if seen[0] != file and seen[1] != content:
+            clashing |= {file, seen[0]}
+    return clashing
+
+
 def load_resources(paths: Sequence[Path]) -> ResourceIndex:
-    """Index every resource under `paths`; a later file wins on a duplicate (type, id)."""
-    pairs = [pair for doc, path in _documents([Path(p) for p in paths])
-             for pair in _extract(doc, path)]
-    urn_map: dict[str, str] = {}
-    for res, full_url in pairs:
+    """Index every resource under `paths`. Each file serves its own patient: files whose ids
+    clash with another file's (every saved CDS Hooks fixture calls its patient
+    ``case-patient``) get their ids, and the references between their own resources, prefixed
+    with the file name (``01-pregnant-whole-body-order-select.case-patient``); identical
+    copies of one resource in several files are served once; a clash that remains is refused."""
+    triples = [(res, url, path) for doc, path in _documents([Path(p) for p in paths])
+               for res, url in _extract(doc, path)]
+    for res, full_url, _file in triples:
         urn = (full_url or "").removeprefix("urn:uuid:")
         if not isinstance(res.get("id"), str) or not res["id"]:
             # A urn:uuid fullUrl names the resource; else hash the content so reloads agree.
             digest = hashlib.sha256(json.dumps(res, sort_keys=True).encode()).hexdigest()
             res["id"] = urn if urn != full_url and _ID_RE.fullmatch(urn) else f"gen-{digest[:32]}"
+    clashing = _colliding_files(triples)
+    renames: dict[Path, dict[str, str]] = {}
+    for res, _url, file in triples:
+        if file in clashing:
+            old, new = res["id"], _namespaced(_namespace(file), res["id"])
+            rtype = res["resourceType"]
+            renames.setdefault(file, {}).update({f"{rtype}/{old}": f"{rtype}/{new}",
+                                                 f"urn:uuid:{old}": f"{rtype}/{new}"})
+            res["id"] = new
+    for res, _url, file in triples:
+        if file in renames:
+            _rewrite_refs(res, renames[file])
+    urn_map: dict[str, str] = {}
+    for res, full_url, _file in triples:
         key = f"{res['resourceType']}/{res['id']}"
+        urn = (full_url or "").removeprefix("urn:uuid:")
         if full_url and urn != full_url:
             urn_map[full_url] = key  # the fullUrl wins over an id that happens to match
         urn_map.setdefault(f"urn:uuid:{res['id']}", key)  # X is a loaded resource's id
     index = ResourceIndex()
-    for res, _ in pairs:
+    owner: dict[str, Path] = {}
+    for res, _url, file in triples:
         _rewrite_refs(res, urn_map)
+        key = f"{res['resourceType']}/{res['id']}"
+        if (other := owner.setdefault(key, file)) != file and index.get(res["resourceType"], res["id"]) != res:
+            raise FhirDataError(f"{file} and {other} both define {key} differently, even with ids "
+                                "prefixed by file name; rename one of the files")
         index.add(res)
+        if res["resourceType"] == "Patient" and res["id"] not in index.patients_by_source.get(str(file), []):
+            index.patients_by_source.setdefault(str(file), []).append(res["id"])
+    if clashing:
+        logger.info("Ids prefixed with the file name in %d file(s) whose ids clash: %s", len(clashing),
+                    ", ".join(sorted(p.name for p in clashing)))
     logger.info("Loaded %d FHIR resources of %d types", len(index), len(index.by_type))
     return index
 
@@ -289,8 +351,8 @@ def _outcome(status: int, code: str, diagnostics: str) -> Response:
     return _fhir({"resourceType": "OperationOutcome", "issue": [issue]}, status)
 
 
-def _int_arg(name: str, default: int) -> int:
-    raw = request.args.get(name)
+def _int_arg(params: dict[str, list[str]], name: str, default: int) -> int:
+    raw = (params.get(name) or [None])[-1]
     if raw is not None and not raw.isdigit():
         raise FhirError(400, "invalid", f"'{name}' must be a non-negative integer, got '{raw}'")
     return default if raw is None else int(raw)
@@ -331,7 +393,7 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
             # from this loopback server.
             if request.headers.get("Access-Control-Request-Private-Network") == "true":
                 resp.headers["Access-Control-Allow-Private-Network"] = "true"
-        resp.headers.update({"Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+        resp.headers.update({"Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
                              "Access-Control-Allow-Headers": "Authorization, Content-Type",
                              "Access-Control-Max-Age": "600"})
         return resp
@@ -361,17 +423,17 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
 
     @app.get("/<rtype>/<rid>")
     def read(rtype: str, rid: str) -> Response:
+        """A resource by id."""
         check_type(rtype)
         if (res := index.get(rtype, rid)) is None:
             raise FhirError(404, "not-found", f"Resource {rtype}/{rid} is not known")
         return _fhir(res)
 
-    @app.get("/<rtype>")
-    def search_type(rtype: str) -> Response:
+    def search_response(rtype: str, params: dict[str, list[str]]) -> Response:
         check_type(rtype)
-        count = min(_int_arg("_count", default_count), MAX_COUNT)
-        offset = _int_arg("_offset", 0)
-        kept = {k: vs for k, vs in request.args.lists() if k not in _PAGING}
+        count = min(_int_arg(params, "_count", default_count), MAX_COUNT)
+        offset = _int_arg(params, "_offset", 0)
+        kept = {k: vs for k, vs in params.items() if k not in _PAGING}
         matches = search(index, rtype, kept)
         base = request.url_root.rstrip("/")
 
@@ -388,6 +450,23 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
                         "search": {"mode": "match"}} for r in matches[offset:offset + count]]:
             bundle["entry"] = entries
         return _fhir(bundle)
+
+    @app.get("/<rtype>")
+    def search_type(rtype: str) -> Response:
+        return search_response(rtype, dict(request.args.lists()))
+
+    @app.post("/<rtype>/_search")
+    def search_type_post(rtype: str) -> Response:
+        """FHIR's POST search: parameters in a form-encoded body (and/or the URL), as GET."""
+        mimetype = request.mimetype or ""
+        if request.content_length and mimetype != "application/x-www-form-urlencoded":
+            raise FhirError(415, "not-supported",
+                            "POST _search takes an application/x-www-form-urlencoded body")
+        params: dict[str, list[str]] = {}
+        for source in (request.args, request.form):
+            for name, values in source.lists():
+                params.setdefault(name, []).extend(values)
+        return search_response(rtype, params)
 
     return app
 

@@ -1,0 +1,116 @@
+"""``cryo-cds audit``: questions over the decision log (summary, decisions, one decision or
+card, silent rules, purge). Every subcommand first names the data directory and the log it
+reads, so nobody mistakes an empty new log for the service's."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+
+from ..config import from_env
+from ..state import describe, open_audit_store
+from .common import (
+    Parser,
+    iso_datetime,
+    non_negative_int,
+    positive_int,
+    print_json,
+    print_table,
+    warn,
+)
+
+SUMMARY_COLUMNS = ("rule_id", "rule_version", "evaluations", "fires", "fire_rate", "cards", "accepted",
+                   "overridden", "override_rate", "comments", "top_override_reasons")
+SUMMARY_HEADERS = {"rule_id": "rule", "rule_version": "version", "evaluations": "evals",
+                   "fire_rate": "fire%", "override_rate": "override%", "top_override_reasons": "top reasons"}
+DECISION_COLUMNS = ("created_at", "decision_id", "service_id", "status", "latency_ms", "cards", "rules_fired")
+DECISION_HEADERS = {"created_at": "when (UTC)", "decision_id": "decision", "service_id": "service",
+                    "latency_ms": "ms", "rules_fired": "rules fired"}
+
+
+def _period(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    since: datetime | None = getattr(args, "since", None)
+    until: datetime | None = getattr(args, "until", None)
+    if getattr(args, "days", None) is not None:
+        since = datetime.now(UTC) - timedelta(days=args.days)
+    return since, until
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audit import analytics
+
+    config = from_env()
+    warn(f"cryo-cds: {describe(config)}")
+    store = open_audit_store(config)
+    try:
+        command = args.audit_command
+        if command == "summary":
+            rows = analytics.rule_summary(store, *_period(args))
+            if args.json:
+                print_json(rows)
+            else:
+                print_table(rows, SUMMARY_COLUMNS, SUMMARY_HEADERS)
+        elif command == "decisions":
+            rows = analytics.list_decisions(store, *_period(args), service_id=args.service,
+                                            rule_id=args.rule, limit=args.limit)
+            if args.json:
+                print_json(rows)
+            else:
+                for row in rows:
+                    row["created_at"] = str(row["created_at"])[:19].replace("T", " ")
+                print_table(rows, DECISION_COLUMNS, DECISION_HEADERS)
+                warn(f"{len(rows)} decision(s), newest first")
+        elif command == "decision":
+            found = analytics.explain_decision(store, args.decision_id)
+            if found is None:
+                warn(f"cryo-cds: no decision {args.decision_id} in this log")
+                return 1
+            print_json(found)
+        elif command == "card":
+            found = analytics.explain_card(store, args.card_uuid)
+            if found is None:
+                warn(f"cryo-cds: no card {args.card_uuid} in this log")
+                return 1
+            print_json(found)
+        elif command == "silent":
+            from ..rulebook import load_rulebook
+
+            rule_ids = [r.id for r in load_rulebook(config.rules_dir, config.rule_params).rules]
+            print_json(analytics.silent_rules(store, rule_ids, *_period(args)))
+        elif command == "purge":
+            print(f"deleted {store.purge_older_than(args.older_than_days)} decisions")
+    finally:
+        store.dispose()
+    return 0
+
+
+def _period_args(parser: Parser) -> None:
+    parser.add_argument("--since", type=iso_datetime, help="from this ISO date-time (inclusive)")
+    parser.add_argument("--until", type=iso_datetime, help="up to this ISO date-time (exclusive)")
+    parser.add_argument("--days", type=positive_int, help="the last N days (instead of --since)")
+
+
+def register(sub: argparse._SubParsersAction[Parser]) -> None:
+    audit = sub.add_parser("audit", help="query the decision log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="QUESTION")
+    summary = audit_sub.add_parser("summary", help="per-rule fires, overrides and reasons over a period")
+    _period_args(summary)
+    summary.add_argument("--json", action="store_true")
+    decisions = audit_sub.add_parser("decisions", help="list decisions, newest first, with filters")
+    _period_args(decisions)
+    decisions.add_argument("--service", help="only this service id (e.g. cryotherapy-order-sign)")
+    decisions.add_argument("--rule", help="only decisions where this rule fired (e.g. CI-PREG)")
+    decisions.add_argument("--limit", type=positive_int, default=50, help="at most N rows (default 50)")
+    decisions.add_argument("--json", action="store_true")
+    silent = audit_sub.add_parser("silent", help="rules never evaluated or never fired over a period")
+    _period_args(silent)
+    decision = audit_sub.add_parser("decision", help="explain one decision (JSON)")
+    decision.add_argument("decision_id")
+    card = audit_sub.add_parser("card", help="explain one card by its uuid (JSON)")
+    card.add_argument("card_uuid")
+    purge = audit_sub.add_parser("purge", help="delete decisions older than N days")
+    purge.add_argument("--older-than-days", type=non_negative_int, required=True, metavar="N")
+    audit.set_defaults(func=run)
+
+
+__all__ = ["register", "run"]

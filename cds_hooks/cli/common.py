@@ -1,0 +1,145 @@
+"""What every ``cryo-cds`` subcommand shares: one-line errors with exit status 2, argument
+types that explain what they expected, request-file reading, progress bars and tables that
+fit the terminal.
+
+Why: a command-line user should never see a Python traceback for a mistake in their input;
+they get one line saying what is wrong, and a status a script can test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
+USAGE_ERROR = 2
+
+
+class CliError(Exception):
+    """A mistake in the command's input or environment; printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{self.prog}: {message}")
+
+
+def iso_datetime(raw: str) -> datetime:
+    """An ISO 8601 date or date-time; without a zone it is UTC."""
+    try:
+        value = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 date-time: {raw!r} (e.g. 2026-11-21 or 2026-11-21T12:00:00+00:00)") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_int(raw: str) -> int:
+    value = non_negative_int(raw)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more, got 0")
+    return value
+
+
+def port_number(raw: str) -> int:
+    value = non_negative_int(raw)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value} (1-65535)")
+    return value
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; CliError naming the file and what is wrong with it."""
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory, not a JSON file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise CliError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{path}: expected a JSON object, got a JSON {type(data).__name__}")
+    return data
+
+
+def warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def progress(items: Sequence[T], label: str) -> Iterator[T]:
+    """Yield ``items``, drawing a bar on stderr when it is a terminal and there are several."""
+    if len(items) < 2 or not sys.stderr.isatty():
+        yield from items
+        return
+    width = max(10, min(40, shutil.get_terminal_size((80, 20)).columns - len(label) - 20))
+    try:
+        for done, item in enumerate(items):
+            filled = width * done // len(items)
+            sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{len(items)}")
+            sys.stderr.flush()
+            yield item
+        sys.stderr.write(f"\r{label} [{'#' * width}] {len(items)}/{len(items)}\n")
+    finally:
+        sys.stderr.flush()
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list):
+        return "; ".join(f"{v.get('display') or v.get('code')} ({v.get('count')})" if isinstance(v, dict)
+                         else str(v) for v in value)
+    return " ".join(str(value).split())
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
+                headers: dict[str, str] | None = None) -> None:
+    """Rows as aligned columns, the widest ones shortened (with …) to fit the terminal."""
+    headers = headers or {}
+    titles = [headers.get(c, c) for c in columns]
+    table = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(t), *(len(r[i]) for r in table)]) for i, t in enumerate(titles)]
+    room = shutil.get_terminal_size((160, 20)).columns - 2 * (len(columns) - 1)
+    while sum(widths) > room and max(widths) > 12:
+        widest = widths.index(max(widths))
+        widths[widest] -= 1
+
+    def fit(text: str, width: int) -> str:
+        return text if len(text) <= width else text[:width - 1] + "…"
+
+    print("  ".join(fit(t, w).ljust(w) for t, w in zip(titles, widths, strict=True)).rstrip())
+    for r in table:
+        print("  ".join(fit(v, w).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
