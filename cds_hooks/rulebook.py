@@ -3,7 +3,8 @@
 The compiled JSON is the single definition both evaluators run (durable-rules, and the
 plain evaluator used as its oracle), so a rule means the same thing to both. Loading
 fails fast with the file name on anything a rule author could get wrong: unknown keys,
-misspelt fact fields, wrong value types, unknown parameters, bad severities.
+misspelt fact fields, wrong value types, values outside a field's closed vocabulary
+(``site_match: smae``), ordering tests on non-numbers, unknown parameters, bad severities.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from typing import Any
 
 import yaml
 
-from .factschema import BOOL, FACT_SCHEMA, NUM, STR, field_type
+from .factschema import (
+    BOOL,
+    EXAM_TESTS,
+    FACT_SCHEMA,
+    LAB_TESTS,
+    NUM,
+    PREGNANCY_POLARITIES,
+    SITE_MATCHES,
+    STR,
+    field_type,
+)
 
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -30,6 +41,19 @@ _RULE_KEYS = {"id", "version", "title", "group", "sources", "severity", "summary
               "variants", "suggestions", "override_reasons", "notes"}
 _VARIANT_KEYS = {"name", "when", "unless", "severity", "summary", "values"}
 SUGGESTION_KINDS = ("remove-order", "order-missing-tests", "record-order-parameters")
+# String fields with a closed vocabulary: a typo (``site_match: smae``) would load and never fire.
+# Free-text fields (site, region, local_code) are not listed.
+ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("order", "modality"): MODALITIES,
+    **{(kind, "site_match"): SITE_MATCHES for kind in ("condition", "procedure", "planned")},
+    ("lab", "test"): LAB_TESTS,
+    ("exam", "test"): EXAM_TESTS,
+    ("pregnancy", "polarity"): PREGNANCY_POLARITIES,
+    # FHIR R4 value sets administrative-gender and condition-clinical (hl7.org/fhir/R4)
+    ("patient", "gender"): ("male", "female", "other", "unknown"),
+    ("condition", "clinical_status"): ("active", "recurrence", "relapse", "inactive", "remission", "resolved"),
+}
+ORDERING_OPS = ("lt", "lte", "gt", "gte")
 # durable-rules hangs once one property collects 512 equality tests (design note §6.2).
 MAX_EQUALITY_TESTS_PER_FIELD = 256
 
@@ -90,6 +114,9 @@ def _check_value(where: str, kind: str, fname: str, value: Any) -> None:
     }[expected]
     if not ok:
         raise RuleError(f"{where}: {kind}.{fname} is a {expected}, got {value!r}")
+    allowed = ALLOWED_VALUES.get((kind, fname))
+    if allowed is not None and value not in allowed:
+        raise RuleError(f"{where}: {kind}.{fname} must be one of {list(allowed)}, got {value!r}")
 
 
 def _resolve(value: Any, parameters: Mapping[str, Any], where: str) -> Any:
@@ -116,6 +143,8 @@ def _compile_pattern(raw: Any, parameters: Mapping[str, Any], where: str) -> tup
         else:
             op, operand = "eq", test
         operand = _resolve(operand, parameters, where)
+        if op in ORDERING_OPS and field_type(kind, fname) not in (NUM, None):
+            raise RuleError(f"{where}: '{op}' compares numbers, but {kind}.{fname} is a {field_type(kind, fname)}")
         if op == "in":
             if not isinstance(operand, list) or not operand:
                 raise RuleError(f"{where}: 'in' on '{fname}' needs a non-empty list")

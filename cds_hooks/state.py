@@ -16,7 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
@@ -58,6 +58,12 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's message, first line only: no SQL, no parameters."""
+    orig = getattr(exc, "orig", None)
+    return (str(orig if orig is not None else exc).splitlines() or [type(exc).__name__])[0]
+
+
 def describe(config: Config) -> str:
     """One line naming the data directory, the log and where the key comes from."""
     key = (f"{PREFIX}PATIENT_HASH_KEY" if config.patient_hash_key is not None else str(config.key_file))
@@ -82,8 +88,7 @@ def _stored_state(url: str) -> tuple[str | None, bool]:
                 text("SELECT 1 FROM decision LIMIT 1")).first() is not None
             return fingerprint, has_decisions
     except SQLAlchemyError as exc:
-        first = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
-        raise StateError(f"cannot open the decision log {safe_url(url)}: {first}") from None
+        raise StateError(f"cannot open the decision log {safe_url(url)}: {_first_line(exc)}") from None
     finally:
         engine.dispose()
 
@@ -129,7 +134,7 @@ def check_fingerprint(store: AuditStore, key: bytes, url: str) -> None:
         if stored is None:
             try:
                 with conn.begin_nested():
-                    conn.execute(StoreMeta.__table__.insert().values(name=FINGERPRINT, value=mine))
+                    conn.execute(insert(StoreMeta).values(name=FINGERPRINT, value=mine))
                 stored = mine
             except IntegrityError:  # a concurrent first start recorded it
                 stored = conn.execute(
@@ -156,12 +161,12 @@ def open_audit_store(config: Config) -> AuditStore:
         check_fingerprint(store, key, config.database_url)
     except SQLAlchemyError as exc:
         store.dispose()
-        first = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
-        raise StateError(f"cannot open the decision log {safe_url(config.database_url)}: {first}") from None
+        raise StateError(
+            f"cannot open the decision log {safe_url(config.database_url)}: {_first_line(exc)}") from None
     except BaseException:
         store.dispose()
         raise
-    log.info("cryo-cds state: %s", describe(config))
+    log.info("%s", describe(config))
     return store
 
 

@@ -18,7 +18,7 @@ import requests
 from fhir.resources.R4B import get_fhir_model_class
 from flask import Flask
 
-from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
+from cds_hooks.devtools.fhir_server import FhirDataError, create_fhir_app, load_resources
 
 from .support.loopback import LoopbackServer
 
@@ -405,3 +405,80 @@ def test_urn_uuid_references_are_resolved_across_files_and_unknown_ones_are_left
 def test_a_missing_path_is_an_error_not_an_empty_server(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_resources([tmp_path / "nowhere"])
+
+
+# ---------------------------------------------------------------- one patient per file
+
+REQUESTS = Path(__file__).resolve().parents[1] / "fhir_fixtures" / "requests"
+PREGNANT = "01-pregnant-whole-body-order-select"
+
+
+@pytest.fixture(scope="module")
+def all_fixtures() -> Iterator[str]:
+    with running(create_fhir_app(load_resources([REQUESTS]))) as base:
+        yield base
+
+
+def test_every_fixture_file_serves_its_own_patient(all_fixtures: str, http: requests.Session) -> None:
+    index = load_resources([REQUESTS])
+    files = sorted(REQUESTS.glob("*.json"))
+    assert sorted(index.patients_by_source) == [str(f) for f in files]
+    for file in files:
+        assert index.patients_by_source[str(file)] == [f"{file.stem}.case-patient"]
+    assert "case-patient" not in index.by_type["Patient"]
+
+
+def test_fixture_01s_patient_is_the_pregnant_woman_of_fixture_01(all_fixtures: str, http: requests.Session) -> None:
+    pid = f"{PREGNANT}.case-patient"
+    patient = fhir(http.get(f"{all_fixtures}/Patient/{pid}"))
+    original = json.loads((REQUESTS / f"{PREGNANT}.json").read_text())["prefetch"]["patient"]
+    assert patient["gender"] == original["gender"] == "female"
+    assert patient["birthDate"] == original["birthDate"]
+    conditions = fhir(http.get(f"{all_fixtures}/Condition", params={"patient": pid}))
+    assert [e["resource"]["code"]["coding"][0]["code"] for e in conditions["entry"]] == ["77386006"]
+    assert conditions["entry"][0]["resource"]["subject"]["reference"] == f"Patient/{pid}"
+    observations = fhir(http.get(f"{all_fixtures}/Observation", params={"patient": f"Patient/{pid}"}))
+    assert observations["total"] == 6
+    assert fhir(http.get(f"{all_fixtures}/Condition", params={"patient": "case-patient"}))["total"] == 0
+
+
+def test_identical_copies_in_several_files_keep_their_ids(tmp_path: Path) -> None:
+    organization = {"resourceType": "Organization", "id": "org-1", "name": "Clinic"}
+    for name in ("a.json", "b.json"):
+        write_json(tmp_path / name, {"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": organization},
+            {"resource": {"resourceType": "Patient", "id": f"pat-{name[0]}",
+                          "managingOrganization": {"reference": "Organization/org-1"}}}]})
+    index = load_resources([tmp_path])
+    assert sorted(index.by_type["Organization"]) == ["org-1"]
+    assert sorted(index.by_type["Patient"]) == ["pat-a", "pat-b"]
+
+
+def test_a_clash_that_file_names_cannot_separate_is_refused(tmp_path: Path) -> None:
+    for folder, gender in (("x", "male"), ("y", "female")):
+        write_json(tmp_path / folder / "same-name.json", {"resourceType": "Patient", "id": "p", "gender": gender})
+    with pytest.raises(FhirDataError, match=r"both define Patient/same-name\.p differently"):
+        load_resources([tmp_path])
+
+
+# ---------------------------------------------------------------- POST [type]/_search
+
+
+def test_post_search_with_a_form_body_answers_like_get(synthea: str, http: requests.Session) -> None:
+    query = {"patient": PATIENT_ID, "code": "http://loinc.org|55284-4", "_count": "2"}
+    by_get = fhir(http.get(f"{synthea}/Observation", params=query))
+    by_post = fhir(http.post(f"{synthea}/Observation/_search", data=query))
+    assert by_post["total"] == by_get["total"] == BP_PANEL_COUNT
+    assert [e["fullUrl"] for e in by_post["entry"]] == [e["fullUrl"] for e in by_get["entry"]]
+    assert [link["url"] for link in by_post["link"]] == [link["url"] for link in by_get["link"]]
+    # URL and body parameters are combined.
+    mixed = fhir(http.post(f"{synthea}/Observation/_search?patient={PATIENT_ID}",
+                           data={"code": "http://loinc.org|55284-4"}))
+    assert mixed["total"] == BP_PANEL_COUNT
+
+
+def test_post_search_refuses_a_json_body_and_unknown_parameters(synthea: str, http: requests.Session) -> None:
+    assert "form-urlencoded" in outcome_text(
+        http.post(f"{synthea}/Observation/_search", json={"patient": PATIENT_ID}), 415)
+    assert "Unknown search parameter 'colour'" in outcome_text(
+        http.post(f"{synthea}/Observation/_search", data={"colour": "red"}), 400)

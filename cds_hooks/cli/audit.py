@@ -8,7 +8,7 @@ import argparse
 from datetime import UTC, datetime, timedelta
 
 from ..config import from_env
-from ..state import describe, open_audit_store
+from ..state import open_audit_store
 from .common import (
     Parser,
     iso_datetime,
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..audit import analytics
 
     config = from_env()
-    warn(f"cryo-cds: {describe(config)}")
-    store = open_audit_store(config)
+    store = open_audit_store(config)  # logs the data dir, the log and the key it uses
     try:
         command = args.audit_command
         if command == "summary":

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
                           help="patient Bundles or folders (default, in a source checkout: fhir_fixtures/external "
                                "and ../shared/external/fhir-data)")
     coverage.add_argument("--now", type=iso_datetime,
-                          help="evaluate every patient as of this ISO date-time (default: each record's last encounter)")
+                          help="evaluate every patient as of this ISO date-time (default: its last encounter)")
     coverage.add_argument("--json", action="store_true")
     coverage.set_defaults(func=_coverage)
 

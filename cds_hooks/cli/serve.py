@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..config import from_env
-from ..state import describe
 from .common import CliError, Parser, port_number, warn
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -52,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     late = _Late()
     server = bind(config.host, config.port, late)
     try:
-        warn(f"cryo-cds: {describe(config)}")
-        late.app = create_app(config)
+        late.app = create_app(config)  # logs the data dir, the log and the key it uses
         warn(f"cryo-cds listening on http://{config.host}:{server.server_port}/cds-services")
         server.serve_forever()
     finally:

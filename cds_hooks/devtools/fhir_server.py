@@ -162,9 +162,9 @@ def _namespaced(namespace: str, rid: str) -> str:
     new = f"{namespace}.{rid}"
     if len(new) <= 64:
         return new
-    digest = hashlib.sha256(new.encode()).hexdigest()[:10]
-    room = 64 - len(rid) - len(digest) - 2
-    return f"{namespace[:room]}-{digest}.{rid}" if room >= 1 else f"gen-{digest}{hashlib.sha256(rid.encode()).hexdigest()[:20]}"
+    digest = hashlib.sha256(new.encode()).hexdigest()
+    room = 64 - len(rid) - 12
+    return f"{namespace[:room]}-{digest[:10]}.{rid}" if room >= 1 else f"gen-{digest[:40]}"
 
 
 def _colliding_files(triples: Sequence[tuple[Resource, str | None, Path]]) -> set[Path]:
@@ -352,7 +352,8 @@ def _outcome(status: int, code: str, diagnostics: str) -> Response:
 
 
 def _int_arg(params: dict[str, list[str]], name: str, default: int) -> int:
-    raw = (params.get(name) or [None])[-1]
+    values = params.get(name) or []
+    raw = values[-1] if values else None
     if raw is not None and not raw.isdigit():
         raise FhirError(400, "invalid", f"'{name}' must be a non-negative integer, got '{raw}'")
     return default if raw is None else int(raw)
