@@ -22,7 +22,8 @@ from .common import (
 SUMMARY_COLUMNS = ("rule_id", "rule_version", "evaluations", "fires", "fire_rate", "cards", "accepted",
                    "overridden", "override_rate", "comments", "top_override_reasons")
 SUMMARY_HEADERS = {"rule_id": "rule", "rule_version": "version", "evaluations": "evals",
-                   "fire_rate": "fire%", "override_rate": "override%", "top_override_reasons": "top reasons"}
+                   "fire_rate": "fire rate", "override_rate": "override rate",
+                   "top_override_reasons": "top override reasons"}
 DECISION_COLUMNS = ("created_at", "decision_id", "service_id", "status", "latency_ms", "cards", "rules_fired")
 DECISION_HEADERS = {"created_at": "when (UTC)", "decision_id": "decision", "service_id": "service",
                     "latency_ms": "ms", "rules_fired": "rules fired"}

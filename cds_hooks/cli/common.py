@@ -12,6 +12,7 @@ import argparse
 import json
 import shutil
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,15 +124,30 @@ def cell(value: Any) -> str:
 
 def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
                 headers: dict[str, str] | None = None) -> None:
-    """Rows as aligned columns, the widest ones shortened (with …) to fit the terminal."""
+    """Rows as aligned columns fitted to the terminal: long cells are shortened (with …), the
+    first column (the row's name) never; where even that cannot fit, one wrapped block per row."""
     headers = headers or {}
     titles = [headers.get(c, c) for c in columns]
     table = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(t), *(len(r[i]) for r in table)]) for i, t in enumerate(titles)]
-    room = shutil.get_terminal_size((160, 20)).columns - 2 * (len(columns) - 1)
-    while sum(widths) > room and max(widths) > 12:
-        widest = widths.index(max(widths))
+    widths = [min(60, max([len(t), *(len(r[i]) for r in table)])) for i, t in enumerate(titles)]
+    widths[0] = max([len(titles[0]), *(len(r[0]) for r in table)])
+    room = shutil.get_terminal_size((160, 20)).columns
+    floor = [widths[0], *(max(len(t), 8) if widths[i + 1] > len(t) else widths[i + 1]
+                          for i, t in enumerate(titles[1:]))]
+
+    def total() -> int:
+        return sum(widths) + 2 * (len(widths) - 1)
+
+    while total() > room and any(w > f for w, f in zip(widths, floor, strict=True)):
+        widest = max(range(len(widths)), key=lambda i: widths[i] - floor[i])
         widths[widest] -= 1
+    if total() > room:
+        for r in table:
+            pairs = [f"{t}: {v}" for t, v in zip(titles[1:], r[1:], strict=True)]
+            print(r[0])
+            print(textwrap.fill("  ".join(pairs), width=max(20, room - 1), initial_indent="  ",
+                                subsequent_indent="  ", break_on_hyphens=False))
+        return
 
     def fit(text: str, width: int) -> str:
         return text if len(text) <= width else text[:width - 1] + "…"

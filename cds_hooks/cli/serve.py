@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -14,17 +15,29 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def bind(host: str, port: int, app: WsgiApp) -> Any:
-    """A threaded werkzeug server already bound to host:port (so a port in use is reported
-    before anything claims to listen); CliError when the address cannot be taken."""
+    """A threaded werkzeug server on a socket bound and listening here first, so that a port
+    in use is one clear error before anything claims to listen (werkzeug would print three
+    lines and exit)."""
     from werkzeug.serving import make_server
 
     try:
-        return make_server(host, port, app, threaded=True)
+        family, _type, _proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(128)
     except OSError as exc:
+        listener.close()
         reason = "already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise CliError(f"cannot listen on {host}:{port}: {reason}") from None
-    except SystemExit:  # werkzeug exits (after printing) when the port is taken on some systems
-        raise CliError(f"cannot listen on {host}:{port}: already in use") from None
+    try:
+        return make_server(host, port, app, threaded=True, fd=listener.fileno())
+    finally:
+        listener.close()  # the server holds its own duplicate of the socket
 
 
 class _Late:
@@ -52,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     server = bind(config.host, config.port, late)
     try:
         late.app = create_app(config)  # logs the data dir, the log and the key it uses
-        warn(f"cryo-cds listening on http://{config.host}:{server.server_port}/cds-services")
+        warn(f"cryo-cds listening on http://{config.host}:{server.port}/cds-services")
         server.serve_forever()
     finally:
         server.server_close()

@@ -57,7 +57,7 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path | None =
         try:
             requests.get(url, timeout=1)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still starting up
             time.sleep(0.2)
     process.kill()
     raise AssertionError(f"server did not come up in time\n{tail()}")
