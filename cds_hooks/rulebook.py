@@ -153,7 +153,8 @@ def _compile_pattern(raw: Any, parameters: Mapping[str, Any], where: str) -> tup
             terms.append({"$or": [{fname: item} for item in operand]})
         else:
             _check_value(where, kind, fname, operand)
-            terms.append({fname: operand} if op == "eq" else {OPS[op]: {fname: operand}})
+            engine_op = OPS[op]
+            terms.append({fname: operand} if engine_op is None else {engine_op: {fname: operand}})
     return kind, (terms[0] if len(terms) == 1 else {"$and": terms})
 
 

@@ -24,6 +24,7 @@ from cds_hooks.service import SERVICES
 from cds_hooks.state import open_audit_store
 
 from .conftest import ROOT, make_pipeline
+from .support.cli import assert_one_line_error, cli_env, cryo, strip_uuids
 from .support.loopback import LoopbackServer, free_port, wait_until_up
 
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
@@ -37,25 +38,6 @@ def home(tmp_path: Path) -> dict[str, Path]:
     """An empty working directory and a data directory of its own."""
     (tmp_path / "cwd").mkdir()
     return {"cwd": tmp_path / "cwd", "data": tmp_path / "data"}
-
-
-def cli_env(home: dict[str, Path], **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_HOOKS_")}
-    return {**env, "CDS_HOOKS_DATA_DIR": str(home["data"]), **extra}
-
-
-def cryo(home: dict[str, Path], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cds_hooks.cli", *args], cwd=home["cwd"],
-                          env=cli_env(home, **env), capture_output=True, text=True, timeout=120)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # -- bad input: one line, exit 2 -----------------------------------------------------------
@@ -162,14 +144,6 @@ def test_ctrl_c_stops_the_server_quietly(home: dict[str, Path]) -> None:
 # -- check ---------------------------------------------------------------------------------
 
 
-def strip_uuids(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: strip_uuids(v) for k, v in node.items() if k != "uuid"}
-    if isinstance(node, list):
-        return [strip_uuids(v) for v in node]
-    return node
-
-
 def service_cards(rulebook: Any, terminology: Any, plain_evaluator: Any, path: Path) -> list[dict[str, Any]]:
     """What the service pipeline answers for a fixture, in-process."""
     from datetime import datetime
@@ -231,7 +205,8 @@ def test_without_prefetch_or_fhir_server_check_reports_the_412(home: dict[str, P
 
 
 @pytest.fixture
-def written_log(home: dict[str, Path], rulebook: Any, terminology: Any, plain_evaluator: Any) -> Iterator[dict[str, str]]:
+def written_log(home: dict[str, Path], rulebook: Any, terminology: Any,
+                plain_evaluator: Any) -> Iterator[dict[str, str]]:
     """Two decisions in the home's log: fixture 01 (order-select, CI-PREG) and 02 (order-sign)."""
     from datetime import datetime
 

@@ -17,18 +17,11 @@ import pytest
 import requests
 
 from .conftest import ROOT
+from .support.cli import strip_uuids
 from .support.loopback import free_port, wait_until_up
 
 FIXTURE = ROOT / "fhir_fixtures" / "requests" / "01-pregnant-whole-body-order-select.json"
 NOW = "2026-11-21T12:00:00+00:00"
-
-
-def strip_uuids(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: strip_uuids(v) for k, v in node.items() if k != "uuid"}
-    if isinstance(node, list):
-        return [strip_uuids(v) for v in node]
-    return node
 
 
 @pytest.fixture(scope="module")
