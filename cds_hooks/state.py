@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from sqlalchemy import create_engine, insert, inspect, select, text
@@ -112,16 +113,22 @@ def resolve_patient_hash_key(config: Config) -> bytes:
             f"the decision log {safe_url(config.database_url)} was written with a patient-hash key "
             f"(fingerprint {fingerprint or 'not recorded'}) but {path} is missing; restore that file "
             f"or set {PREFIX}PATIENT_HASH_KEY, instead of starting a second key")
+    key = secrets.token_hex(32).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under a temporary name, then linked into place: a worker starting at the
+        # same moment sees either no key file or a complete one, never an empty file.
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".patient-hash.")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key)
+            os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
     except FileExistsError:  # another process created it first: use theirs
         return path.read_bytes().strip()
     except OSError as exc:
         raise StateError(f"cannot create the patient-hash key {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
     log.info("created a new patient-hash key in %s", path)
     return key
 

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                               clock=fixed_clock(args.now) if args.now else None)
     status = 0
     paths = [Path(p) for p in args.files]
-    for path in progress(paths, "checking"):
+    # The card view is its own progress on a terminal; a bar is drawn when the output goes elsewhere.
+    for path in (paths if sys.stdout.isatty() else progress(paths, "checking")):
         try:
             outcome = run_file(config, pipeline, path, args.service)
         except CliError as exc:

@@ -1,0 +1,51 @@
+"""The data directory and the one-key guard, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from cds_hooks.config import Config, from_env
+from cds_hooks.state import StateError, describe, key_fingerprint, open_audit_store
+
+KEY_A, KEY_B = b"a" * 32, b"b" * 32
+
+
+def test_the_data_dir_holds_the_log_and_a_private_key_file(tmp_path: Path) -> None:
+    config = Config(data_dir=tmp_path / "state")
+    store = open_audit_store(config)
+    store.dispose()
+    key_file = tmp_path / "state" / "patient-hash.key"
+    assert (tmp_path / "state" / "decisions.db").is_file()
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(key_file.read_bytes().strip()) == 64
+    assert sorted(p.name for p in (tmp_path / "state").iterdir() if p.name.startswith(".")) == []
+    again = open_audit_store(config)  # same key file: accepted
+    again.dispose()
+    assert describe(config) == (f"data dir {tmp_path / 'state'}; decision log sqlite:///{tmp_path / 'state'}"
+                                f"/decisions.db; patient-hash key {key_file}")
+
+
+def test_the_environment_sets_the_data_dir_and_the_database_follows(tmp_path: Path) -> None:
+    config = from_env({"CDS_HOOKS_DATA_DIR": str(tmp_path / "x")})
+    assert config.data_dir == tmp_path / "x"
+    assert config.database_url == f"sqlite:///{tmp_path / 'x' / 'decisions.db'}"
+    explicit = from_env({"CDS_HOOKS_DATA_DIR": str(tmp_path), "CDS_HOOKS_DATABASE_URL": "sqlite:///elsewhere.db"})
+    assert explicit.database_url == "sqlite:///elsewhere.db"
+
+
+def test_a_log_refuses_a_second_key(db_url: str, tmp_path: Path) -> None:
+    store = open_audit_store(Config(data_dir=tmp_path, database_url=db_url, patient_hash_key=KEY_A))
+    store.dispose()
+    with pytest.raises(StateError, match=f"another patient-hash key \\(fingerprint {key_fingerprint(KEY_A)}; "
+                                         f"this key's is {key_fingerprint(KEY_B)}\\)"):
+        open_audit_store(Config(data_dir=tmp_path, database_url=db_url, patient_hash_key=KEY_B))
+    store = open_audit_store(Config(data_dir=tmp_path, database_url=db_url, patient_hash_key=KEY_A))
+    store.dispose()
+
+
+def test_fingerprints_name_keys_without_revealing_them() -> None:
+    assert key_fingerprint(KEY_A) != key_fingerprint(KEY_B)
+    assert len(key_fingerprint(KEY_A)) == 16 and key_fingerprint(KEY_A) == key_fingerprint(b"a" * 32)
