@@ -211,12 +211,11 @@ MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdmi
 
 
 def record_fact(record: PatientRecord, ctx: FactContext) -> Fact:
-    """MD-NO-DATA: the history queries were answered and returned nothing at all."""
+    """MD-NO-DATA: the history queries were answered and returned nothing at all; a clinical
+    resource that arrived but could not be read (named in MD-INCOMPLETE) is not "nothing"."""
     answered = all(k in record.available for k in HISTORY_KEYS) and any(
         k in record.available for k in MEDICATION_KEYS)
-    types = ("Condition", "Observation", "MedicationRequest", "MedicationStatement",
-             "MedicationAdministration")
-    empty = answered and not any(record.of(t) for t in types)
+    empty = answered and not record.holds_history()
     return ctx.new_fact("record", None, history_empty=empty, label="patient record")
 
 
