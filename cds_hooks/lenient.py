@@ -47,8 +47,8 @@ NEEDS: dict[str, tuple[Need, ...]] = {
                   _n("date", "onsetDateTime", "onsetPeriod", "recordedDate"),
                   _n("date", "abatementDateTime", "abatementPeriod")),
     "Observation": (_n("code", "code", required=True), _n("status", "status", required=True),
-                    _n("date", "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued",
-                       required=True)),
+                    # required too, but checked by record.py: a panel member takes the panel's date
+                    _n("date", "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")),
     "MedicationRequest": (_n("code", *_MED, required=True), _n("status", "status", required=True),
                           _n("date", "authoredOn")),
     "MedicationStatement": (_n("code", *_MED, required=True), _n("status", "status", required=True),

@@ -195,9 +195,29 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
                 record.gaps[key] = str(exc)
     if source is not None:
         _fetch_referenced_medications(record, prefetch, source)
+    _set_aside_undated(record)
     if record.unread or record.lenient:
         log.info("read %d resources leniently, skipped %d", len(record.lenient), len(record.unread))
     return record
+
+
+_OBSERVATION_DATES = ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
+
+
+def _set_aside_undated(record: PatientRecord) -> None:
+    """An Observation with no date cannot be placed in the rules' windows: it is named as
+    skipped, unless a dated panel holds it (``hasMember``) and lends it its date."""
+    observations = record.of("Observation")
+    undated = [o for o in observations if not any(getattr(o, f, None) for f in _OBSERVATION_DATES)]
+    if not undated:
+        return
+    members = {id(record.resolve(ref.reference, panel, "Observation"))
+               for panel in observations if any(getattr(panel, f, None) for f in _OBSERVATION_DATES)
+               for ref in panel.hasMember or ()}
+    for obs in undated:
+        if id(obs) not in members:
+            observations.remove(obs)
+            record.unread[ref_of(obs)] = "skipped: it has no date (effective[x]/issued)"
 
 
 def unresolved_medications(record: PatientRecord) -> set[str]:

@@ -122,7 +122,7 @@ class Pipeline:
         engine_ms = facts_ms = 0.0
         for order in orders:
             t0 = time.perf_counter()
-            facts = build_facts(order, record, drafts, self.terminology, now)
+            facts = build_facts(order, record, drafts, self.terminology, now, self.rulebook.parameters)
             t1 = time.perf_counter()
             hits = self.evaluator.evaluate(facts)
             t2 = time.perf_counter()
