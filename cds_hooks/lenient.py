@@ -301,7 +301,7 @@ def needed_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
 def _lost_needs(kind: str, original: Mapping[str, Any], repaired: Mapping[str, Any]) -> list[str]:
     problems = []
     for need in NEEDS.get(kind, ()):
-        had = [f for f in need.fields if _present(original.get(f), need.what)]
+        had = [f for f in need.fields if original.get(f) not in (None, "", [], {})]
         has = [f for f in need.fields if _present(repaired.get(f), need.what)]
         if has:
             continue

@@ -85,8 +85,11 @@ class PatientRecord:
         """Account for one reading: add what was read, name what was skipped."""
         self.seen_types.add(reading.resource_type)
         if reading.resource is None:
-            name = reading.ref if reading.ref not in self.unread else f"{reading.ref} ({key} #{len(self.unread) + 1})"
-            self.unread[name] = f"skipped: {reading.why}"
+            why = f"skipped: {reading.why}"
+            if self.unread.get(reading.ref, why) != why:  # another resource of the same Type/id
+                self.unread[f"{reading.ref} ({key} #{len(self.unread) + 1})"] = why
+            else:
+                self.unread[reading.ref] = why
             return
         if reading.state == "lenient":
             self.lenient[reading.ref] = reading.why or "repaired"
@@ -217,6 +220,7 @@ def _set_aside_undated(record: PatientRecord) -> None:
     for obs in undated:
         if id(obs) not in members:
             observations.remove(obs)
+            record.by_ref.pop(ref_of(obs), None)
             record.unread[ref_of(obs)] = "skipped: it has no date (effective[x]/issued)"
 
 

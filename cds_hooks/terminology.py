@@ -269,7 +269,7 @@ def _build(raw: Mapping[str, Any], where: str,
         atc.strip().upper(): str(d["display"]).lower()
         for d in (raw.get("rxnorm") or {}).values()
         if isinstance(d, Mapping) and d.get("display") and d.get("atc")
-        for atc in str(d["atc"]).split("/") if atc.strip()
+        for atc in str(d["atc"]).split("/") if len(atc.strip()) == 7  # substance level only
     }
     icd_p, icd_r = _parse_icd_entries(raw.get("icd10cm") or ())
     ex_p, ex_r = _parse_icd_entries(raw.get("exclude_icd10cm") or ())
