@@ -121,7 +121,7 @@ def raw_ref(raw: Any, fallback: str = "resource") -> str:
 def date_candidates(text: str) -> list[str]:
     """Valid FHIR spellings of a date-like string, most faithful first: the dateTime (no offset
     read as UTC, the §1 Clock convention), the date alone, and the instant at midnight UTC."""
-    match = _DATE_TEXT.match(text)
+    match = _DATE_TEXT.match(re.sub(r"\s*:\s*", ":", text))  # "16: 09: 08" (a real vendor example)
     if not match:
         return []
     year, month, day, hour, minute, second, fraction, zone = match.groups()
@@ -173,7 +173,7 @@ def _sort_key(loc: tuple[Any, ...]) -> tuple[tuple[int, int, str], ...]:
 def _repair_words(value: str, candidate: Any) -> str:
     if not isinstance(candidate, str):
         return "was text where a structure is due"
-    if _DATE_TEXT.match(value):
+    if date_candidates(value):
         if "T" in candidate and not _ZONE.search(value):
             return "has no time-zone offset (read as UTC)"
         return "written in a non-standard date form"

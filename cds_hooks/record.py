@@ -106,9 +106,11 @@ def _list(value: Any) -> list[Any]:
 
 
 def _entries(value: Mapping[str, Any]) -> Iterable[Any]:
+    """Each entry's resource; a resource put straight into ``entry[]`` (seen in vendor
+    examples) is read too rather than lost."""
     for entry in _list(value.get("entry")):
         if isinstance(entry, dict):
-            yield entry.get("resource")
+            yield entry["resource"] if "resource" in entry or "resourceType" not in entry else entry
 
 
 def _failure_of(value: Mapping[str, Any]) -> str | None:
