@@ -26,16 +26,14 @@ from .errors import (
 from .fhir_client import FhirFetcher
 from .hooks import HookRequest
 from .pipeline_factory import build_pipeline
+from .prefetch import prefetch_templates
 from .replay import DatabaseJtiCache, ReplayStoreUnavailable
-from .routes import bp, handle_cds_error, json_response, prefetch_templates
+from .routes import bp, handle_cds_error, json_response
 from .service import Pipeline
 from .state import open_audit_store
-from .terminology import Terminology
 
 log = logging.getLogger(__name__)
-OBSERVATION_SETS = ("OBS-BP.panel", "OBS-BP.sbp", "OBS-BP.dbp", "OBS-BP.hr", "OBS-HB.mass", "OBS-HB.molar",
-                    "OBS-A1C", "CL-IMMUNO.anc-obs", "CL-PREG.status-obs", "CL-PREG.hcg-tests",
-                    "OBS-PREEXAM.ecg-obs", "OBS-PREEXAM.cbc", "OBS-PREEXAM.urine", "OBS-PREEXAM.ice-test")
+
 
 
 @dataclass
@@ -60,15 +58,6 @@ class ServiceState:
                            max_pages=self.config.fetch_max_pages)
 
 
-def observation_codes(terminology: Terminology) -> str:
-    """The Observation codes the rules read, as a FHIR token list for the prefetch query."""
-    codes = []
-    for vs_id in OBSERVATION_SETS:
-        for system, code in sorted(terminology[vs_id].exact):
-            codes.append(f"{system}|{code}")
-    return ",".join(dict.fromkeys(codes))
-
-
 def create_app(config: Config | None = None) -> Flask:
     config = config or from_env()
     pipeline = build_pipeline(config)
@@ -86,7 +75,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    state = ServiceState(config, pipeline, store, verifier, prefetch_templates(observation_codes(terminology)))
+    state = ServiceState(config, pipeline, store, verifier, prefetch_templates(terminology))
     app.extensions["cryo_cds"] = state
     app.register_blueprint(bp)
     app.register_blueprint(audit_bp)

@@ -8,7 +8,7 @@ not count never become facts. Medications and observations live in their own mod
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import count
@@ -76,6 +76,7 @@ class FactContext:
     now: datetime
     treatment: datetime
     ids: Any  # an itertools.count shared by one request's facts
+    supply_days: float = 30.0  # F-MED last taken without a stop date: start + this (§10.1)
 
     def new_fact(self, kind: str, resource: Any | None = None, **fields: Any) -> Fact:
         fact: Fact = {"kind": kind, "id": f"f{next(self.ids)}"}
@@ -211,20 +212,21 @@ MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdmi
 
 
 def record_fact(record: PatientRecord, ctx: FactContext) -> Fact:
-    """MD-NO-DATA: the history queries were answered and returned nothing at all."""
+    """MD-NO-DATA: the history queries were answered and returned nothing at all; a clinical
+    resource that arrived but could not be read (named in MD-INCOMPLETE) is not "nothing"."""
     answered = all(k in record.available for k in HISTORY_KEYS) and any(
         k in record.available for k in MEDICATION_KEYS)
-    types = ("Condition", "Observation", "MedicationRequest", "MedicationStatement",
-             "MedicationAdministration")
-    empty = answered and not any(record.of(t) for t in types)
+    empty = answered and not record.holds_history()
     return ctx.new_fact("record", None, history_empty=empty, label="patient record")
 
 
 def build_facts(order: CryoOrder, record: PatientRecord, drafts: Sequence[Any], terminology: Terminology,
-                now: datetime) -> list[Fact]:
-    """All facts for evaluating one cryotherapy order against the record."""
+                now: datetime, parameters: Mapping[str, Any] | None = None) -> list[Fact]:
+    """All facts for evaluating one cryotherapy order against the record (``parameters``: the
+    rulebook's, for the windows the facts step applies itself)."""
     octx = OrderContext.build(order, record, terminology, now)
-    ctx = FactContext(terminology, now, octx.treatment, count())
+    supply_days = float((parameters or {}).get("medication_supply_days", 30))
+    ctx = FactContext(terminology, now, octx.treatment, count(), supply_days)
     facts = [order_fact(order, octx, record, ctx), patient_fact(record, ctx), record_fact(record, ctx)]
     facts += condition_facts(record, ctx, octx)
     facts += medication_facts(record, drafts, order, ctx)

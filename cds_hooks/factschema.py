@@ -39,7 +39,7 @@ FACT_SCHEMA: dict[str, dict[str, str]] = {
     "condition": {**{flag: BOOL for flag in CONDITION_FLAGS}, "onset_days_ago": NUM, "site_match": STR,
                   "region": STR, "clinical_status": STR},
     "medication": {**{flag: BOOL for flag in MEDICATION_FLAGS}, "current": BOOL,
-                   "days_before_treatment": NUM},
+                   "days_before_treatment": NUM, "stop_date_recorded": BOOL},
     "device": {"cardiac_device": BOOL, "electronic_implant": BOOL, "metal_implant": BOOL},
     "allergy": {"cold_text": BOOL, "cold_urticaria_text": BOOL},
     "lab": {"test": STR, "value": NUM, "days_ago": NUM, "positive": BOOL},

@@ -2,7 +2,11 @@
 
 Implements catalogue §1 F-MED and the four ways of medication matching (ingredient code,
 product code, ATC prefix, ingredient name in the text) through medicationCodeableConcept,
-a contained Medication or one referenced in the record.
+a contained Medication or one referenced in the record (the Reference's ``display`` counts as
+text). Catalogue §10.1: a drug's classes come from its ingredients however it was recognised
+(methotrexate by RxNorm, product, either ATC code or name is MED-CHEMO and MED-IMMSUP), and a
+stopped drug with no recorded stop date is taken as last taken at the latest plausible time
+(``stop_date_recorded: false`` on the fact, for the card to say so).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from .concepts import codings, label, texts
 from .fhirtime import UNIT_DAYS, days_between, to_instant
 from .orders import CryoOrder
 from .record import PatientRecord, ref_of
-from .terminology import SNOMED, ValueSet
+from .terminology import ATC, SNOMED, ValueSet
 
 if TYPE_CHECKING:
     from .facts import Fact, FactContext
@@ -40,17 +44,33 @@ _LOCAL_FORM = re.compile(r"\b(topical|cutaneous|cream|ointment|lotion|ophthalmic
 
 
 def _concepts(resource: Any, record: PatientRecord) -> list[Any]:
-    """The drug's CodeableConcepts: the medication itself and its ingredients."""
+    """The drug's CodeableConcepts: the medication itself and its ingredients, and the words of
+    the Reference (its ``display``) that named it."""
     concept = getattr(resource, "medicationCodeableConcept", None)
     if concept is not None:
         return [concept]
     reference = getattr(resource, "medicationReference", None)
-    medication = record.resolve(reference.reference if reference else None, resource, "Medication")
-    if medication is None:
-        return [reference] if reference is not None and reference.display else []
-    found = [medication.code] if medication.code is not None else []
-    found += [i.itemCodeableConcept for i in medication.ingredient or () if i.itemCodeableConcept]
+    if reference is None:
+        return []
+    found: list[Any] = [_Words(str(reference.display))] if reference.display else []
+    medication = record.resolve(reference.reference, resource, "Medication")
+    if medication is not None:
+        found += [medication.code] if medication.code is not None else []
+        for ingredient in medication.ingredient or ():
+            if ingredient.itemCodeableConcept is not None:
+                found.append(ingredient.itemCodeableConcept)
+            elif ingredient.itemReference is not None and ingredient.itemReference.display:
+                found.append(_Words(str(ingredient.itemReference.display)))
     return found
+
+
+class _Words:
+    """Free text standing in for a CodeableConcept (a Reference's display): text, no codings."""
+
+    coding: tuple[Any, ...] = ()
+
+    def __init__(self, text: str):
+        self.text = text
 
 
 def _locally_applied(resource: Any, concepts: Sequence[Any], record: PatientRecord) -> bool:
@@ -63,6 +83,24 @@ def _locally_applied(resource: Any, concepts: Sequence[Any], record: PatientReco
     if any(system == SNOMED and code in _LOCAL_ROUTES for system, code, _d in codings(routes)):
         return True
     return any(_LOCAL_FORM.search(t) for t in texts(list(concepts) + routes + forms))
+
+
+def drug_ingredients(concepts: Sequence[Any], classes: Sequence[ValueSet]) -> list[str]:
+    """The ingredient names a drug is known to contain, by any way: an ingredient or product
+    code of a class (its display names the ingredient), an ATC substance code, or the text."""
+    found: list[str] = []
+    words = [t for c in concepts for t in texts(c)]
+    for concept in concepts:
+        for system, code, _display in codings(concept):
+            for vs in classes:
+                if system == ATC and code.strip().upper() in vs.ingredient_atc:
+                    found.append(vs.ingredient_atc[code.strip().upper()])
+                elif vs.has_code(system, code):
+                    words.append(vs.display_for(system, code) or "")
+    for vs in classes:
+        for text in words:
+            found += vs.ingredients_in_text(text)
+    return list(dict.fromkeys(found))
 
 
 def drug_class_match(concepts: Sequence[Any], value_set: ValueSet) -> str | None:
@@ -81,61 +119,86 @@ def drug_class_match(concepts: Sequence[Any], value_set: ValueSet) -> str | None
     return None
 
 
-def _last_taken(resource: Any) -> datetime | None:
-    """The catalogue's 'last taken' for a stopped/completed medication record."""
+def _plus_days(start: datetime, days: float) -> datetime | None:
+    try:
+        return start + timedelta(days=days)
+    except OverflowError:  # a supply running past year 9999 tells us nothing
+        return None
+
+
+def _estimated_stop(resource: Any, start: datetime | None, supply: Any, now: datetime,
+                    supply_days: float) -> datetime | None:
+    """§10.1 'last taken' when no stop date is recorded: the latest of meta.lastUpdated (when
+    later than the start), start + expectedSupplyDuration and start + ``supply_days``, capped
+    at now. The start alone would be the earliest possible stop, not a conservative one."""
+    if start is None:
+        return None
+    candidates = [_plus_days(start, supply_days)]
+    updated = to_instant(resource.meta.lastUpdated) if resource.meta is not None else None
+    if updated is not None and updated > start:
+        candidates.append(updated)
+    if supply is not None and supply.value is not None:
+        candidates.append(_plus_days(start, float(supply.value) * UNIT_DAYS.get(supply.code or supply.unit or "d", 1)))
+    return min(max(c for c in candidates if c is not None), max(now, start))
+
+
+def last_taken(resource: Any, now: datetime, supply_days: float = 30.0) -> tuple[datetime | None, bool]:
+    """(last taken, stop date recorded) for a stopped/completed medication record."""
     kind = resource.get_resource_type()
-    candidates: list[datetime | None] = []
+    recorded: list[datetime | None] = []
     if kind == "MedicationRequest":
         for dosage in resource.dosageInstruction or ():
             repeat = dosage.timing.repeat if dosage.timing else None
             if repeat is not None and repeat.boundsPeriod is not None:
-                candidates.append(to_instant(repeat.boundsPeriod.end))
+                recorded.append(to_instant(repeat.boundsPeriod.end))
         dispense = resource.dispenseRequest
-        authored = to_instant(resource.authoredOn)
-        if dispense is not None:
-            if dispense.validityPeriod is not None:
-                candidates.append(to_instant(dispense.validityPeriod.end))
-            supply = dispense.expectedSupplyDuration
-            if supply is not None and supply.value is not None and authored is not None:
-                days = float(supply.value) * UNIT_DAYS.get(supply.code or supply.unit or "d", 1)
-                try:
-                    candidates.append(authored + timedelta(days=days))
-                except OverflowError:  # a supply running past year 9999 tells us nothing
-                    pass
-        fallback = authored
+        if dispense is not None and dispense.validityPeriod is not None:
+            recorded.append(to_instant(dispense.validityPeriod.end))
+        start = to_instant(resource.authoredOn)
+        supply = dispense.expectedSupplyDuration if dispense is not None else None
     elif kind == "MedicationStatement":
         period = resource.effectivePeriod
-        candidates += [to_instant(period.end) if period else None, to_instant(resource.effectiveDateTime)]
-        fallback = to_instant(resource.dateAsserted)
-    else:  # MedicationAdministration
+        recorded += [to_instant(period.end) if period else None, to_instant(resource.effectiveDateTime)]
+        start = (to_instant(period.start) if period else None) or to_instant(resource.dateAsserted)
+        supply = None
+    else:  # MedicationAdministration: the administration itself is the record of taking
         period = resource.effectivePeriod
-        candidates += [to_instant(period.end or period.start) if period else None,
-                       to_instant(resource.effectiveDateTime)]
-        fallback = None
-    known = [c for c in candidates if c is not None]
-    return max(known) if known else fallback
+        recorded += [to_instant(period.end or period.start) if period else None,
+                     to_instant(resource.effectiveDateTime)]
+        start, supply = None, None
+    known = [c for c in recorded if c is not None]
+    if known:
+        return max(known), True
+    return _estimated_stop(resource, start, supply, now, supply_days), False
 
 
-def _status_and_time(resource: Any, drafted: bool, now: datetime) -> tuple[bool, datetime | None] | None:
-    """(current, last taken) per F-MED, or None when the record does not count."""
+def _status_and_time(resource: Any, drafted: bool, now: datetime,
+                     supply_days: float = 30.0) -> tuple[bool, datetime | None, bool] | None:
+    """(current, last taken, stop date recorded) per F-MED, or None when the record does not count."""
     kind = resource.get_resource_type()
     status = resource.status
     if kind == "MedicationRequest":
         if drafted or status in ("active", "on-hold"):
-            return True, None
+            return True, None, True
     elif kind == "MedicationStatement":
         if status in ("active", "intended", "on-hold"):
-            return True, None
+            return True, None, True
     elif kind == "MedicationAdministration":
         if status in ("entered-in-error", "not-done", "unknown"):
             return None
-        taken = _last_taken(resource)
+        taken, recorded = last_taken(resource, now, supply_days)
         if taken is not None and now - timedelta(hours=24) <= taken:
-            return True, taken
-        return False, taken
+            return True, taken, recorded
+        return False, taken, recorded
     if status in _IGNORED:
         return None
-    return False, _last_taken(resource)
+    taken, recorded = last_taken(resource, now, supply_days)
+    return False, taken, recorded
+
+
+def _ingredient_of_class(ingredients: Sequence[str], value_set: ValueSet) -> str | None:
+    """The first of the drug's ingredients that belongs to the class, if any."""
+    return next((name for name in ingredients if name in value_set.ingredient_names), None)
 
 
 def _medications(record: PatientRecord, drafts: Sequence[Any], order: CryoOrder) -> Iterator[tuple[Any, bool]]:
@@ -151,22 +214,24 @@ def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOr
                      ctx: FactContext) -> list[Fact]:
     tx = ctx.terminology
     glucocorticoids = tx["MED-IMMSUP.glucocorticoid"]
+    classes = [tx[vs_id] for vs_id in MEDICATION_CLASSES.values()] + [glucocorticoids]
     facts = []
     for resource, drafted in _medications(record, drafts, order):
-        state = _status_and_time(resource, drafted, ctx.now)
+        state = _status_and_time(resource, drafted, ctx.now, ctx.supply_days)
         if state is None:
             continue
         concepts = _concepts(resource, record)
         if not concepts:
             continue
+        ingredients = drug_ingredients(concepts, classes)
         flags: dict[str, bool] = {}
         names: dict[str, str] = {}  # drug name per matched class, in class order
         for flag, vs_id in MEDICATION_CLASSES.items():
-            name = drug_class_match(concepts, tx[vs_id])
+            name = drug_class_match(concepts, tx[vs_id]) or _ingredient_of_class(ingredients, tx[vs_id])
             if name:
                 flags[flag] = True
                 names[flag] = name
-        steroid = drug_class_match(concepts, glucocorticoids)
+        steroid = drug_class_match(concepts, glucocorticoids) or _ingredient_of_class(ingredients, glucocorticoids)
         if steroid and _locally_applied(resource, concepts, record):
             steroid = None
         if steroid:  # a systemic glucocorticoid (also listed in the MED-IMMSUP expansion) counts as one
@@ -177,11 +242,12 @@ def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOr
         if not flags:
             continue
         drug = next(iter(names.values()), None)
-        current, taken = state
+        current, taken, stop_recorded = state
         first = next(iter(codings(concepts[0])), None)
         facts.append(ctx.new_fact(
             "medication", resource, **flags, current=current,
             days_before_treatment=round(days_between(taken, ctx.treatment), 4) if taken and not current else None,
+            stop_date_recorded=None if current else stop_recorded,
             label=drug or label(concepts[0]), date=taken.date().isoformat() if taken else None,
             system=first[0] if first else None, code=first[1] if first else None,
             value_text="current" if current else "stopped",

@@ -2,18 +2,24 @@
 pre-treatment exams and pregnancy evidence (with its supersession by later negatives).
 
 F-OBS: status final/amended/corrected/preliminary; date = effective[x] (Period: start),
-else issued; "latest" = the counting observation with the greatest date.
+else issued; "latest" = the counting observation with the greatest date. Catalogue §10.1:
+an analyte counts wherever it is written: as an Observation's code, as a ``component`` of any
+panel, or as a ``hasMember`` Observation of a panel (contained or in the record), which takes
+the panel's date when it has none of its own. The value-set ids come from ``prefetch``, so
+what is read here is what the prefetch asks for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from .concepts import codings, in_set, label, texts
 from .fhirtime import to_instant, written_date
 from .orderfacts import performed_time
+from .prefetch import A1C_SETS, ANC_SETS, BP_SETS, HB_SETS, HR_SETS, PREGNANCY_SETS
 from .record import PatientRecord
 from .terminology import Terminology
 
@@ -46,17 +52,56 @@ def counting(record: PatientRecord, now: datetime) -> Iterator[tuple[Any, dateti
         yield obs, when, raw
 
 
+@dataclass(frozen=True)
+class Analyte:
+    """One result wherever it was written: ``element`` is the Observation or component that
+    holds the code and value; ``owner`` the Observation the evidence names."""
+
+    code: Any
+    element: Any
+    owner: Any
+    when: datetime
+    raw_when: Any
+
+    @property
+    def quantity(self) -> Any | None:
+        quantity = getattr(self.element, "valueQuantity", None)
+        return quantity if quantity is not None and quantity.value is not None else None
+
+
+def _members(panel: Any, record: PatientRecord) -> Iterator[Any]:
+    for reference in panel.hasMember or ():
+        member = record.resolve(reference.reference, panel, "Observation")
+        if member is not None and member is not panel:
+            yield member
+
+
+def analytes(record: PatientRecord, now: datetime) -> Iterator[Analyte]:
+    """Every counting result: each Observation's own code, its components, and the members of
+    panels that carry no date of their own (a dated member counts as the Observation it is)."""
+    for obs, when, raw in counting(record, now):
+        yield Analyte(obs.code, obs, obs, when, raw)
+        for component in obs.component or ():
+            yield Analyte(component.code, component, obs, when, raw)
+        for member in _members(obs, record):
+            if observation_time(member)[0] is not None or (member.status not in COUNTING_STATUS | {None}):
+                continue
+            yield Analyte(member.code, member, member, when, raw)
+            for component in member.component or ():
+                yield Analyte(component.code, component, member, when, raw)
+
+
 def _unit(quantity: Any) -> str:
     return str(quantity.code or quantity.unit or "").strip()
 
 
-HB_FACTORS = {"g/dl": 1.0, "g/l": 0.1, "mg/dl": 0.001, "mmol/l": 1.611}
+HB_FACTORS = {"g/dl": 1.0, "g/100ml": 1.0, "gm/dl": 1.0, "g/l": 0.1, "mg/dl": 0.001, "mmol/l": 1.611}
 
 
 def hb_g_dl(quantity: Any, molar: bool) -> float | None:
     """Haemoglobin in g/dL. The unit decides (g/dL, g/L, mg/dL, mmol/L × 1.611): labs send
     mass codes with molar units and vice versa; the LOINC property is used only without a unit."""
-    value, unit = float(quantity.value), _unit(quantity).lower()
+    value, unit = float(quantity.value), _unit(quantity).lower().replace(" ", "")
     if unit in HB_FACTORS:
         return value * HB_FACTORS[unit]
     if not unit:
@@ -75,73 +120,82 @@ def a1c_percent(quantity: Any) -> float | None:
 
 def anc_thousands(quantity: Any) -> float | None:
     """Absolute neutrophil count in 10^3/µL."""
-    value, unit = float(quantity.value), _unit(quantity).replace("µ", "u")
-    if unit in ("10*3/uL", "10^3/uL", "K/uL", "10*9/L", "10^9/L", "x10E3/uL", ""):
+    value, unit = float(quantity.value), _unit(quantity).replace("µ", "u").replace("μ", "u")
+    if unit in ("10*3/uL", "10^3/uL", "K/uL", "10*9/L", "10^9/L", "x10E3/uL", "x10^9/L", "G/L", ""):
         return value
-    if unit in ("/uL", "1/uL", "cells/uL", "{cells}/uL", "/mm3"):
+    if unit in ("/uL", "1/uL", "cells/uL", "{cells}/uL", "/mm3", "10*6/L"):
         return value / 1000
     return None
 
 
-def _value(obs: Any, code_check: Any) -> Iterator[tuple[str, float]]:
-    """(code, value) of the observation itself and each of its components."""
-    if obs.valueQuantity is not None and obs.valueQuantity.value is not None:
-        for _s, code, _d in codings(obs.code):
-            yield code, obs.valueQuantity
-    for component in obs.component or ():
-        if component.valueQuantity is not None and component.valueQuantity.value is not None:
-            for _s, code, _d in codings(component.code):
-                yield code, component.valueQuantity
+_PER_MINUTE = {"/min": 1.0, "1/min": 1.0, "{beats}/min": 1.0, "beats/min": 1.0, "{beat}/min": 1.0, "bpm": 1.0,
+               "": 1.0, "/s": 60.0, "1/s": 60.0, "{beats}/s": 60.0, "hz": 60.0, "/h": 1 / 60, "{beats}/h": 1 / 60}
+
+
+def per_minute(quantity: Any) -> float | None:
+    """Heart rate in beats per minute (per-second and per-hour rates converted)."""
+    factor = _PER_MINUTE.get(_unit(quantity).lower().replace(" ", ""))
+    return float(quantity.value) * factor if factor is not None else None
+
+
+_MM_HG = {"mm[hg]": 1.0, "mmhg": 1.0, "mm hg": 1.0, "": 1.0, "kpa": 7.50062}
+
+
+def mm_hg(quantity: Any) -> float | None:
+    """Blood pressure in mmHg (kPa × 7.50062)."""
+    factor = _MM_HG.get(_unit(quantity).lower())
+    return float(quantity.value) * factor if factor is not None else None
 
 
 LAB_UNITS = {"hb": "g/dL", "a1c": "%", "anc": "x10^3/uL", "hr": "/min"}  # the normalised units, for display
 LAB_NAMES = {"hb": "Haemoglobin", "a1c": "HbA1c", "anc": "Absolute neutrophil count", "hr": "Heart rate",
              "ice": "Ice test"}  # labels for observations sent with a bare code (no text or display)
 LABS = {  # test -> (value sets, converter)
-    "hb": (("OBS-HB.mass", "OBS-HB.molar"), None),
-    "a1c": (("OBS-A1C",), a1c_percent),
-    "anc": (("CL-IMMUNO.anc-obs",), anc_thousands),
-    "hr": (("OBS-BP.hr",), lambda q: float(q.value)),
+    "hb": (HB_SETS, None),
+    "a1c": (A1C_SETS, a1c_percent),
+    "anc": (ANC_SETS, anc_thousands),
+    "hr": (HR_SETS, per_minute),
 }
 
 
-def _lab_value(test: str, obs: Any, tx: Terminology) -> float | None:
+def _lab_value(test: str, found: Analyte, tx: Terminology) -> float | None:
     sets, convert = LABS[test]
-    if obs.valueQuantity is None or obs.valueQuantity.value is None:
-        return None
-    if not any(in_set(obs.code, tx[s]) for s in sets):
+    quantity = found.quantity
+    if quantity is None or not any(in_set(found.code, tx[s]) for s in sets):
         return None
     if test == "hb":
-        return hb_g_dl(obs.valueQuantity, molar=in_set(obs.code, tx["OBS-HB.molar"]))
-    return convert(obs.valueQuantity) if convert else None
+        return hb_g_dl(quantity, molar=in_set(found.code, tx["OBS-HB.molar"]))
+    return convert(quantity) if convert else None
 
 
-def _is_positive(obs: Any, tx: Terminology) -> bool | None:
-    interpretations = {code for _s, code, _d in codings(obs.interpretation)}
-    if interpretations & POSITIVE_INTERPRETATIONS or in_set(obs.valueCodeableConcept, tx["CL-PREG.hcg-positive"]):
+def _is_positive(element: Any, tx: Terminology) -> bool | None:
+    interpretations = {code for _s, code, _d in codings(getattr(element, "interpretation", None))}
+    answer = getattr(element, "valueCodeableConcept", None)
+    if interpretations & POSITIVE_INTERPRETATIONS or in_set(answer, tx["CL-PREG.hcg-positive"]):
         return True
-    if interpretations & NEGATIVE_INTERPRETATIONS or in_set(obs.valueCodeableConcept, tx["CL-PREG.hcg-negative"]):
+    if interpretations & NEGATIVE_INTERPRETATIONS or in_set(answer, tx["CL-PREG.hcg-negative"]):
         return False
     return None
 
 
 def lab_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     tx = ctx.terminology
-    latest: dict[str, tuple[datetime, Any, Any]] = {}
-    for obs, when, _raw in counting(record, ctx.now):
+    latest: dict[str, tuple[datetime, Analyte, Any]] = {}
+    ice_test = tx["OBS-PREEXAM.ice-test"]
+    for found in analytes(record, ctx.now):
         for test in LABS:
-            value = _lab_value(test, obs, tx)
-            if value is not None and (test not in latest or when > latest[test][0]):
-                latest[test] = (when, obs, round(value, 3))
-        if in_set(obs.code, tx["OBS-PREEXAM.ice-test"]) and ("ice" not in latest or when > latest["ice"][0]):
-            latest["ice"] = (when, obs, _is_positive(obs, tx))
+            value = _lab_value(test, found, tx)
+            if value is not None and (test not in latest or found.when > latest[test][0]):
+                latest[test] = (found.when, found, round(value, 3))
+        if in_set(found.code, ice_test) and ("ice" not in latest or found.when > latest["ice"][0]):
+            latest["ice"] = (found.when, found, _is_positive(found.element, tx))
     facts = []
-    for test, (when, obs, value) in latest.items():
+    for test, (when, found, value) in latest.items():
         fields: dict[str, Any] = {"positive": bool(value)} if test == "ice" else {"value": value}
-        hit = next(iter(codings(obs.code)), None)
+        hit = next(iter(codings(found.code)), None)
         facts.append(ctx.new_fact(
-            "lab", obs, test=test, days_ago=ctx.days_ago(when), date=when.date().isoformat(),
-            label=label(obs.code, LAB_NAMES[test]) if texts(obs.code) else LAB_NAMES[test],
+            "lab", found.owner, test=test, days_ago=ctx.days_ago(when), date=when.date().isoformat(),
+            label=label(found.code, LAB_NAMES[test]) if texts(found.code) else LAB_NAMES[test],
             system=hit[0] if hit else None, code=hit[1] if hit else None,
             value_text=f"{value:g} {LAB_UNITS[test]}" if test in LAB_UNITS else str(value), **fields))
     return facts
@@ -150,22 +204,21 @@ def lab_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
 def bp_fact(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     """CMS165: the latest day with a reading; the lowest systolic and lowest diastolic of it."""
     tx = ctx.terminology
-    sbp_set, dbp_set = tx["OBS-BP.sbp"], tx["OBS-BP.dbp"]
+    sbp_set, dbp_set = (tx[s] for s in BP_SETS)
     days: dict[date, dict[str, Any]] = {}
-    for obs, when, raw in counting(record, ctx.now):
-        for code, quantity in _value(obs, None):
-            kind = "sbp" if sbp_set.has_code("http://loinc.org", code) else (
-                "dbp" if dbp_set.has_code("http://loinc.org", code) else None)
-            if kind is None:
-                continue
-            day = written_date(raw)
-            if day is None:
-                continue
-            slot = days.setdefault(day, {"refs": [], "when": when})
-            value = float(quantity.value)
-            slot[kind] = min(value, slot.get(kind, value))
-            slot["when"] = max(slot["when"], when)
-            slot["refs"].append(obs)
+    for found in analytes(record, ctx.now):
+        kind = "sbp" if in_set(found.code, sbp_set) else ("dbp" if in_set(found.code, dbp_set) else None)
+        quantity = found.quantity
+        if kind is None or quantity is None:
+            continue
+        value = mm_hg(quantity)
+        day = written_date(found.raw_when)
+        if value is None or day is None:
+            continue
+        slot = days.setdefault(day, {"refs": [], "when": found.when})
+        slot[kind] = min(value, slot.get(kind, value))
+        slot["when"] = max(slot["when"], found.when)
+        slot["refs"].append(found.owner)
     if not days:
         return []
     day = max(days)
@@ -174,10 +227,14 @@ def bp_fact(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     first = slot["refs"][0]
     hit = next(iter(codings(first.code)), None)  # the evidence names the reading's own code (55284-4, 8480-6...)
     return [ctx.new_fact(
-        "bp", first, sbp=slot.get("sbp"), dbp=slot.get("dbp"), days_ago=ctx.days_ago(when),
+        "bp", first, sbp=_rounded(slot.get("sbp")), dbp=_rounded(slot.get("dbp")), days_ago=ctx.days_ago(when),
         date=day.isoformat(), label="blood pressure", system=hit[0] if hit else None, code=hit[1] if hit else None,
-        value_text=f"{slot.get('sbp', '?'):g}/{slot.get('dbp', '?'):g} mmHg"
+        value_text=f"{_rounded(slot['sbp']):g}/{_rounded(slot['dbp']):g} mmHg"
         if "sbp" in slot and "dbp" in slot else None)]
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
 
 
 EXAMS = {"ecg": ("OBS-PREEXAM.ecg-obs", "OBS-PREEXAM.ecg-proc"), "cbc": ("OBS-PREEXAM.cbc",),
@@ -193,10 +250,10 @@ def exam_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
         if test not in latest or when > latest[test][0]:
             latest[test] = (when, resource)
 
-    for obs, when, _raw in counting(record, ctx.now):
+    for found in analytes(record, ctx.now):
         for test, sets in EXAMS.items():
-            if any(in_set(obs.code, tx[s]) for s in sets):
-                offer(test, when, obs)
+            if any(in_set(found.code, tx[s]) for s in sets):
+                offer(test, found.when, found.owner)
     for proc in record.of("Procedure"):
         if proc.status not in ("completed", "in-progress"):
             continue
@@ -214,6 +271,7 @@ def pregnancy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     from .facts import condition_counts, condition_date, verified
 
     tx = ctx.terminology
+    status_set, hcg_set = (tx[s] for s in PREGNANCY_SETS)
     evidence: list[tuple[str, datetime, Any, str]] = []
     for condition in record.of("Condition"):
         if in_set(condition.code, tx["CL-PREG.condition"]) and not in_set(condition.code, tx["CL-PREG.exclude"]):
@@ -221,18 +279,18 @@ def pregnancy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
             if when is not None and verified(condition):
                 polarity = "pregnant" if condition_counts(condition, ctx.now) else "documented"
                 evidence.append((polarity, when, condition, label(condition.code)))
-    for obs, when, _raw in counting(record, ctx.now):
-        answer = obs.valueCodeableConcept
-        if in_set(obs.code, tx["CL-PREG.status-obs"]):
+    for found in analytes(record, ctx.now):
+        answer = getattr(found.element, "valueCodeableConcept", None)
+        if in_set(found.code, status_set):
             for polarity, vs in (("pregnant", "CL-PREG.pregnant-answers"), ("not-pregnant", "CL-PREG.not-pregnant-answers"),
                                  ("possible", "CL-PREG.uncertain-answers"), ("unknown", "CL-PREG.unknown-answers")):
                 if in_set(answer, tx[vs]):
-                    evidence.append((polarity, when, obs, f"Pregnancy status: {label(answer)}"))
+                    evidence.append((polarity, found.when, found.owner, f"Pregnancy status: {label(answer)}"))
                     break
-        elif in_set(obs.code, tx["CL-PREG.hcg-tests"]):
-            positive = _is_positive(obs, tx)
+        elif in_set(found.code, hcg_set):
+            positive = _is_positive(found.element, tx)
             polarity = {True: "pregnant", False: "not-pregnant", None: "documented"}[positive]
-            evidence.append((polarity, when, obs, f"hCG {label(obs.code)}: {polarity}"))
+            evidence.append((polarity, found.when, found.owner, f"hCG {label(found.code)}: {polarity}"))
     negatives = [when for polarity, when, _r, _l in evidence if polarity == "not-pregnant"]
     facts = []
     for polarity, when, resource, text in evidence:

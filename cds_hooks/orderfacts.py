@@ -22,7 +22,7 @@ from .orders import (
     to_celsius,
 )
 from .record import PatientRecord, ref_of
-from .terminology import ICD10CM, Terminology
+from .terminology import ICD10CM, Terminology, normalise_icd
 
 if TYPE_CHECKING:
     from .facts import Fact, FactContext
@@ -46,7 +46,7 @@ def icd_region(concept: Any, tx: Terminology) -> set[str]:
     for system, code, _ in codings(concept):
         if system != ICD10CM:
             continue
-        code = code.upper()
+        code = normalise_icd(code)
         for region in REGION_SETS:
             vs = tx[region]
             lengths = [len(p) for p in vs.icd_prefixes if code.startswith(p)]

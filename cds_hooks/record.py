@@ -2,9 +2,9 @@
 
 The four prefetch states mean different things (spec §prefetch): an absent key is data we
 do not have, ``null`` is "the client has none", an OperationOutcome is a failed query and a
-Bundle is an answer. Only this module (and order parsing) imports ``fhir.resources``; a
-resource that is not valid R4 is skipped and reported as a data gap instead of failing
-the whole call.
+Bundle is an answer. Resources are read by ``lenient.read_resource``: strictly when valid
+R4B, leniently when not; one whose needed fields cannot be read is skipped and named in
+``unread`` (an MD-INCOMPLETE card and the decision's data gaps), never dropped silently.
 """
 
 from __future__ import annotations
@@ -14,65 +14,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from fhir.resources.R4B import get_fhir_model_class
+from .lenient import Reading, prune_empty, read_resource
+from .prefetch import COMPLETENESS_KEYS, OBSERVATION_CODES_PLACEHOLDER, PREFETCH_QUERIES, SUPPLEMENTARY_KEYS
 
 log = logging.getLogger(__name__)
 
-# Prefetch key -> (FHIR query template, resource types it yields). Discovery advertises these.
-OBSERVATION_CODES_PLACEHOLDER = "{observation_codes}"
-PREFETCH_QUERIES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "patient": ("Patient/{{context.patientId}}", ("Patient",)),
-    "conditions": ("Condition?patient={{context.patientId}}", ("Condition",)),
-    "medicationRequests": ("MedicationRequest?patient={{context.patientId}}", ("MedicationRequest", "Medication")),
-    "medicationStatements": ("MedicationStatement?patient={{context.patientId}}", ("MedicationStatement", "Medication")),
-    "medicationAdministrations": (
-        "MedicationAdministration?patient={{context.patientId}}",
-        ("MedicationAdministration", "Medication"),
-    ),
-    "observations": (
-        "Observation?patient={{context.patientId}}&code=" + OBSERVATION_CODES_PLACEHOLDER,
-        ("Observation",),
-    ),
-    "devices": ("Device?patient={{context.patientId}}", ("Device",)),
-    "deviceUseStatements": ("DeviceUseStatement?patient={{context.patientId}}", ("DeviceUseStatement",)),
-    "allergies": ("AllergyIntolerance?patient={{context.patientId}}", ("AllergyIntolerance",)),
-    "procedures": ("Procedure?patient={{context.patientId}}", ("Procedure",)),
-    "serviceRequests": ("ServiceRequest?patient={{context.patientId}}", ("ServiceRequest",)),
-    "appointments": ("Appointment?actor=Patient/{{context.patientId}}", ("Appointment",)),
-}
-# Keys whose absence leaves rules unchecked (an MD-INCOMPLETE card). The others are often
-# not offered by EHRs, and draftOrders already carries the planned services.
-COMPLETENESS_KEYS = ("patient", "conditions", "medicationRequests", "observations", "devices",
-                     "allergies", "procedures")
-
-
-def prune_empty(value: Any) -> Any:
-    """Drop null, "", [] and {} recursively: real clients send ``"coding":[{}]`` and
-    ``"reasonCode":[]``, which FHIR forbids but which carry no information."""
-    if isinstance(value, dict):
-        pruned = {k: prune_empty(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
-    if isinstance(value, list):
-        items = [prune_empty(v) for v in value]
-        return [v for v in items if v not in (None, "", [], {})]
-    return value
+# Resource types whose presence means the record holds clinical history (MD-NO-DATA).
+CLINICAL_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationStatement",
+                  "MedicationAdministration")
+MEDICATION_USERS = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
 
 
 def parse_resource(raw: Any) -> tuple[Any | None, str | None]:
-    """(model, None) for a valid R4 resource, (None, reason) otherwise. Never raises."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
-        return None, "not a FHIR resource (no resourceType)"
-    resource_type = raw["resourceType"]
-    try:
-        model_class = get_fhir_model_class(resource_type)
-    except (KeyError, ValueError, AttributeError):
-        return None, f"unknown resource type {resource_type!r}"
-    try:
-        return model_class.model_validate(prune_empty(raw)), None
-    except Exception as exc:  # pydantic raises ValidationError and a few others
-        first = str(exc).splitlines()
-        reason = first[1].strip() if len(first) > 1 else (first[0] if first else "invalid")
-        return None, f"{resource_type} is not valid FHIR R4 ({reason[:160]})"
+    """(model, None) for a readable resource (strictly or leniently), (None, reason) otherwise."""
+    reading = read_resource(raw)
+    return (reading.resource, None) if reading.resource is not None else (None, reading.why)
 
 
 def ref_of(resource: Any) -> str:
@@ -90,7 +46,9 @@ class PatientRecord:
     by_ref: dict[str, Any] = field(default_factory=dict)
     available: set[str] = field(default_factory=set)  # keys answered (possibly empty)
     gaps: dict[str, str] = field(default_factory=dict)  # key -> why it is missing
-    skipped: list[str] = field(default_factory=list)  # resources that were not valid R4
+    unread: dict[str, str] = field(default_factory=dict)  # "Type/id" -> why it was skipped
+    lenient: dict[str, str] = field(default_factory=dict)  # "Type/id" -> what was repaired to read it
+    seen_types: set[str] = field(default_factory=set)  # every resource type received, read or not
 
     def of(self, resource_type: str) -> list[Any]:
         return self.by_type.get(resource_type, [])
@@ -114,11 +72,32 @@ class PatientRecord:
         return found
 
     def add(self, resource: Any) -> None:
+        """Add a resource once: the same Type/id delivered under two keys counts once."""
+        if getattr(resource, "id", None):
+            if ref_of(resource) in self.by_ref:
+                return
+            self.by_ref[ref_of(resource)] = resource
         if resource.get_resource_type() == "Patient" and self.patient is None:
             self.patient = resource
         self.by_type.setdefault(resource.get_resource_type(), []).append(resource)
-        if getattr(resource, "id", None):
-            self.by_ref[ref_of(resource)] = resource
+
+    def take(self, reading: Reading, key: str) -> None:
+        """Account for one reading: add what was read, name what was skipped."""
+        self.seen_types.add(reading.resource_type)
+        if reading.resource is None:
+            why = f"skipped: {reading.why}"
+            if self.unread.get(reading.ref, why) != why:  # another resource of the same Type/id
+                self.unread[f"{reading.ref} ({key} #{len(self.unread) + 1})"] = why
+            else:
+                self.unread[reading.ref] = why
+            return
+        if reading.state == "lenient":
+            self.lenient[reading.ref] = reading.why or "repaired"
+        self.add(reading.resource)
+
+    def holds_history(self) -> bool:
+        """True if any clinical resource arrived, readable or not (MD-NO-DATA must stay silent)."""
+        return any(t in self.seen_types for t in CLINICAL_TYPES)
 
 
 def _list(value: Any) -> list[Any]:
@@ -127,9 +106,11 @@ def _list(value: Any) -> list[Any]:
 
 
 def _entries(value: Mapping[str, Any]) -> Iterable[Any]:
+    """Each entry's resource; a resource put straight into ``entry[]`` (seen in vendor
+    examples) is read too rather than lost."""
     for entry in _list(value.get("entry")):
         if isinstance(entry, dict):
-            yield entry.get("resource")
+            yield entry["resource"] if "resource" in entry or "resourceType" not in entry else entry
 
 
 def _failure_of(value: Mapping[str, Any]) -> str | None:
@@ -160,13 +141,10 @@ def add_answer(record: PatientRecord, key: str, value: Any, wanted: tuple[str, .
         return
     raw_resources = list(_entries(value)) if value.get("resourceType") == "Bundle" else [value]
     for raw in raw_resources:
-        resource, problem = parse_resource(raw)
-        if resource is None:
-            record.skipped.append(f"{key}: {problem}")
-            continue
-        if wanted and resource.get_resource_type() not in wanted:
+        kind = raw.get("resourceType") if isinstance(raw, dict) else None
+        if kind == "OperationOutcome" or (wanted and isinstance(kind, str) and kind not in wanted):
             continue  # e.g. the Patient included alongside a searchset, or an OperationOutcome note
-        record.add(resource)
+        record.take(read_resource(raw), key)
     record.available.add(key)
 
 
@@ -205,10 +183,13 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
                 except LookupError as exc:
                     record.gaps[key] = f"further pages could not be fetched: {exc}"
         add_answer(record, key, value, wanted)
+    foreign = any(key not in PREFETCH_QUERIES for key in prefetch)
     for key, (_template, wanted) in PREFETCH_QUERIES.items():
         if key in record.available or key in record.gaps:
             continue
-        if record.of(wanted[0]):
+        if key in SUPPLEMENTARY_KEYS and source is None:
+            continue  # only a second way to ask for what another key brings
+        if foreign and record.of(wanted[0]):
             record.available.add(key)  # delivered under another key
         elif source is None:
             record.gaps[key] = "not provided in prefetch and no FHIR server to ask"
@@ -217,9 +198,66 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
                 add_answer(record, key, source.query(key), wanted)
             except LookupError as exc:
                 record.gaps[key] = str(exc)
-    if record.skipped:
-        log.info("skipped %d resources that are not valid FHIR R4", len(record.skipped))
+    if source is not None:
+        _fetch_referenced_medications(record, prefetch, source)
+    _set_aside_undated(record)
+    if record.unread or record.lenient:
+        log.info("read %d resources leniently, skipped %d", len(record.lenient), len(record.unread))
     return record
+
+
+_OBSERVATION_DATES = ("effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
+
+
+def _set_aside_undated(record: PatientRecord) -> None:
+    """An Observation with no date cannot be placed in the rules' windows: it is named as
+    skipped, unless a dated panel holds it (``hasMember``) and lends it its date."""
+    observations = record.of("Observation")
+    undated = [o for o in observations if not any(getattr(o, f, None) for f in _OBSERVATION_DATES)]
+    if not undated:
+        return
+    members = {id(record.resolve(ref.reference, panel, "Observation"))
+               for panel in observations if any(getattr(panel, f, None) for f in _OBSERVATION_DATES)
+               for ref in panel.hasMember or ()}
+    for obs in undated:
+        if id(obs) not in members:
+            observations.remove(obs)
+            record.by_ref.pop(ref_of(obs), None)
+            record.unread[ref_of(obs)] = "skipped: it has no date (effective[x]/issued)"
+
+
+def unresolved_medications(record: PatientRecord) -> set[str]:
+    """Medication users whose medicationReference points to nothing in the record."""
+    missing = set()
+    for kind in MEDICATION_USERS:
+        for resource in record.of(kind):
+            reference = getattr(resource, "medicationReference", None)
+            target = reference.reference if reference is not None else None
+            if target and record.resolve(target, resource, "Medication") is None:
+                missing.add(kind)
+    return missing
+
+
+_KEY_OF = {"MedicationRequest": "medicationRequests", "MedicationStatement": "medicationStatements",
+           "MedicationAdministration": "medicationAdministrations"}
+
+
+def _fetch_referenced_medications(record: PatientRecord, prefetch: Mapping[str, Any], source: RecordSource) -> None:
+    """Medications referenced but not sent: ask the server again for that key, whose query
+    includes the referenced Medications (``_include``), and keep only those Medications."""
+    for kind in sorted(unresolved_medications(record)):
+        key = _KEY_OF[kind]
+        if key not in prefetch:
+            continue  # already fetched from the server, with its _include
+        try:
+            answer = source.query(key)
+        except LookupError as exc:
+            record.gaps.setdefault(f"{key} medications", f"referenced Medications could not be fetched: {exc}")
+            continue
+        if isinstance(answer, dict) and answer.get("resourceType") == "Bundle":
+            for raw in _entries(answer):
+                if isinstance(raw, dict) and raw.get("resourceType") == "Medication":
+                    record.take(read_resource(raw), key)
 
 
 @dataclass(frozen=True)
@@ -235,11 +273,14 @@ def parse_draft_orders(bundle: Mapping[str, Any]) -> tuple[list[Any], list[Unrea
     """The draft resources of context.draftOrders, parsed; invalid ones returned apart, not fatal."""
     resources, unreadable = [], []
     for raw in _entries(bundle):
-        resource, problem = parse_resource(raw)
-        if resource is None:
-            kind = raw.get("resourceType", "resource") if isinstance(raw, dict) else "resource"
-            ref = f"{kind}/{raw.get('id')}" if isinstance(raw, dict) and raw.get("id") else str(kind)
-            unreadable.append(UnreadableDraft(ref, problem or "invalid", raw))
+        reading = read_resource(raw)
+        if reading.resource is None:
+            unreadable.append(UnreadableDraft(reading.ref, reading.why or "invalid", raw))
         else:
-            resources.append(resource)
+            resources.append(reading.resource)
     return resources, unreadable
+
+
+__all__ = ["CLINICAL_TYPES", "COMPLETENESS_KEYS", "OBSERVATION_CODES_PLACEHOLDER", "PREFETCH_QUERIES",
+           "PatientRecord", "RecordSource", "UnreadableDraft", "add_answer", "build_record", "next_page_url",
+           "parse_draft_orders", "parse_resource", "prune_empty", "ref_of", "unresolved_medications"]

@@ -14,7 +14,6 @@ from .audit.records import FeedbackItem
 from .errors import BadRequest, CdsError, NotFound, UnsupportedMediaType
 from .fhirtime import to_instant
 from .hooks import parse_hook_request
-from .record import OBSERVATION_CODES_PLACEHOLDER, PREFETCH_QUERIES
 from .service import SERVICES, ServiceDefinition
 
 log = logging.getLogger(__name__)
@@ -28,11 +27,6 @@ def json_response(body: Any, status: int = 200) -> Response:
 
 def _state() -> Any:
     return current_app.extensions["cryo_cds"]
-
-
-def prefetch_templates(observation_codes: str) -> dict[str, str]:
-    return {key: template.replace(OBSERVATION_CODES_PLACEHOLDER, observation_codes)
-            for key, (template, _types) in PREFETCH_QUERIES.items()}
 
 
 @bp.get("/cds-services")

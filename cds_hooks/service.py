@@ -122,7 +122,7 @@ class Pipeline:
         engine_ms = facts_ms = 0.0
         for order in orders:
             t0 = time.perf_counter()
-            facts = build_facts(order, record, drafts, self.terminology, now)
+            facts = build_facts(order, record, drafts, self.terminology, now, self.rulebook.parameters)
             t1 = time.perf_counter()
             hits = self.evaluator.evaluate(facts)
             t2 = time.perf_counter()
@@ -150,7 +150,7 @@ class Pipeline:
             cards.insert(_first_below_warning(cards), incomplete_card(gaps))
         lap("cards", mark)
         evaluated = [(r.id, r.version) for r in self.rulebook.rules]
-        data_gaps = [f"{k}: {v}" for k, v in sorted(gaps.items())] + record.skipped + draft_problems
+        data_gaps = [f"{k}: {v}" for k, v in sorted(gaps.items())] + draft_problems
         return self._outcome(service, request, now, started, timings, cards, fired,
                              [(o.ref, o.modality) for o in orders], gaps, evaluated, data_gaps)
 
@@ -173,8 +173,9 @@ class Pipeline:
 
 
 def _reportable_gaps(record: PatientRecord) -> dict[str, str]:
-    """Missing parts that leave rules unchecked and so deserve an MD-INCOMPLETE warning."""
-    return {k: v for k, v in record.gaps.items() if k in COMPLETENESS_KEYS}
+    """Missing parts that leave rules unchecked and so deserve an MD-INCOMPLETE warning: the
+    queries not answered and every resource that was skipped because it could not be read."""
+    return {**{k: v for k, v in record.gaps.items() if k in COMPLETENESS_KEYS}, **record.unread}
 
 
 def _first_below_warning(cards: list[dict[str, Any]]) -> int:

@@ -58,6 +58,12 @@ def normalise_system(system: str | None) -> str:
     return _SYSTEM_ALIASES.get(system, system)
 
 
+def normalise_icd(code: str) -> str:
+    """ICD-10-CM as compared (catalogue §10.1): upper-case, dot and spaces removed, so that
+    ``E1142``, ``e11.42`` and ``E11.42`` are one code and match the prefix ``E11.4``."""
+    return "".join(code.split()).upper().replace(".", "")
+
+
 class ValueSetError(ValueError):
     """A value-set file is malformed; the message names the file and the set."""
 
@@ -77,15 +83,15 @@ def _parse_icd_entries(entries: Iterable[str]) -> tuple[tuple[str, ...], tuple[_
     for raw in entries:
         entry = str(raw).strip().upper()
         if "-" in entry:
-            low, high = (part.strip() for part in entry.split("-", 1))
+            low, high = (normalise_icd(part) for part in entry.split("-", 1))
             ranges.append(_Range(low, high))
         else:
-            prefixes.append(entry)
+            prefixes.append(normalise_icd(entry))
     return tuple(prefixes), tuple(ranges)
 
 
 def _icd_matches(code: str, prefixes: tuple[str, ...], ranges: tuple[_Range, ...]) -> bool:
-    code = code.strip().upper()
+    code = normalise_icd(code)
     return any(code.startswith(p) for p in prefixes) or any(r.contains(code) for r in ranges)
 
 
@@ -99,7 +105,8 @@ def _cpt_ranges(entries: Iterable[str]) -> tuple[tuple[int, int], ...]:
 
 @dataclass(frozen=True)
 class ValueSet:
-    """One named code list: exact codes per system, ICD-10-CM prefixes/ranges, ATC
+    """One named code list: exact codes per system, ICD-10-CM prefixes/ranges (held without
+    dots, see ``normalise_icd``), ATC
     prefixes, CPT ranges and an optional text pattern."""
 
     id: str
@@ -117,6 +124,7 @@ class ValueSet:
     text: re.Pattern[str] | None = None
     text_exclude: re.Pattern[str] | None = None
     ingredient_names: tuple[str, ...] = ()
+    ingredient_atc: Mapping[str, str] = field(default_factory=dict)  # ATC substance code -> ingredient name
     unverified: frozenset[str] = field(default_factory=frozenset)
 
     def has_code(self, system: str | None, code: str | None) -> bool:
@@ -144,6 +152,14 @@ class ValueSet:
         if self.text_exclude is not None and self.text_exclude.search(text):
             return False
         return self.text.search(text) is not None
+
+    def ingredients_in_text(self, text: str | None) -> list[str]:
+        """Every ingredient name found as a whole word in free text (a combination names several)."""
+        if not text:
+            return []
+        lowered = text.lower()
+        return [name for name in self.ingredient_names
+                if re.search(rf"(?<![a-z]){re.escape(name)}(?![a-z])", lowered)]
 
     def ingredient_in_text(self, text: str | None) -> str | None:
         """The ingredient name found as a whole word in free text, if any (matching way 4)."""
@@ -249,6 +265,12 @@ def _build(raw: Mapping[str, Any], where: str,
             reverse=True,
         )
     )
+    ingredient_atc = {
+        atc.strip().upper(): str(d["display"]).lower()
+        for d in (raw.get("rxnorm") or {}).values()
+        if isinstance(d, Mapping) and d.get("display") and d.get("atc")
+        for atc in str(d["atc"]).split("/") if len(atc.strip()) == 7  # substance level only
+    }
     icd_p, icd_r = _parse_icd_entries(raw.get("icd10cm") or ())
     ex_p, ex_r = _parse_icd_entries(raw.get("exclude_icd10cm") or ())
     value_set = ValueSet(
@@ -267,6 +289,7 @@ def _build(raw: Mapping[str, Any], where: str,
         text=_compile(raw.get("text"), where),
         text_exclude=_compile(raw.get("text_exclude"), where),
         ingredient_names=ingredients,
+        ingredient_atc=ingredient_atc,
         unverified=frozenset(str(c) for c in raw.get("unverified") or ()),
     )
     if not (value_set.exact or icd_p or icd_r or value_set.atc_prefixes or value_set.cpt_ranges

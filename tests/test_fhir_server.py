@@ -266,7 +266,7 @@ def test_status_search_is_a_comma_separated_or(synthea: str, http: requests.Sess
 
 
 @pytest.mark.parametrize("query, name", [
-    ("Observation?patient=x&category=vital-signs", "category"),
+    ("Observation?patient=x&value-quantity=gt5", "value-quantity"),
     ("Observation?code:text=blood", "code:text"),
     ("Condition?status=active", "status"),  # Condition has clinicalStatus, not status
     ("Patient?code=123", "code"),

@@ -56,7 +56,9 @@ def test_discovery_lists_order_select_and_order_sign_with_prefetch(client) -> No
         assert set(hooks) == {"order-select", "order-sign"}
         prefetch = hooks["order-select"]["prefetch"]
         assert prefetch["patient"] == "Patient/{{context.patientId}}"
-        assert "http://loinc.org|8480-6" in prefetch["observations"]
+        assert "http://loinc.org|8480-6" in prefetch["observationsByCode"]
+        assert "category=vital-signs,laboratory" in prefetch["observations"]
+        assert "_include=MedicationRequest:medication" in prefetch["medicationRequests"]
         for key in ("conditions", "medicationRequests", "medicationStatements", "devices", "allergies",
                     "procedures", "serviceRequests"):
             assert "{{context.patientId}}" in prefetch[key]

@@ -28,8 +28,7 @@ SELECT, SIGN = "cryotherapy-order-select", "cryotherapy-order-sign"
 def record_source(config: Config, pipeline: Pipeline, hook_request: HookRequest) -> FhirFetcher | None:
     """The FHIR server fetcher the service would use for this request (same allow-list,
     budget and page limit), or None when the request names no server."""
-    from ..app import observation_codes
-    from ..routes import prefetch_templates
+    from ..prefetch import prefetch_templates
 
     if not hook_request.fhir_server:
         return None
@@ -38,7 +37,7 @@ def record_source(config: Config, pipeline: Pipeline, hook_request: HookRequest)
         warn(f"fhirServer {hook_request.fhir_server} is not in CDS_HOOKS_FHIR_SERVER_ALLOW; not fetching")
         return None
     return FhirFetcher(hook_request.fhir_server, hook_request.patient_id,
-                       prefetch_templates(observation_codes(pipeline.terminology)),
+                       prefetch_templates(pipeline.terminology),
                        access_token=hook_request.access_token, budget_s=config.fetch_budget_s,
                        max_pages=config.fetch_max_pages)
 

@@ -33,6 +33,10 @@ Range = tuple[datetime, datetime]
 FHIR_JSON = "application/fhir+json"
 MAX_COUNT = 500
 _PAGING = ("_count", "_offset")
+_INCLUDE = "_include"
+# `_include` targets supported: "Type:param" -> the path of the reference it follows.
+_INCLUDES = {f"{t}:medication": "medicationReference"
+             for t in ("MedicationRequest", "MedicationStatement", "MedicationAdministration")}
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _TYPE_RE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 # "Patient/x", "http://base/Patient/x", "Patient/x/_history/2" -> (Patient, x)
@@ -58,6 +62,8 @@ _CODE_PATHS: dict[str, tuple[str, ...]] = {
                     ("medicationCodeableConcept",)),
     "Observation": ("code", "component.code"),  # so BP panels are found by 8480-6 / 8462-4
 }
+_CATEGORY_PATHS: dict[str, tuple[str, ...]] = {
+    t: ("category",) for t in ("Observation", "Condition", "AllergyIntolerance", "ServiceRequest", "Procedure")}
 # `date` is one simplified parameter per type (FHIR has e.g. Condition onset-date instead).
 _EFFECTIVE = ("effectiveDateTime", "effectivePeriod", "effectiveInstant")
 _DATE_PATHS: dict[str, tuple[str, ...]] = {
@@ -240,6 +246,7 @@ def search_params(rtype: str) -> dict[str, str]:
         params["patient"] = "reference"  # on Patient itself an alias of _id
     params |= {"subject": "reference"} if rtype not in _NO_SUBJECT else {}
     params |= {"code": "token"} if rtype in _CODE_PATHS else {}
+    params |= {"category": "token"} if rtype in _CATEGORY_PATHS else {}
     params |= {"status": "token"} if rtype not in _NO_STATUS else {}
     params |= {"date": "date"} if rtype in _DATE_PATHS else {}
     return params
@@ -297,13 +304,14 @@ def _make_filter(rtype: str, name: str, value: str) -> Filter:
             for t, rid in (_ref_key(r["reference"], None) for p in paths for r in _at(res, p)
                            if isinstance(r, dict) and isinstance(r.get("reference"), str))
             for wtype, wid in wants)
-    if name == "code":  # `system|code`, `code` (any system), `|code` (no system), `system|`
+    if name in ("code", "category"):  # `system|code`, `code` (any system), `|code` (no system), `system|`
         tokens = [(s if bar else None, c or None)
                   for s, bar, c in (v.rpartition("|") for v in values)]
+        token_paths = _CODE_PATHS[rtype] if name == "code" else _CATEGORY_PATHS[rtype]
         return lambda res: any(
             isinstance(c, dict) and (s is None or c.get("system", "") == s)
             and (k is None or c.get("code") == k)
-            for p in _CODE_PATHS[rtype] for cc in _at(res, p) for c in _at(cc, "coding")
+            for p in token_paths for cc in _at(res, p) for c in _at(cc, "coding")
             for s, k in tokens)
     if name == "status":
         return lambda res: res.get("status") in values
@@ -323,6 +331,12 @@ def search(index: ResourceIndex, rtype: str, args: dict[str, list[str]]) -> list
     allowed = search_params(rtype)
     filters: list[Filter] = []
     for name, values in args.items():
+        if name == _INCLUDE:
+            bad = [v for v in values if v not in _INCLUDES or not v.startswith(f"{rtype}:")]
+            if bad:
+                raise FhirError(400, "not-supported", f"Unsupported _include '{bad[0]}'; supported: "
+                                f"{', '.join(sorted(_INCLUDES))}")
+            continue
         if name not in allowed:
             raise FhirError(400, "not-supported", f"Unknown search parameter '{name}' for {rtype};"
                             f" supported: {', '.join(sorted([*allowed, *_PAGING]))}")
@@ -330,6 +344,20 @@ def search(index: ResourceIndex, rtype: str, args: dict[str, list[str]]) -> list
             raise FhirError(400, "invalid", f"Search parameter '{name}' has an empty value")
         filters.extend(_make_filter(rtype, name, value) for value in values)
     return [res for res in index.of_type(rtype) if all(f(res) for f in filters)]
+
+
+def _included(index: ResourceIndex, matches: Sequence[Resource], includes: Sequence[str]) -> list[Resource]:
+    """The resources a page's matches reference through the `_include` paths, each once."""
+    found: dict[str, Resource] = {}
+    for include in includes:
+        for res in matches:
+            for ref in _at(res, _INCLUDES[include]):
+                if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+                    rtype, rid = _ref_key(ref["reference"], None)
+                    target = index.get(rtype, rid) if rtype else None
+                    if target is not None:
+                        found.setdefault(f"{rtype}/{rid}", target)
+    return list(found.values())
 
 
 @cache
@@ -447,8 +475,12 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
             links.append({"relation": "next", "url": page(offset + count)})
         bundle: Resource = {"resourceType": "Bundle", "type": "searchset",
                             "total": len(matches), "link": links}
-        if entries := [{"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r,
-                        "search": {"mode": "match"}} for r in matches[offset:offset + count]]:
+        shown = matches[offset:offset + count]
+        entries = [{"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+                   for r in shown]
+        entries += [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
+                     "search": {"mode": "include"}} for r in _included(index, shown, request.args.getlist(_INCLUDE))]
+        if entries:
             bundle["entry"] = entries
         return _fhir(bundle)
 
