@@ -1,10 +1,10 @@
 """Record variants real systems send, each with what the service must do with it.
 
 Every variant is a small patient (FHIR resources as JSON, some deliberately invalid) and
-an order preset from ``cds_hooks.cases``. ``fires``: the rules that must fire (the evidence was
+an order preset from ``cds_hooks.devtools.cases``. ``fires``: the rules that must fire (the evidence was
 read); ``silent``: rules that must not (read, and correctly not counted); ``named``: the
 resources that cannot be read and must be named in MD-INCOMPLETE and the decision's data gaps.
-Dates are relative to ``cds_hooks.cases.DEFAULT_NOW`` (2026-11-21T12:00Z).
+Dates are relative to ``cds_hooks.devtools.cases.DEFAULT_NOW`` (2026-11-21T12:00Z).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cds_hooks.cases import DEFAULT_NOW, case_request
+from cds_hooks.devtools.cases import DEFAULT_NOW, case_request
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.record import build_record
 from cds_hooks.service import SERVICES
