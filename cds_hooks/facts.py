@@ -43,7 +43,7 @@ CONDITION_SETS: dict[str, tuple[str, bool]] = {
     "in_pvd": ("CL-PVD", False),
     "in_cold_intolerance": ("CL-COLD-INTOL", False),
     "in_cryoglob": ("CL-CRYOGLOB", True),
-    "in_raynaud": ("CL-RAYNAUD", False),
+    "in_raynaud": ("CL-RAYNAUD", True),
     "in_cold_aggl": ("CL-COLD-AGGL", True),
     "in_wound": ("CL-WOUND-INF", False),
     "in_resp": ("CL-RESP", False),
@@ -53,12 +53,23 @@ CONDITION_SETS: dict[str, tuple[str, bool]] = {
     "in_hypothyroid": ("CL-EXT-WBC.hypothyroid", False),
     "in_gi_bleed": ("CL-GI-BLEED", False),
     "in_rosacea": ("CL-ROSACEA", False),
+    "in_ctd": ("CL-CTD", False),
+    "in_lesion_check": ("CL-LESION-CHECK", True),
+    "in_melanoma": ("CL-MELANOMA", False),
     "in_anticoag_use": ("MED-ANTICOAG.current-use-icd", False),
     "in_antiplt_use": ("MED-ANTIPLT.current-use-icd", False),
     "in_nsaid_use": ("MED-NSAID.current-use-icd", False),
     "in_chemo": ("MED-CHEMO.icd", False),
     "in_immsup_use": ("MED-IMMSUP.icd", False),
 }
+# Acute parts of a condition list (catalogue §10.3): a code in them sets the ``*_acute`` flag instead
+# of the list's own flag, and the rules add the onset window (onset_days_ago), because an acute
+# infection or wound that was never marked resolved must not fire for ever.
+ACUTE_SETS: dict[str, tuple[str, str]] = {
+    "in_wound": ("CL-WOUND-INF.acute", "in_wound_acute"),
+    "in_resp": ("CL-RESP.acute", "in_resp_acute"),
+}
+LESION_FLAGS = ("in_lesion_check", "in_melanoma")
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 # CL-REGION value set -> the words a card uses for it (CI-SITE-WOUND detail "{condition} at {region}").
 REGION_NAMES = {"REGION.FACE": "face", "REGION.SCALP-HEAD": "scalp/head", "REGION.NECK": "neck",
@@ -123,6 +134,7 @@ def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext)
         code = condition.code
         flags = {flag: True for flag, (vs, with_text) in CONDITION_SETS.items()
                  if in_set(code, tx[vs], with_text=with_text)}
+        _split_acute(code, flags, tx)
         if any(in_set(code, vs) for vs in dm_sets):
             flags["in_dm_any"] = True
         text = " | ".join(texts(code))
@@ -145,8 +157,22 @@ def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext)
             site_match=octx.site_match_for(condition),
             region=" / ".join(regions) or "unrecorded site",
             clinical_status=status_code(condition.clinicalStatus) or "active",
+            lesion=label(code) if any(f in flags for f in LESION_FLAGS) else None,
         ))
     return facts
+
+
+def _split_acute(code: Any, flags: dict[str, bool], tx: Terminology) -> None:
+    """Move a list's flag to its ``*_acute`` flag when every matching coding is an acute one."""
+    for flag, (acute_id, acute_flag) in ACUTE_SETS.items():
+        if flag not in flags:
+            continue
+        full, acute = tx[CONDITION_SETS[flag][0]], tx[acute_id]
+        hits = [(s, c) for s, c, _ in codings(code) if full.has_code(s, c)]
+        if any(acute.has_code(s, c) for s, c in hits):
+            flags[acute_flag] = True
+            if all(acute.has_code(s, c) for s, c in hits):
+                del flags[flag]
 
 
 def _device_status_counts(device: Any) -> bool:
@@ -180,18 +206,21 @@ def device_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
 
 
 def allergy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
-    """F-ALG: active, not refuted; only cold-related allergies matter to the rules."""
+    """F-ALG: active, not refuted; only cold-related allergies (and Raynaud's recorded as an
+    allergy) matter to the rules."""
     tx = ctx.terminology
     facts = []
     for allergy in record.of("AllergyIntolerance"):
         if (status_code(allergy.clinicalStatus) or "active") != "active" or not verified(allergy):
             continue
-        text = " | ".join(texts(allergy.code))
+        words = texts(allergy.code)  # each tested on its own: the cold pattern is anchored
         flags = {}
-        if tx["CL-COLD-INTOL.allergy-text"].matches_text(text):
+        if any(tx["CL-COLD-INTOL.allergy-text"].matches_text(t) for t in words):
             flags["cold_text"] = True
-        if tx["CL-COLD-URT"].matches_text(text):
+        if any(tx["CL-COLD-URT"].matches_text(t) for t in words):
             flags["cold_urticaria_text"] = True
+        if in_set(allergy.code, tx["CL-RAYNAUD"], with_text=True):
+            flags["raynaud_text"] = True
         if flags:
             recorded = to_instant(allergy.recordedDate) or to_instant(allergy.onsetDateTime)
             facts.append(ctx.new_fact("allergy", allergy, **flags, label=label(allergy.code),

@@ -180,11 +180,23 @@ def order_fact(order: CryoOrder, octx: OrderContext, record: PatientRecord, ctx:
         reason_acne=any(in_set(r, tx["INDICATION.acne"]) for r in reasons),
         reason_rosacea=any(in_set(r, tx["INDICATION.rosacea"]) for r in reasons),
         reason_alopecia=any(in_set(r, tx["INDICATION.alopecia"]) for r in reasons),
+        **_lesion_reason(reasons, tx),
         site_hair_bearing=any(in_set(s, tx["HAIR-BEARING"]) for s in sites or ()),
         site_beard_area=any(in_set(s, tx["HAIR-BEARING.male"]) for s in sites or ()),
         region_known=bool(octx.regions), site=_site_label(sites),
         date=octx.treatment.date().isoformat(), **plan,
     )
+
+
+def _lesion_reason(reasons: list[Any], tx: Terminology) -> dict[str, Any]:
+    """CI-LESION-DX: the order is for a melanoma, or for a pigmented or uncertain lesion that
+    must be diagnosed before it is destroyed (reason codes, their text, referenced Conditions)."""
+    melanoma = [r for r in reasons if in_set(r, tx["CL-MELANOMA"])]
+    check = [r for r in reasons if in_set(r, tx["CL-LESION-CHECK"], with_text=True)]
+    if not melanoma and not check:
+        return {}
+    return {"reason_melanoma": bool(melanoma), "reason_lesion_check": bool(check),
+            "lesion": label((melanoma or check)[0], "lesion")}
 
 
 def _site_label(sites: Any) -> str | None:

@@ -102,22 +102,39 @@ def detect(resource: Any, terminology: Terminology, *, destruction_codes_imply_c
             if terminology[vs_id].has_code(system, value):
                 return f"code {value}"
     text = order_text(resource, skip_cpt_destruction=terminology)
+    own_words = own_order_words(resource, terminology)
     for system, value, _ in codings(code):
         if terminology["ORDER.cpt-destruction"].has_code(system, value):
             if destruction_codes_imply_cryo or _has_cryo_evidence(resource, text, terminology):
                 return f"CPT {value} with cryo evidence"
-        if terminology["ORDER.cpt-cold-pack"].has_code(system, value) and terminology[
-            "ORDER.cold-text"
-        ].matches_text(text):
-            return f"CPT {value} with 'cold'"
-    plain_text = joined_text(
-        [str(code.text) if getattr(code, "text", None) else None]
-        + texts(getattr(resource, "orderDetail", None))
-        + [str(n.text) for n in getattr(resource, "note", None) or () if getattr(n, "text", None)]
-    )
-    if terminology["ORDER.text-fallback"].matches_text(plain_text):
+        if terminology["ORDER.cpt-cold-pack"].has_code(system, value) and _says_cold(resource, own_words, terminology):
+            return f"CPT {value} with cold in the order's own words"
+    if terminology["ORDER.text-fallback"].matches_text(own_words):
         return "text"
     return None
+
+
+def own_order_words(resource: Any, terminology: Terminology) -> str:
+    """What the orderer wrote: code.text, orderDetail and notes, without coding displays and
+    without the CPT 97010 descriptor ("hot or cold packs"), which EHRs copy into code.text and
+    which says "cold" for every hot pack (catalogue §10.2)."""
+    code = getattr(resource, "code", None)
+    parts = [str(code.text) if getattr(code, "text", None) else None]
+    parts += texts(getattr(resource, "orderDetail", None))
+    parts += [str(n.text) for n in getattr(resource, "note", None) or () if getattr(n, "text", None)]
+    descriptor = terminology["ORDER.cpt-cold-pack-descriptor"].text
+    joined = joined_text(parts)
+    return descriptor.sub(" ", joined) if descriptor is not None else joined
+
+
+def _says_cold(resource: Any, own_words: str, terminology: Terminology) -> bool:
+    """CPT 97010 is cold therapy only when the order's own words say cold, ice or cryo, or a
+    cold-therapy or cryotherapy code stands beside it (in code or orderDetail)."""
+    cold_codes = ("ORDER.cold", "ORDER.cryo-generic", "ORDER.cryo-method")
+    concepts = [getattr(resource, "code", None), getattr(resource, "orderDetail", None)]
+    if any(in_set(c, terminology[v]) for c in concepts for v in cold_codes):
+        return True
+    return terminology["ORDER.cold-text"].matches_text(own_words)
 
 
 def _has_cryo_evidence(resource: Any, text: str, terminology: Terminology) -> bool:
@@ -191,7 +208,7 @@ def application_seconds(resource: Any) -> float | None:
 
 
 _CODE_SETS = ("ORDER.cryo-destructive", "ORDER.cryo-generic", "ORDER.cold", "ORDER.systemic-local",
-              "ORDER.cold-local", "ORDER.cpt-cryo", "ORDER.cpt-destruction", "ORDER.cpt-cold-pack")
+              "ORDER.cold-local", "ORDER.cpt-cryo", "ORDER.cpt-destruction")  # CPT 97010 only with cold words
 
 
 def looks_like_cryotherapy(raw: Any, terminology: Terminology) -> bool:
@@ -200,9 +217,14 @@ def looks_like_cryotherapy(raw: Any, terminology: Terminology) -> bool:
     if not isinstance(raw, dict) or raw.get("resourceType") not in ("ServiceRequest", "Procedure"):
         return False
     dump = json.dumps(raw, ensure_ascii=False)
-    if terminology["ORDER.text-fallback"].matches_text(dump):
+    descriptor = terminology["ORDER.cpt-cold-pack-descriptor"].text
+    words = descriptor.sub(" ", dump) if descriptor is not None else dump
+    if terminology["ORDER.text-fallback"].matches_text(words):
         return True
-    return any(f'"{code}"' in dump for vs in _CODE_SETS for _system, code in terminology[vs].exact)
+    if any(f'"{code}"' in dump for vs in _CODE_SETS for _system, code in terminology[vs].exact):
+        return True
+    cold_pack = any(f'"{code}"' in dump for _system, code in terminology["ORDER.cpt-cold-pack"].exact)
+    return cold_pack and terminology["ORDER.cold-text"].matches_text(words)
 
 
 def find_cryo_orders(

@@ -9,13 +9,14 @@ import pytest
 
 from .conftest import RULES_DIR, SHARED
 
-# Rule ids of spec/clinical-rules.md §4, §5, §6 (copied so the suite runs without ../shared;
+# Rule ids of spec/clinical-rules.md §4, §5, §6 and the new rules of §10.3 (copied so the suite runs without ../shared;
 # test_catalogue_ids_match_the_shared_catalogue checks the copy when ../shared is present).
 CATALOGUE_IDS = [
     "CI-CV", "CI-HTN", "CI-ARR", "CI-DEVICE-CARDIAC", "CI-METAL", "CI-PREG", "CI-PREG-UNK", "CI-ANEMIA",
     "CI-IMMUNO", "CI-DMNEURO", "CI-SENSORY", "CI-PVD", "CI-DM-UNCTRL", "CI-COLD-URT", "CI-CRYOGLOB",
     "CI-RAYNAUD", "CI-COLD-AGGL", "CI-SITE-WOUND", "CI-ICE-TEST", "CI-RESP", "CI-EXT-WBC", "CI-ELDERLY",
     "CI-COSMETIC-WBC", "CI-ROSACEA-ACTIVE", "MD-NO-DATA",
+    "CI-LESION-DX", "CI-CTD",  # catalogue 1.1, §10.3 "New rule ..."
     "DI-ANTICOAG", "DI-ANTIPLT", "DI-NSAID", "DI-CHEMO", "DI-IMMSUP", "DI-VASO", "DI-CNS",
     "TD-FREEZE", "TD-SYS-TEMP", "TD-SYS-DUR", "TD-SYS-PARAMS", "TD-SYS-FREQ", "TD-SKIN-INTERVAL",
     "TD-COSMETIC-COURSE", "TD-FREQ-INCREASE", "IV-PT-4H", "IV-LASER-2W", "IV-PEEL-1W", "PR-SYS-EXAM",
@@ -47,4 +48,5 @@ def test_immune_group_members_are_exactly_the_catalogue_three(rulebook) -> None:
 def test_catalogue_ids_match_the_shared_catalogue() -> None:
     text = (SHARED / "spec" / "clinical-rules.md").read_text(encoding="utf-8")
     ids = set(re.findall(r"^\| ((?:CI|DI|TD|IV|PR|LC|MD)-[A-Z0-9-]+)", text, flags=re.MULTILINE))
+    ids |= set(re.findall(r"\*\*New rule ((?:CI|DI|TD|IV|PR|LC|MD)-[A-Z0-9-]+)\*\*", text))
     assert ids == set(CATALOGUE_IDS)

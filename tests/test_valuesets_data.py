@@ -22,6 +22,7 @@ EXPECTED_IDS = [
     "ORDER.systemic-local", "ORDER.cold-local", "ORDER.cpt-cryo", "ORDER.cpt-destruction",
     "ORDER.cpt-cold-pack", "ORDER.not-cryotherapy", "ORDER.entire-body", "ORDER.text-fallback",
     "ORDER.systemic-text", "ORDER.cryo-evidence-text", "ORDER.liquid-nitrogen-text", "ORDER.cold-text",
+    "ORDER.cpt-cold-pack-descriptor",  # §10.2
     # §3 shared code lists
     "CL-CV", "CL-HTN", "CL-HTN-CRISIS", "OBS-BP.panel", "OBS-BP.sbp", "OBS-BP.dbp", "OBS-BP.hr",
     "CL-ARR", "CL-CARDIAC-DEVICE.device", "CL-CARDIAC-DEVICE.condition",
@@ -49,6 +50,8 @@ EXPECTED_IDS = [
     "MED-CHEMO.procedure", "MED-CHEMO.icd", "MED-IMMSUP.glucocorticoid", "MED-IMMSUP.icd",
     # §6 procedures
     "PROC.physical-therapy", "PROC.laser", "PROC.peel",
+    # §10.3 (catalogue 1.1): acute parts of two lists, the lists of the two new rules
+    "CL-WOUND-INF.acute", "CL-RESP.acute", "CL-LESION-CHECK", "CL-MELANOMA", "CL-CTD",
 ]
 
 CODED_MAP_KEYS = ("snomed", "loinc", "rxnorm", "rxnorm_products", "cpt", "local", "interpretation")
