@@ -75,7 +75,8 @@ def create_app(config: Config | None = None) -> Flask:
     rulebook = load_rulebook(config.rules_dir, config.rule_params)
     evaluator = make_evaluator(rulebook.engine_rules(), config.evaluator)
     pipeline = Pipeline(rulebook, terminology, evaluator,
-                        destruction_codes_imply_cryo=config.destruction_codes_imply_cryo)
+                        destruction_codes_imply_cryo=config.destruction_codes_imply_cryo,
+                        card_grouping=config.card_grouping, public_base_url=config.public_base_url)
     store = AuditStore(config.database_url, patient_hash_key(config))
     store.migrate()
     verifier = None
