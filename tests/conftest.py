@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
+from cds_hooks.cards import finding_codes, group_codes
 from cds_hooks.engine import make_evaluator
 from cds_hooks.rulebook import Rulebook, load_rulebook
 from cds_hooks.service import Pipeline
@@ -29,6 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
 SHARED = ROOT.parent / "shared"
 PG_ADMIN_URL = os.environ.get("CRYO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+_GROUPS: dict[str, str] = {}
+
+
+def card_findings(cards: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(rule id or group id, indicator) of every finding the cards carry (their
+    ``org.cryo-cds.findings`` extension), as the acceptance suite judges them."""
+    if not _GROUPS:
+        _GROUPS.update(group_codes(load_rulebook(RULES_DIR)))
+    return set(finding_codes(cards, _GROUPS))
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,13 @@ from .build import (
     SOURCE_LABEL,
     TOPIC_SYSTEM,
     CardBuilder,
+    finding_codes,
     findings_of,
+    group_codes,
     incomplete_card,
 )
 from .findings import GROUPS, SUPPRESSED_BY_CRITICAL, Finding, collect_findings
 
 __all__ = ["FINDINGS_EXTENSION", "GROUPINGS", "GROUPS", "OVERRIDE_REASON_SYSTEM", "SOURCE_LABEL",
            "SUPPRESSED_BY_CRITICAL", "TOPIC_SYSTEM", "CardBuilder", "Finding", "collect_findings",
-           "findings_of", "incomplete_card"]
+           "finding_codes", "findings_of", "group_codes", "incomplete_card"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import overrides
 from ..rulebook import SEVERITY_RANK, Rulebook
-from .findings import GROUP_FINDINGS, Finding
+from .findings import GROUP_FINDINGS, GROUPS, Finding
 from .text import context, evidence_codes, evidence_sentence, in_sentence, render
 
 SOURCE_LABEL = "Cryotherapy safety rules"
@@ -84,18 +84,19 @@ class CardBuilder:
     def _line(self, finding: Finding) -> str:
         ctx = context(finding.evidence, finding.order, finding.patient, finding.values)
         params = self.rulebook.parameters
-        headline = self._headline(finding, ctx)
         evidence = list(dict.fromkeys(s for s in (evidence_sentence(f) for f in finding.evidence) if s))
+        headline = self._headline(finding, ctx, optional=not evidence)
         details = [finding.variant.detail or r.detail if r.id == finding.variant.rule_id else r.detail
                    for r in finding.rules]
         why = " ".join(dict.fromkeys(render(d, ctx, params) for d in details))
         said = "; ".join(evidence)
         return f"- **{headline}** — " + (f"{said}. " if said else "") + why
 
-    def _headline(self, finding: Finding, ctx: Mapping[str, str]) -> str:
+    def _headline(self, finding: Finding, ctx: Mapping[str, str], *, optional: bool = True) -> str:
         if finding.key in GROUP_FINDINGS:
             return GROUP_FINDINGS[finding.key]
-        return render(finding.variant.finding, ctx, self.rulebook.parameters) or finding.rules[0].title
+        return (render(finding.variant.finding, ctx, self.rulebook.parameters, optional=optional)
+                or finding.rules[0].title)
 
     def _summary(self, members: Sequence[Finding], order_name: str) -> str:
         if self.grouping == "rule":
@@ -159,7 +160,7 @@ class CardBuilder:
             ref = members[0].order_ref
             out.append({"label": f"Cancel the {order_name} order", "uuid": str(uuid.uuid4()),
                         "actions": [{"type": "delete", "description": f"Cancel the draft {order_name} order",
-                                     "resourceId": [ref]}]})
+                                     "resourceId": ref}]})
         if "order-missing-tests" in kinds:
             for missing in dict.fromkeys(m for f in members for m in f.values.get("missing", [])):
                 system, code, display = MISSING_TEST_ORDERS[missing]
@@ -216,3 +217,26 @@ def findings_of(cards: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(rule id, indicator) of every finding the cards carry (for tests and clients)."""
     return [(item["rule"], item["indicator"]) for card in cards
             for item in (card.get("extension") or {}).get(FINDINGS_EXTENSION, ())]
+
+
+def finding_codes(cards: Sequence[Mapping[str, Any]], groups: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(rule id, indicator) per finding on the cards, a grouped rule as its group (e.g.
+    GRP-IMMUNE) with the highest indicator of the group's rules on that card.
+
+    ``groups`` maps rule ids to group ids (``group_codes(rulebook)``)."""
+    out: list[tuple[str, str]] = []
+    for card in cards:
+        grouped: dict[str, str] = {}
+        for item in (card.get("extension") or {}).get(FINDINGS_EXTENSION, ()):
+            code = groups.get(item["rule"])
+            if code is None:
+                out.append((item["rule"], item["indicator"]))
+            elif SEVERITY_RANK[item["indicator"]] > SEVERITY_RANK.get(grouped.get(code, ""), -1):
+                grouped[code] = item["indicator"]
+        out.extend(grouped.items())
+    return out
+
+
+def group_codes(rulebook: Rulebook) -> dict[str, str]:
+    """Rule id -> group id for the rules that share a card."""
+    return {r.id: GROUPS[r.group] for r in rulebook.rules if r.group in GROUPS}

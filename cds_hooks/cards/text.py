@@ -83,10 +83,10 @@ def evidence_sentence(fact: Mapping[str, Any]) -> str | None:
     label = clean_label(fact.get("label"))
     when = long_date(fact.get("date"))
     if kind == "condition":
-        return f"{label}, recorded since {when}" if when else f"{label}, on the problem list"
+        return f"{label}, diagnosed {when}" if when else f"{label}, on the problem list"
     if kind == "medication":
         if fact.get("current"):
-            return f"{label}, current"
+            return f"{label}, currently prescribed"
         days = fact.get("days_before_treatment")
         text = f"{label}, last taken {_days(days)}" if isinstance(days, (int, float)) else (
             f"{label}, last taken {when}" if when else f"{label}, recently stopped")
@@ -122,6 +122,8 @@ def evidence_sentence(fact: Mapping[str, Any]) -> str | None:
 
 def evidence_codes(fact: Mapping[str, Any]) -> str | None:
     """The Evidence-section line for one fact: kind, code, system and resource reference."""
+    if fact.get("kind") in ("order", "patient", "record"):
+        return None
     parts = []
     if fact.get("code"):
         system = str(fact.get("system") or "")
@@ -163,7 +165,8 @@ def context(facts: Iterable[Mapping[str, Any]], order: Mapping[str, Any], patien
     for kind, key in (("condition", "condition"), ("medication", "drug"), ("device", "device"),
                       ("allergy", "allergy"), ("procedure", "procedure"), ("planned", "procedure")):
         if kind in names:
-            joined = ", ".join(dict.fromkeys(names[kind]))
+            unique = list(dict.fromkeys(names[kind]))
+            joined = ", ".join(unique[:2]) + (f" and {len(unique) - 2} more" if len(unique) > 2 else "")
             ctx[key] = joined if key not in ctx else ctx[key] + ", " + joined
     for key, value in order.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -187,8 +190,11 @@ def _joined(items: Iterable[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def render(template: str, ctx: Mapping[str, str], parameters: Mapping[str, Any]) -> str:
-    """Fill a template; optional ``[...]`` parts and whole sentences with an unknown value go."""
+def render(template: str, ctx: Mapping[str, str], parameters: Mapping[str, Any], *, optional: bool = True) -> str:
+    """Fill a template; optional ``[...]`` parts and whole sentences with an unknown value go.
+
+    ``optional=False`` leaves out every optional part (a headline beside evidence that
+    already gives those values)."""
 
     def fill(text: str) -> str:
         def one(match: re.Match[str]) -> str:
@@ -204,13 +210,15 @@ def render(template: str, ctx: Mapping[str, str], parameters: Mapping[str, Any])
 
         return _FIELD.sub(one, text)
 
-    def optional(match: re.Match[str]) -> str:
+    def optional_part(match: re.Match[str]) -> str:
+        if not optional:
+            return ""
         try:
             return fill(match.group(1))
         except _Missing:
             return ""
 
-    text = _OPTIONAL.sub(optional, " ".join(template.split()))
+    text = _OPTIONAL.sub(optional_part, " ".join(template.split()))
     kept = []
     for sentence in _SENTENCE.split(text):
         try:
