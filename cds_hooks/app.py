@@ -27,6 +27,7 @@ from .errors import (
 from .fhir_client import FhirFetcher
 from .hooks import HookRequest
 from .replay import DatabaseJtiCache, ReplayStoreUnavailable
+from .rulepage import bp as rules_bp
 from .routes import bp, handle_cds_error, json_response, prefetch_templates
 from .rulebook import load_rulebook
 from .service import Pipeline
@@ -95,6 +96,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["cryo_cds"] = state
     app.register_blueprint(bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(rules_bp)
     _install_security(app, state)
     _install_error_handlers(app)
     log.info("cryo-cds ready: %d rules (revision %s), evaluator %s", len(rulebook.rules), rulebook.revision,
@@ -123,13 +125,19 @@ def _cors_headers(allowed: tuple[str, ...]) -> dict[str, str]:
     return headers
 
 
+def _is_rule_page(path: str) -> bool:
+    """Rule pages are public reading (a card's source.url), like the discovery document."""
+    return request.method == "GET" and (path in ("/rules", "/rules/") or path.startswith("/rules/"))
+
+
 def _install_security(app: Flask, state: ServiceState) -> None:
     @app.before_request
     def authenticate() -> Response | None:
         if request.method == "OPTIONS":
             headers = _cors_headers(state.config.cors_origins)
             return Response(status=204, headers=headers)
-        if request.path == "/healthz" or request.path.startswith("/audit/") or state.verifier is None:
+        if (request.path == "/healthz" or request.path.startswith("/audit/") or _is_rule_page(request.path)
+                or state.verifier is None):
             return None
         audience = state.config.public_base_url + request.path
         try:

@@ -72,6 +72,7 @@ class Rule:
     summary: str = ""
     finding: str = ""  # headline of this rule's line on a card; defaults to the title
     links: tuple[Mapping[str, str], ...] = ()  # published sources a clinician can open
+    notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ def load_rule(path: Path, parameters: Mapping[str, Any]) -> Rule:
         detail=str(raw["detail"]).strip(), variants=variants, suggestions=suggestions,
         override_reasons=reasons, path=where, cases_dir=path.parent / "cases",
         summary=str(raw["summary"]), finding=str(raw.get("finding") or raw["title"]), links=links,
+        notes=str(raw.get("notes") or "").strip(),
     )
 
 

@@ -283,6 +283,7 @@ def test_feedback_is_joined_to_its_card_decision_and_rule(store: AuditStore, db_
         "known_card": True,
         "decision_id": "d-1",
         "rule_id": "CI-RAYNAUD",
+        "rule_ids": ["CI-RAYNAUD"],
         "stored": True,
     }
     [row] = table_rows(db_url, "feedback")
@@ -519,7 +520,7 @@ def test_migrate_on_an_empty_database_creates_the_schema(
 
     with raw_engine(db_url) as engine:
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
-    assert table_rows(db_url, "alembic_version") == [{"version_num": "0002"}]
+    assert table_rows(db_url, "alembic_version") == [{"version_num": "0003"}]
 
 
 def test_migrate_twice_is_a_no_op_and_keeps_data(store: AuditStore, db_url: str) -> None:
@@ -532,7 +533,7 @@ def test_migrate_twice_is_a_no_op_and_keeps_data(store: AuditStore, db_url: str)
     store.migrate()
 
     assert {table: table_rows(db_url, table) for table in TABLES} == before
-    assert table_rows(db_url, "alembic_version") == [{"version_num": "0002"}]
+    assert table_rows(db_url, "alembic_version") == [{"version_num": "0003"}]
     assert store.count_decisions() == 1
 
 
@@ -566,7 +567,7 @@ def test_worker_processes_migrating_at_the_same_time_create_the_schema_once(
     errors = [w.communicate(timeout=60)[1] for w in workers]
 
     assert [w.returncode for w in workers] == [0, 0, 0, 0], errors
-    assert table_rows(db_url, "alembic_version") == [{"version_num": "0002"}]
+    assert table_rows(db_url, "alembic_version") == [{"version_num": "0003"}]
 
 
 def test_threads_migrating_at_the_same_time_do_not_trip_over_alembic(db_url: str) -> None:
@@ -574,7 +575,7 @@ def test_threads_migrating_at_the_same_time_do_not_trip_over_alembic(db_url: str
     try:
         with ThreadPoolExecutor(len(stores)) as pool:
             list(pool.map(lambda s: s.migrate(), stores))
-        assert table_rows(db_url, "alembic_version") == [{"version_num": "0002"}]
+        assert table_rows(db_url, "alembic_version") == [{"version_num": "0003"}]
     finally:
         for s in stores:
             s.dispose()
