@@ -32,7 +32,7 @@ _PROBLEMS: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\{[A-Za-z_:]*\}|\bnot recorded\b(?! *\))|\bNone\b|\bnan\b|\bunknown\b|\bdate unknown\b"
         r"|\s[,.;:]|,\s*,|\(\s*\)")),
 )
-_ALLOWED = re.compile(r"\(stop date not recorded\)")
+_ALLOWED = re.compile(r"\s*\(stop date not recorded\)")
 
 
 def text_problems(text: str) -> list[str]:

@@ -54,7 +54,11 @@ def _check(args: argparse.Namespace) -> int:
     rulebook = load_rulebook(config.rules_dir, config.rule_params)
     evaluator = make_evaluator(rulebook.engine_rules(), args.evaluator or config.evaluator)
     now = datetime.fromisoformat(args.now).astimezone(UTC) if args.now else None
-    pipeline = Pipeline(rulebook, terminology, evaluator, **({"clock": lambda: now} if now else {}))
+    pipeline = Pipeline(rulebook, terminology, evaluator, card_grouping=config.card_grouping,
+                        public_base_url=config.public_base_url)
+    if now is not None:
+        fixed = now
+        pipeline.clock = lambda: fixed
     status = 0
     for path in args.files:
         body = load_request(Path(path))

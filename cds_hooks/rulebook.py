@@ -223,7 +223,7 @@ def _override_reasons(raw: Any, where: str) -> tuple[Mapping[str, str], ...]:
     A shared code always carries the shared display, so it means one thing on every card;
     a code outside the list is a rule-specific reason and needs its own display."""
     reasons: dict[str, str] = {}
-    for item in raw if isinstance(raw, list) else [raw]:
+    for item in raw if isinstance(raw, (list, tuple)) else [raw]:
         if isinstance(item, str):
             code, shown = item, SHARED_OVERRIDE_REASONS.get(item)
             if shown is None:

@@ -61,6 +61,17 @@ def clean_label(label: Any) -> str:
     return text[:1].upper() + text[1:]
 
 
+_CODE_LIKE = re.compile(r"[A-Z]?\d[0-9A-Z.\-]*|[A-Z]\d\d[0-9A-Z.\-]*")
+
+
+def display_name(fact: Mapping[str, Any]) -> str | None:
+    """The fact's name in words, or None when the record gave only a code."""
+    label = clean_label(fact.get("label"))
+    if not label or label == fact.get("code") or _CODE_LIKE.fullmatch(label):
+        return None
+    return label
+
+
 def in_sentence(name: str) -> str:
     """A headline inside a sentence: "Heart disease" -> "heart disease"; "HbA1c" stays."""
     first = name.split(" ", 1)[0]
@@ -70,7 +81,7 @@ def in_sentence(name: str) -> str:
 
 
 def _days(value: float) -> str:
-    days = int(round(value))
+    days = round(value)
     if days <= 0:
         return "on the day of the session"
     return f"{days} day{'s' if days != 1 else ''} before the session"
@@ -80,9 +91,13 @@ def evidence_sentence(fact: Mapping[str, Any]) -> str | None:
     """One fact as a clinician reads it, with its date; None for facts that speak through
     the rule's own wording (the order, the patient, the record)."""
     kind = fact.get("kind")
-    label = clean_label(fact.get("label"))
+    name = display_name(fact)
+    label = name or {"medication": "Medication", "device": "Device", "allergy": "Allergy",
+                     "pregnancy": "Pregnancy evidence"}.get(str(kind), "")
     when = long_date(fact.get("date"))
     if kind == "condition":
+        if name is None:
+            return f"Diagnosed {when}" if when else "On the problem list"
         return f"{label}, diagnosed {when}" if when else f"{label}, on the problem list"
     if kind == "medication":
         if fact.get("current"):
@@ -92,7 +107,7 @@ def evidence_sentence(fact: Mapping[str, Any]) -> str | None:
             f"{label}, last taken {when}" if when else f"{label}, recently stopped")
         return text + (" (stop date not recorded)" if fact.get("stop_date_recorded") is False else "")
     if kind == "device":
-        return f"{label} on record" if label else "Implanted device on record"
+        return f"{label} on record" if name else "Implanted device on record"
     if kind == "allergy":
         return f"{label} recorded as an allergy"
     if kind == "lab":
@@ -112,9 +127,9 @@ def evidence_sentence(fact: Mapping[str, Any]) -> str | None:
     if kind == "pregnancy":
         return f"{label}" + (f", {when}" if when else "")
     if kind == "procedure":
-        return f"{label or 'Procedure'}" + (f" on {when}" if when else "")
+        return f"{name or 'Procedure'}" + (f" on {when}" if when else "")
     if kind == "planned":
-        return f"{label or 'Procedure'} planned" + (f" for {when}" if when else "")
+        return f"{name or 'Procedure'} planned" + (f" for {when}" if when else "")
     if kind == "prior_course":
         return "Previous course" + (f" ordered {when}" if when else "")
     return None
@@ -146,7 +161,7 @@ def context(facts: Iterable[Mapping[str, Any]], order: Mapping[str, Any], patien
     names: dict[str, list[str]] = {}
     for fact in facts:
         kind = str(fact.get("kind"))
-        label = clean_label(fact.get("label"))
+        label = display_name(fact)
         if label:
             names.setdefault(kind, []).append(label)
         if fact.get("date") and "date" not in ctx:
