@@ -29,6 +29,7 @@ from .pipeline_factory import build_pipeline
 from .prefetch import prefetch_templates
 from .replay import DatabaseJtiCache, ReplayStoreUnavailable
 from .routes import bp, handle_cds_error, json_response
+from .rulepage import bp as rules_bp
 from .service import Pipeline
 from .state import open_audit_store
 
@@ -79,6 +80,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["cryo_cds"] = state
     app.register_blueprint(bp)
     app.register_blueprint(audit_bp)
+    app.register_blueprint(rules_bp)
     _install_security(app, state)
     _install_error_handlers(app)
     log.info("cryo-cds ready: %d rules (revision %s), evaluator %s", len(rulebook.rules), rulebook.revision,
@@ -107,13 +109,19 @@ def _cors_headers(allowed: tuple[str, ...]) -> dict[str, str]:
     return headers
 
 
+def _is_rule_page(path: str) -> bool:
+    """Rule pages are public reading (a card's source.url), like the discovery document."""
+    return request.method == "GET" and (path in ("/rules", "/rules/") or path.startswith("/rules/"))
+
+
 def _install_security(app: Flask, state: ServiceState) -> None:
     @app.before_request
     def authenticate() -> Response | None:
         if request.method == "OPTIONS":
             headers = _cors_headers(state.config.cors_origins)
             return Response(status=204, headers=headers)
-        if request.path == "/healthz" or request.path.startswith("/audit/") or state.verifier is None:
+        if (request.path == "/healthz" or request.path.startswith("/audit/") or _is_rule_page(request.path)
+                or state.verifier is None):
             return None
         audience = state.config.public_base_url + request.path
         try:

@@ -61,6 +61,7 @@ class Config:
     fetch_max_pages: int = 20
     fhir_server_allow: tuple[str, ...] = ()  # URL prefixes the service may fetch from; empty: any
     audit_token: str = ""  # empty: the /audit HTTP API is off
+    card_grouping: str = "order"  # "order": one card per order and severity; "rule": one per rule
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -157,6 +158,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         if raw and len(raw) < 24:
             raise ConfigError(f"{PREFIX}AUDIT_TOKEN must be at least 24 characters")
         changes["audit_token"] = raw
+    if (raw := get("CARD_GROUPING")) is not None:
+        if raw not in ("order", "rule"):
+            raise ConfigError(f"{PREFIX}CARD_GROUPING must be 'order' or 'rule', got {raw!r}")
+        changes["card_grouping"] = raw
     if (raw := get("HOST")) is not None:
         changes["host"] = raw
     if (raw := get("PORT")) is not None:

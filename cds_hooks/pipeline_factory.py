@@ -44,6 +44,7 @@ def build_pipeline(config: Config, *, parts: PipelineParts | None = None,
     parts = parts or load_parts(config)
     return Pipeline(parts.rulebook, parts.terminology, parts.evaluator,
                     destruction_codes_imply_cryo=config.destruction_codes_imply_cryo,
+                    card_grouping=config.card_grouping, public_base_url=config.public_base_url,
                     clock=clock or utc_now)
 
 

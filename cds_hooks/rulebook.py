@@ -31,6 +31,7 @@ from .factschema import (
     STR,
     field_type,
 )
+from .overrides import SHARED as SHARED_OVERRIDE_REASONS
 
 SEVERITIES = ("info", "warning", "critical")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -38,7 +39,9 @@ MODALITIES = ("local-destructive", "local-cold", "systemic")
 SENTINEL_KIND = "$eval"
 OPS = {"eq": None, "lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte", "in": "$or"}
 _RULE_KEYS = {"id", "version", "title", "group", "sources", "severity", "summary", "detail",
-              "variants", "suggestions", "override_reasons", "notes"}
+              "variants", "suggestions", "override_reasons", "notes", "finding", "links", "variant_text"}
+_VARIANT_TEXT_KEYS = {"finding", "summary", "detail"}
+_LINK_KEYS = {"title", "url"}
 _VARIANT_KEYS = {"name", "when", "unless", "severity", "summary", "values"}
 SUGGESTION_KINDS = ("remove-order", "order-missing-tests", "record-order-parameters")
 # String fields with a closed vocabulary: a typo (``site_match: smae``) would load and never fire.
@@ -73,6 +76,8 @@ class Variant:
     severity: Mapping[str, str]  # modality -> severity (absent: silent)
     summary: str
     values: Mapping[str, Any]
+    finding: str = ""  # the finding's headline on a card ("Heart disease"); rule's if not set
+    detail: str = ""  # why and what to do, when this variant says it differently from its rule
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,10 @@ class Rule:
     override_reasons: tuple[Mapping[str, str], ...]
     path: str
     cases_dir: Path
+    summary: str = ""
+    finding: str = ""  # headline of this rule's line on a card; defaults to the title
+    links: tuple[Mapping[str, str], ...] = ()  # published sources a clinician can open
+    notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,11 +198,13 @@ def _compile_variant(rule_id: str, index: int, raw: Mapping[str, Any], defaults:
     for modality, level in severity.items():
         if modality not in MODALITIES or level not in SEVERITIES:
             raise RuleError(f"{where}: severity must map {MODALITIES} to {SEVERITIES}, got {modality}: {level}")
-    summary = str(raw.get("summary") or defaults["summary"])
+    text = (defaults.get("variant_text") or {}).get(name) or {}
+    summary = str(text.get("summary") or raw.get("summary") or defaults["summary"])
+    finding = str(text.get("finding") or defaults.get("finding") or defaults["title"])
     return Variant(
         key=f"{rule_id}#{index}", rule_id=rule_id, name=name, aliases=tuple(aliases), kinds=kinds,
         definition={"all": all_terms}, severity=severity, summary=summary,
-        values=dict(raw.get("values") or {}),
+        values=dict(raw.get("values") or {}), finding=finding, detail=str(text.get("detail") or "").strip(),
     )
 
 
@@ -220,10 +231,9 @@ def load_rule(path: Path, parameters: Mapping[str, Any]) -> Rule:
     for s in suggestions:
         if s not in SUGGESTION_KINDS:
             raise RuleError(f"{where}: unknown suggestion '{s}' (known: {SUGGESTION_KINDS})")
-    reasons = tuple(raw.get("override_reasons") or ())
-    for reason in reasons:
-        if not isinstance(reason, dict) or not reason.get("code") or not reason.get("display"):
-            raise RuleError(f"{where}: every override reason needs a code and a display")
+    reasons = _override_reasons(raw.get("override_reasons") or (), where)
+    links = _links(raw.get("links") or [], where)
+    _check_variant_text(raw, where)
     variants = tuple(
         _compile_variant(rule_id, i, v, raw, parameters, where) for i, v in enumerate(raw["variants"])
     )
@@ -232,7 +242,55 @@ def load_rule(path: Path, parameters: Mapping[str, Any]) -> Rule:
         group=raw.get("group"), sources=tuple(str(s) for s in raw["sources"]),
         detail=str(raw["detail"]).strip(), variants=variants, suggestions=suggestions,
         override_reasons=reasons, path=where, cases_dir=path.parent / "cases",
+        summary=str(raw["summary"]), finding=str(raw.get("finding") or raw["title"]), links=links,
+        notes=str(raw.get("notes") or "").strip(),
     )
+
+
+def _override_reasons(raw: Any, where: str) -> tuple[Mapping[str, str], ...]:
+    """Codes of the shared list (cds_hooks/overrides.py), or {code, display} maps.
+
+    A shared code always carries the shared display, so it means one thing on every card;
+    a code outside the list is a rule-specific reason and needs its own display."""
+    reasons: dict[str, str] = {}
+    for item in raw if isinstance(raw, (list, tuple)) else [raw]:
+        if isinstance(item, str):
+            code, shown = item, SHARED_OVERRIDE_REASONS.get(item)
+            if shown is None:
+                raise RuleError(f"{where}: override reason '{item}' is not in the shared list; "
+                                "give a rule-specific reason as {code, display}")
+        elif isinstance(item, dict) and item.get("code") and item.get("display"):
+            code = str(item["code"])
+            shown = SHARED_OVERRIDE_REASONS.get(code, str(item["display"]))
+        else:
+            raise RuleError(f"{where}: every override reason needs a code and a display")
+        reasons[code] = shown
+    return tuple({"code": code, "display": shown} for code, shown in reasons.items())
+
+
+def _links(raw: Any, where: str) -> tuple[Mapping[str, str], ...]:
+    if not isinstance(raw, list):
+        raise RuleError(f"{where}: 'links' must be a list of {{title, url}}")
+    links = []
+    for item in raw:
+        if not isinstance(item, dict) or set(item) != _LINK_KEYS or not all(isinstance(v, str) for v in item.values()):
+            raise RuleError(f"{where}: every link is {{title, url}}")
+        if not re.match(r"https?://[^\s]+$", item["url"]):
+            raise RuleError(f"{where}: link url must be an absolute http(s) URL, got {item['url']!r}")
+        links.append({"title": item["title"], "url": item["url"]})
+    return tuple(links)
+
+
+def _check_variant_text(raw: Mapping[str, Any], where: str) -> None:
+    text = raw.get("variant_text") or {}
+    names = {str(v.get("name")) for v in raw["variants"] if isinstance(v, dict)}
+    if not isinstance(text, dict):
+        raise RuleError(f"{where}: 'variant_text' maps variant names to {{finding, summary}}")
+    for name, fields in text.items():
+        if name not in names:
+            raise RuleError(f"{where}: variant_text names unknown variant '{name}'")
+        if not isinstance(fields, dict) or not set(fields) <= _VARIANT_TEXT_KEYS:
+            raise RuleError(f"{where}: variant_text '{name}' may set only {sorted(_VARIANT_TEXT_KEYS)}")
 
 
 def load_parameters(folder: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

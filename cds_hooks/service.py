@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from .audit.records import CardRecord, DecisionRecord, FiredRule
-from .cards import build_card, collect_findings, incomplete_card
+from .cards import FINDINGS_EXTENSION, CardBuilder, collect_findings, incomplete_card
 from .engine import Evaluator
 from .errors import PreconditionFailed, error_body
 from .facts import build_facts
@@ -72,8 +72,10 @@ class Pipeline:
 
     def __init__(self, rulebook: Rulebook, terminology: Terminology, evaluator: Evaluator, *,
                  destruction_codes_imply_cryo: bool = False,
-                 clock: Callable[[], datetime] = utc_now):
+                 clock: Callable[[], datetime] = utc_now,
+                 card_grouping: str = "order", public_base_url: str = "http://127.0.0.1:8080"):
         self.rulebook = rulebook
+        self.cards = CardBuilder(rulebook, grouping=card_grouping, base_url=public_base_url)
         self.terminology = terminology
         self.evaluator = evaluator
         self.destruction_codes_imply_cryo = destruction_codes_imply_cryo
@@ -133,18 +135,16 @@ class Pipeline:
         mark = time.perf_counter()
 
         findings = collect_findings(self.rulebook, evaluations)
-        order_facts = {ref: next(f for f in facts.values() if f["kind"] == "order")
-                       for ref, _m, _h, facts in evaluations}
-        patient = next((f for f in evaluations[0][3].values() if f["kind"] == "patient"), {})
         cards, fired = [], []
-        for finding in findings:
-            card = build_card(finding, order_facts, patient)
+        for card, members in self.cards.build(findings):
             cards.append(card)
-            for rule, severity, order_ref, matched in finding.hits:
-                fired.append(FiredRule(
-                    rule_id=rule.id, rule_version=rule.version, severity=severity, card_uuid=card["uuid"],
-                    order_ref=order_ref, evidence=tuple(dict.fromkeys(f["ref"] for f in matched if "ref" in f)),
-                    facts={f["id"]: {k: v for k, v in f.items() if k != "sid"} for f in matched}))
+            for finding in members:
+                for rule, severity, matched in finding.hits:
+                    fired.append(FiredRule(
+                        rule_id=rule.id, rule_version=rule.version, severity=severity, card_uuid=card["uuid"],
+                        order_ref=finding.order_ref,
+                        evidence=tuple(dict.fromkeys(f["ref"] for f in matched if "ref" in f)),
+                        facts={f["id"]: {k: v for k, v in f.items() if k != "sid"} for f in matched}))
         gaps = {**_reportable_gaps(record), **unchecked}
         if gaps:
             cards.insert(_first_below_warning(cards), incomplete_card(gaps))
@@ -164,12 +164,22 @@ class Pipeline:
             hook_instance=request.hook_instance, patient_id=request.patient_id,
             rules_revision=self.rulebook.revision, evaluator=self.evaluator.name, latency_ms=latency,
             orders=tuple(orders), fired=tuple(fired),
-            cards=tuple(CardRecord(c["uuid"], c["source"]["topic"]["code"], c["indicator"], c["summary"],
-                                   tuple(s["uuid"] for s in c.get("suggestions", ()))) for c in cards),
+            cards=tuple(_card_record(c) for c in cards),
             data_gaps=tuple(data_gaps or ()),
         )
         timings["total"] = latency
         return Outcome(200, {"cards": cards}, decision, evaluated, timings)
+
+
+def _card_record(card: Mapping[str, Any]) -> CardRecord:
+    """What the log keeps of a card: enough to attribute feedback to each of its rules and
+    to know the display of the override reason a clinician picked."""
+    return CardRecord(
+        card["uuid"], card["source"]["topic"]["code"], card["indicator"], card["summary"],
+        tuple(s["uuid"] for s in card.get("suggestions", ())),
+        rule_ids=tuple(dict.fromkeys(item["rule"] for item in card.get("extension", {}).get(FINDINGS_EXTENSION, ()))),
+        override_reasons=tuple((r["code"], r["display"]) for r in card.get("overrideReasons", ())),
+    )
 
 
 def _reportable_gaps(record: PatientRecord) -> dict[str, str]:

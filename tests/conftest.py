@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
+from cds_hooks.cards import finding_codes, group_codes
 from cds_hooks.config import Config
 from cds_hooks.engine import Evaluator, make_evaluator
 from cds_hooks.pipeline_factory import PipelineParts, build_pipeline, fixed_clock
@@ -42,6 +43,17 @@ RULES_DIR = ROOT / "rules"
 SHARED = ROOT.parent / "shared"
 PG_ADMIN_URL = os.environ.get("CRYO_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_CONFIG = Config(rules_dir=RULES_DIR)
+
+
+_GROUPS: dict[str, str] = {}
+
+
+def card_findings(cards: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(rule id or group id, indicator) of every finding the cards carry (their
+    ``org.cryo-cds.findings`` extension), as the acceptance suite judges them."""
+    if not _GROUPS:
+        _GROUPS.update(group_codes(load_rulebook(RULES_DIR)))
+    return set(finding_codes(cards, _GROUPS))
 
 
 @pytest.fixture(scope="session")

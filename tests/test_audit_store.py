@@ -284,6 +284,7 @@ def test_feedback_is_joined_to_its_card_decision_and_rule(store: AuditStore, db_
         "known_card": True,
         "decision_id": "d-1",
         "rule_id": "CI-RAYNAUD",
+        "rule_ids": ["CI-RAYNAUD"],
         "stored": True,
     }
     [row] = table_rows(db_url, "feedback")

@@ -1,7 +1,7 @@
 """Every rule case in rules/*/cases runs through the whole pipeline, with both evaluators.
 
-fires-*.yaml: the rule's card (its group's card for grouped rules) is present with the
-expected indicator. silent-*.yaml: it is absent. A case may also pin the exact card list.
+fires-*.yaml: the rule's finding (its group's for grouped rules) is on a card, with the
+expected indicator, in the cards' ``org.cryo-cds.findings`` extension. silent-*.yaml: it is absent. A case may also pin the exact card list.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cds_hooks.devtools.conformance import validate
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.service import SERVICES
 
-from .conftest import RULES_DIR, make_pipeline
+from .conftest import RULES_DIR, card_findings, make_pipeline
 
 CASES = sorted(RULES_DIR.glob("*/cases/*.yaml"))
 
@@ -43,7 +43,7 @@ def test_rule_case_gives_the_expected_cards(path: Path, evaluator_name, rulebook
     if not case.get("not_cryotherapy"):  # a silent case must be silent for the right reason
         assert outcome.decision.orders, f"{path}: the order was not recognised as cryotherapy"
     assert validate("response", response) == []
-    got = {(c["source"]["topic"]["code"], c["indicator"]) for c in response["cards"]}
+    got = card_findings(response["cards"])
     codes = {code for code, _ in got}
     if "cards" in case:
         assert sorted(got) == sorted((c["rule"], c["indicator"]) for c in case["cards"]), case.get("description")

@@ -137,6 +137,10 @@ class Card(Base):
     indicator: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str] = mapped_column(Text)
     suggestion_uuids: Mapped[list[str]]
+    # Every rule the card carries (its findings), and the override reasons it offered
+    # (code -> display); NULL on cards logged before revision 0003.
+    rule_ids: Mapped[list[str] | None]
+    override_reasons: Mapped[dict[str, Any] | None]
 
 
 class Feedback(Base):
@@ -153,6 +157,7 @@ class Feedback(Base):
     card_uuid: Mapped[str] = mapped_column(String(64), index=True)
     decision_id: Mapped[str | None] = mapped_column(String(64))
     rule_id: Mapped[str | None] = mapped_column(String(64))
+    rule_ids: Mapped[list[str] | None]  # every rule of the card the feedback is about
     outcome: Mapped[str] = mapped_column(String(16))
     outcome_timestamp: Mapped[datetime]
     accepted_suggestions: Mapped[list[str]]

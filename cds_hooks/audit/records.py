@@ -39,6 +39,8 @@ class CardRecord:
     indicator: str
     summary: str
     suggestion_uuids: tuple[str, ...]
+    rule_ids: tuple[str, ...] = ()  # every rule the card carries (its findings)
+    override_reasons: tuple[tuple[str, str], ...] = ()  # (code, display) as offered
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
+from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
 from .models import Card, Decision, DecisionOrder, Feedback, RuleEvaluation, RuleHit
 from .records import DecisionRecord, FeedbackItem
 
@@ -178,7 +179,8 @@ class AuditStore:
         with self._engine.begin() as conn:
             wanted = sorted({item.card_uuid for item in items})
             query = (
-                select(Card.uuid, Card.decision_id, Card.rule_id, Decision.service_id)
+                select(Card.uuid, Card.decision_id, Card.rule_id, Card.rule_ids, Card.override_reasons,
+                       Decision.service_id)
                 .join(Decision, Decision.decision_id == Card.decision_id)
                 .where(Card.uuid.in_(wanted))
             )
@@ -190,8 +192,9 @@ class AuditStore:
                     "known_card": match is not None,
                     "decision_id": match.decision_id if match else None,
                     "rule_id": match.rule_id if match else None,
+                    "rule_ids": (match.rule_ids or [match.rule_id]) if match else None,
                 }
-                row = {**_feedback_row(service_id, item, received_at), **link}
+                row = {**_feedback_row(service_id, item, received_at), **link, **_offered(match, item)}
                 stored = _insert_ignoring_duplicate(conn, row)
                 results.append(
                     {"card_uuid": item.card_uuid, "outcome": item.outcome, **link, "stored": stored}
@@ -337,6 +340,8 @@ def _decision_rows(
                 "decision_id": did,
                 "summary": scrub(card.summary),
                 "suggestion_uuids": list(card.suggestion_uuids),
+                "rule_ids": list(card.rule_ids or (card.rule_id,)),
+                "override_reasons": dict(card.override_reasons),
             }
             for card in rec.cards
         ],
@@ -377,6 +382,17 @@ class _Scrubber:
         if isinstance(value, (list, tuple)):
             return [self(item) for item in value]
         return value
+
+
+def _offered(card: Any, item: FeedbackItem) -> dict[str, Any]:
+    """The display (and system) of the override reason as the card offered it, when the
+    client sent only its code: the stored feedback keeps its meaning."""
+    if card is None or not item.override_code or item.override_display:
+        return {}
+    shown = (card.override_reasons or {}).get(item.override_code)
+    if shown is None:
+        return {}
+    return {"override_display": shown, "override_system": item.override_system or OVERRIDE_REASON_SYSTEM}
 
 
 def _feedback_row(service_id: str, item: FeedbackItem, received_at: datetime) -> dict[str, Any]:
