@@ -20,12 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cds_hooks.cardcheck import card_problems  # noqa: E402
-from cds_hooks.cases import bundle_request  # noqa: E402
-from cds_hooks.engine import make_evaluator  # noqa: E402
+from cds_hooks.config import Config  # noqa: E402
+from cds_hooks.devtools.cases import bundle_request  # noqa: E402
 from cds_hooks.hooks import parse_hook_request  # noqa: E402
-from cds_hooks.rulebook import load_rulebook  # noqa: E402
-from cds_hooks.service import SERVICES, Pipeline  # noqa: E402
-from cds_hooks.terminology import Terminology  # noqa: E402
+from cds_hooks.pipeline_factory import build_pipeline, load_parts  # noqa: E402
+from cds_hooks.service import SERVICES  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared/external/fhir-data/synthea-smart-r4"
 ORDERS = {"whole-body": "wbc", "local": "ln2"}
@@ -41,9 +40,8 @@ def main() -> int:
     if not paths:
         print(f"no patient bundles in {args.data}", file=sys.stderr)
         return 2
-    rulebook = load_rulebook(ROOT / "rules")
-    pipeline = Pipeline(rulebook, Terminology.load(ROOT / "rules/valuesets"),
-                        make_evaluator(rulebook.engine_rules(), args.evaluator))
+    config = Config(rules_dir=ROOT / "rules")
+    pipeline = build_pipeline(config, parts=load_parts(config, evaluator=args.evaluator))
     service = SERVICES["cryotherapy-order-select"]
     counts: dict[str, list[int]] = {name: [] for name in ORDERS}
     bad: Counter[str] = Counter()

@@ -22,9 +22,9 @@ from cds_hooks.audit.models import Feedback
 from cds_hooks.cardcheck import card_problems, text_problems
 from cds_hooks.cards import FINDINGS_EXTENSION, findings_of
 from cds_hooks.cards.text import evidence_sentence, long_date, render
-from cds_hooks.cases import DEFAULT_NOW, bundle_request, case_request, load_case
+from cds_hooks.devtools.cases import DEFAULT_NOW, bundle_request, case_request, load_case
 from cds_hooks.config import Config, ConfigError, from_env
-from cds_hooks.conformance import validate
+from cds_hooks.devtools.conformance import validate
 from cds_hooks.engine import make_evaluator
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.rulebook import RuleError, load_rule, load_rulebook
