@@ -31,7 +31,7 @@ from cds_hooks.rulebook import RuleError, load_rule, load_rulebook
 from cds_hooks.service import SERVICES, Pipeline
 
 from .conftest import RULES_DIR, SHARED
-from .loopback import LoopbackServer
+from .support.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fhir_fixtures" / "requests"
