@@ -1,0 +1,81 @@
+"""The per-process state every request reads: configuration, pipeline, audit store, JWT
+verifier, discovery prefetch templates, and which FHIR servers a call may name."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from flask import Flask, current_app
+
+from ..audit.store import AuditStore
+from ..auth import JwtVerifier
+from ..config import Config
+from ..fhir_client import FhirFetcher
+from ..fhir_targets import AllowEntry, TargetRefused, address_refused, parse_allow_list, parse_target
+from ..hooks import HookRequest
+from ..service import Pipeline
+from .logsafe import log_safe
+
+log = logging.getLogger("cds_hooks.app")
+EXTENSION_KEY = "cryo_cds"
+
+
+@dataclass
+class ServiceState:
+    config: Config
+    pipeline: Pipeline
+    store: AuditStore
+    verifier: JwtVerifier | None
+    prefetch: dict[str, str]
+    fhir_allow: tuple[AllowEntry, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.fhir_allow = parse_allow_list(self.config.fhir_server_allow)
+        if self.verifier is not None and not self.fhir_allow and not self.config.fhir_allow_private:
+            log.warning("no FHIR server allow-list (CDS_HOOKS_FHIR_SERVER_ALLOW or an issuer's "
+                        "fhir_servers): loopback, private and link-local FHIR servers are refused")
+
+    def _allow_list(self, claims: dict[str, Any] | None) -> tuple[AllowEntry, ...]:
+        """The calling client's own fhir_servers when its issuer names some, else the global list."""
+        if self.verifier is not None and claims and isinstance(claims.get("iss"), str):
+            issuer = self.verifier.issuer(claims["iss"])
+            if issuer is not None and issuer.fhir_servers:
+                return parse_allow_list(issuer.fhir_servers)
+        return self.fhir_allow
+
+    def record_source(self, hook_request: HookRequest,
+                      claims: dict[str, Any] | None = None) -> FhirFetcher | None:
+        """A fetcher for the call's FHIR server, if the client named one the service may call."""
+        if not hook_request.fhir_server:
+            return None
+        try:
+            target = parse_target(hook_request.fhir_server)
+        except TargetRefused as exc:
+            log.warning("fhirServer of hook %s refused: %s", log_safe(hook_request.hook_instance), exc)
+            return None
+        allowed = self._allow_list(claims)
+        guard = None
+        if allowed:
+            if not any(entry.admits(target) for entry in allowed):
+                log.warning("fhirServer of hook %s is not allow-listed; not fetching",
+                            log_safe(hook_request.hook_instance))
+                return None
+        elif not self.config.fhir_allow_private:
+            # No list: only public addresses when calls are authenticated; never link-local.
+            guard = partial(address_refused, allow_private=self.verifier is None)
+        return FhirFetcher(target.base_url, hook_request.patient_id, self.prefetch,
+                           access_token=hook_request.access_token, budget_s=self.config.fetch_budget_s,
+                           max_pages=self.config.fetch_max_pages, max_bytes=self.config.fetch_max_bytes,
+                           address_guard=guard)
+
+
+def install_state(app: Flask, state: ServiceState) -> None:
+    app.extensions[EXTENSION_KEY] = state
+
+
+def current_state() -> ServiceState:
+    state: ServiceState = current_app.extensions[EXTENSION_KEY]
+    return state
