@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 _CHUNK = 65_536
+_WATCHDOG_SLACK_S = 0.05  # a timer may wake a hair before the clock reads the deadline
 # getaddrinfo cannot be given a timeout; it runs here and the caller stops waiting at the deadline.
 _RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fhir-dns")
 AddressGuard = Callable[[str], str | None]  # IP address -> why it is refused, or None
@@ -99,11 +100,13 @@ class FhirFetcher:
         watchdog.start()
         try:
             return self._exchange(sock, target, path)
-        except FetchFailed:
-            raise
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            if self._clock() >= self._deadline:
+        except (FetchFailed, OSError, http.client.HTTPException, ValueError) as exc:
+            # Once the watchdog has shut the socket, any failure (even a cut-short answer
+            # that looks like an empty body) is the deadline's doing.
+            if self._clock() >= self._deadline - _WATCHDOG_SLACK_S:
                 raise FetchFailed("the FHIR server did not answer within the time budget", "timeout") from None
+            if isinstance(exc, FetchFailed):
+                raise
             raise FetchFailed(f"the FHIR server connection failed ({type(exc).__name__})", "error") from None
         finally:
             watchdog.cancel()

@@ -140,7 +140,9 @@ class AuditStore:
     def readiness(self) -> str | None:
         """None when the database answers a trivial query within the timeout, else why not."""
         def ping() -> None:
-            with self._engine.connect() as conn:
+            # A write transaction: on SQLite it takes the write lock (BEGIN IMMEDIATE), so a
+            # database locked by someone else is reported, not just a readable one.
+            with self._engine.begin() as conn:
                 conn.exec_driver_sql("SELECT 1")
 
         try:
