@@ -203,3 +203,23 @@ def test_metrics_are_off_without_an_audit_token(tmp_path: Path) -> None:
     application = create_app(config)
     assert application.test_client().get("/metrics").status_code == 404
     application.extensions["cryo_cds"].store.dispose()
+
+
+def test_the_gunicorn_access_log_drops_query_strings_and_escapes_paths() -> None:
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config as GunicornConfig
+
+    from cds_hooks.gunicorn_conf import SafeAccessLogger
+
+    logger = SafeAccessLogger(GunicornConfig())
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/cds-services/x%0Aforged\nline?access_token=secret",
+               "PATH_INFO": "/cds-services/x\nforged", "QUERY_STRING": "access_token=secret",
+               "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1"}
+    response = SimpleNamespace(status="200 OK", sent=2, headers=[])
+    atoms = logger.atoms(response, SimpleNamespace(headers=[("Authorization", "Bearer secret")]), environ,
+                         timedelta(milliseconds=5))
+    line = '"%(r)s" %(U)s %(q)s %({authorization}i)s' % atoms
+    assert "secret" not in line
+    assert "\n" not in line and "x%0Aforged\\x0aline" in line
