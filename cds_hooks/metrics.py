@@ -44,7 +44,7 @@ def exposition(spool_depth: Callable[[], int]) -> bytes:
     """The text format of every metric: of all workers in multiprocess mode, else of this one."""
     registry = CollectorRegistry(auto_describe=True)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         registry.register(_SpoolDepth(spool_depth))
         return generate_latest(registry)
     from prometheus_client import REGISTRY

@@ -151,13 +151,13 @@ def _feedback_items(body: Any, max_items: int) -> list[FeedbackItem]:
                 problems.append(f"{where}.overrideReason needs a reason Coding and/or a userComment")
             else:
                 coding = reason.get("reason") or {}
-                fields = (coding.get("code"), coding.get("system"), coding.get("display")) if isinstance(coding, dict) else ()
+                fields = [coding.get(k) for k in ("code", "system", "display")] if isinstance(coding, dict) else []
                 if not isinstance(coding, dict) or not all(f is None or isinstance(f, str) for f in fields):
                     problems.append(f"{where}.overrideReason.reason must be a Coding (code, system, display strings)")
                 else:
-                    code, system, display = fields
+                    code, system, display = fields[0], fields[1], fields[2]
                 comment = reason.get("userComment") if isinstance(reason.get("userComment"), str) else None
-        if not problems and isinstance(when, datetime):
+        if not problems and isinstance(when, datetime) and isinstance(card, str) and isinstance(outcome, str):
             items.append(FeedbackItem(card_uuid=card, outcome=outcome, outcome_timestamp=when,
                                       accepted_suggestions=tuple(suggestion_ids), override_code=code,
                                       override_system=system, override_display=display, user_comment=comment))

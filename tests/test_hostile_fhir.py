@@ -169,7 +169,7 @@ def test_a_redirect_is_not_followed(client) -> None:
     other = HostileServer(slow_headers)
     server = HostileServer(redirect_to(other.url + "/Patient/x"))
     try:
-        response, elapsed = _call_without_prefetch(client, server.url)
+        response, _elapsed = _call_without_prefetch(client, server.url)
     finally:
         server.close()
         other.close()

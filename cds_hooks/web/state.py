@@ -14,7 +14,13 @@ from ..audit.store import AuditStore
 from ..auth import JwtVerifier
 from ..config import Config
 from ..fhir_client import FhirFetcher
-from ..fhir_targets import AllowEntry, TargetRefused, address_refused, parse_allow_list, parse_target
+from ..fhir_targets import (
+    AllowEntry,
+    TargetRefused,
+    address_refused,
+    parse_allow_list,
+    parse_target,
+)
 from ..hooks import HookRequest
 from ..service import Pipeline
 from .logsafe import log_safe
