@@ -7,31 +7,27 @@ clients and do not hold CDS Hooks JWTs.
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from .audit import analytics
-from .errors import BadRequest, NotFound, Unauthorized
-from .routes import json_response
+from .errors import BadRequest, NotFound
+from .web.metrics_api import require_static_token
+from .web.responses import json_response
+from .web.state import ServiceState, current_state
 
 bp = Blueprint("audit_api", __name__, url_prefix="/audit")
+EARLIEST_YEAR, LATEST_YEAR = 1970, 9000  # bounds a date filter may name
 
 
-def _state():  # type: ignore[no-untyped-def]
-    return current_app.extensions["cryo_cds"]
+def _state() -> ServiceState:
+    return current_state()
 
 
 @bp.before_request
 def require_audit_token() -> None:
-    token = _state().config.audit_token
-    if not token:
-        raise NotFound("The audit API is disabled; set CDS_HOOKS_AUDIT_TOKEN to enable it")
-    header = request.headers.get("Authorization", "")
-    given = header[7:] if header[:7].lower() == "bearer " else ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise Unauthorized("invalid audit token")
+    require_static_token(_state().config.audit_token, "audit API")
 
 
 def _instant(name: str) -> datetime | None:
@@ -40,9 +36,12 @@ def _instant(name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise BadRequest(f"'{name}' must be an ISO 8601 date or date-time, got {raw!r}") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise BadRequest(f"'{name}' must be an ISO 8601 date or date-time, got {raw[:64]!r}") from None
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise BadRequest(f"'{name}' must lie between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return value
 
 
 @bp.get("/summary")

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 import jwt
 import requests
 
+from .fhir_targets import parse_allow_list
+
 logger = logging.getLogger("cds_hooks.auth")
 
 #: Asymmetric algorithms an issuer may list. ``none`` and HS* are absent by design: the spec forbids
@@ -38,7 +40,7 @@ _MAX_JWKS_BYTES = 256_000
 _MAX_JTI_CHARS = 256  # jti values are stored; keep an attacker from filling memory with long ones
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _KTY_FOR_ALG_PREFIX = {"ES": "EC", "RS": "RSA", "PS": "RSA"}
-_ISSUER_KEYS = {"iss", "jwks_file", "jwks_url", "allowed_jku", "algorithms"}
+_ISSUER_KEYS = {"iss", "jwks_file", "jwks_url", "allowed_jku", "algorithms", "fhir_servers"}
 # Time and audience are checked by JwtVerifier against its own (injectable) clock and URL rule.
 _DECODE_OPTIONS: Any = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
                         "verify_aud": False, "verify_iss": False,
@@ -54,18 +56,24 @@ class AuthError(Exception):
 @dataclass(frozen=True)
 class TrustedIssuer:
     """One allow-listed CDS Client. Keys come from ``jwks_file``/``jwks_url`` (exchanged out of
-    band) or, when the token has a ``jku`` header, from that URL, but only if it is listed here."""
+    band) or, when the token has a ``jku`` header, from that URL, but only if it is listed here;
+    a ``jku`` that is not listed or cannot be fetched falls back to the pinned keys (by ``kid``),
+    so a client that always sends ``jku`` (the CDS Hooks Sandbox) works offline with a pinned key.
+    ``fhir_servers`` are the base URLs this client's calls may name as ``fhirServer``."""
 
     iss: str
     jwks_file: str | None = None
     jwks_url: str | None = None
     allowed_jku: tuple[str, ...] = ()
     algorithms: tuple[str, ...] = ("ES384", "RS384")
+    fhir_servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Config mistakes must fail at start-up, not surface later as mysterious 401s.
         object.__setattr__(self, "allowed_jku", tuple(self.allowed_jku))
         object.__setattr__(self, "algorithms", tuple(self.algorithms))
+        object.__setattr__(self, "fhir_servers", tuple(self.fhir_servers))
+        parse_allow_list(self.fhir_servers)  # raises ValueError naming a bad entry
         if not self.iss or (self.jwks_file and self.jwks_url):
             raise ValueError(f"issuer {self.iss!r}: empty iss, or both jwks_file and jwks_url")
         if not (self.jwks_file or self.jwks_url or self.allowed_jku):
@@ -251,6 +259,27 @@ class JwtVerifier:
                            exc, ids.get("iss"), ids.get("kid"), ids.get("jti"))
             raise
 
+    def issuer(self, iss: str) -> TrustedIssuer | None:
+        """The trusted issuer of that name (for its per-client settings such as fhir_servers)."""
+        return self._issuers.get(iss)
+
+    def _candidates(self, issuer: TrustedIssuer, jku: Any, has_jku: bool, kid: str,
+                    now: float) -> list[dict[str, Any]]:
+        """Keys for ``kid``: from an allow-listed ``jku``, else (not listed, or not fetchable)
+        from the issuer's pinned keys. A ``jku`` never adds trust: only configured sources
+        are ever read."""
+        pinned = self._default_sources.get(issuer.iss)
+        listed = self._jku_sources.get((issuer.iss, jku)) if has_jku and isinstance(jku, str) else None
+        if listed is not None:
+            try:
+                return listed.get(kid, now)
+            except AuthError:
+                if pinned is None:
+                    raise
+        if pinned is None:
+            raise AuthError("jku not allow-listed" if has_jku else "jku required by issuer config")
+        return pinned.get(kid, now)
+
     def _verify(
         self, authorization_header: str | None, audience: str, seen: dict[str, Any]
     ) -> dict[str, Any]:
@@ -281,17 +310,8 @@ class JwtVerifier:
         if alg not in issuer.algorithms:
             raise AuthError("alg not allowed for issuer")
 
-        if "jku" in header:
-            jku = header["jku"]
-            source = self._jku_sources.get((issuer.iss, jku)) if isinstance(jku, str) else None
-            if source is None:
-                raise AuthError("jku not allow-listed")
-        else:
-            source = self._default_sources.get(issuer.iss)
-            if source is None:
-                raise AuthError("jku required by issuer config")
         now = self._clock()
-        key = _pick_key(source.get(kid, now), alg)
+        key = _pick_key(self._candidates(issuer, header.get("jku"), "jku" in header, kid, now), alg)
 
         try:
             claims = jwt.decode(token, key=key, algorithms=[alg], options=_DECODE_OPTIONS)
@@ -312,7 +332,10 @@ class JwtVerifier:
             raise AuthError("token not yet valid")
         if exp - iat > self._max_lifetime:
             raise AuthError("token lifetime too long")
-        if self._tenants is not None and claims.get("tenant") not in self._tenants:
+        tenant = claims.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise AuthError("tenant is not a string")
+        if self._tenants is not None and tenant not in self._tenants:
             raise AuthError("tenant not allowed")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > _MAX_JTI_CHARS:
@@ -363,9 +386,15 @@ def _check_audience(aud: Any, expected: str) -> None:
 def _numeric(claims: dict[str, Any], name: str) -> float:
     """A required finite NumericDate. JSON NaN would make every comparison false and skip checks."""
     value = claims.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise AuthError(f"{name} missing or not a number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise AuthError(f"{name} out of range") from None
+    if not math.isfinite(number) or abs(number) > 1e11:  # beyond year 5000: no real token
+        raise AuthError(f"{name} out of range")
+    return number
 
 
 def load_issuers(config: str | list[dict[str, Any]]) -> list[TrustedIssuer]:

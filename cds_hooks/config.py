@@ -64,6 +64,12 @@ class Config:
     card_grouping: str = "order"  # "order": one card per order and severity; "rule": one per rule
     host: str = "127.0.0.1"
     port: int = 8080
+    # -- hardening: hostile FHIR servers, database faults, bounded work (issue 12) --
+    fetch_max_bytes: int = 16 * 1024 * 1024  # per FHIR server response, streamed
+    fhir_allow_private: bool = False  # no allow-list + JWT on: loopback/private/link-local refused
+    db_timeout_s: float = 5.0  # connect, statement and hung-network limit of every database call
+    spool_dir: Path | None = None  # decisions the database could not take; None: see spool_dir()
+    feedback_max_items: int = 100  # per feedback POST
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -166,7 +172,24 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
         changes["host"] = raw
     if (raw := get("PORT")) is not None:
         changes["port"] = _number("PORT", raw, int)
+    changes.update(_hardening_settings(get))
     return Config(**changes)
+
+
+def _hardening_settings(get: Any) -> dict[str, Any]:
+    """Settings of the fetch, database-fault and work bounds (README: configuration)."""
+    changes: dict[str, Any] = {}
+    if (raw := get("FETCH_MAX_BYTES")) is not None:
+        changes["fetch_max_bytes"] = _number("FETCH_MAX_BYTES", raw, int)
+    if (raw := get("FHIR_ALLOW_PRIVATE")) is not None:
+        changes["fhir_allow_private"] = _bool("FHIR_ALLOW_PRIVATE", raw)
+    if (raw := get("DB_TIMEOUT_S")) is not None:
+        changes["db_timeout_s"] = _number("DB_TIMEOUT_S", raw, float)
+    if (raw := get("SPOOL_DIR")) is not None:
+        changes["spool_dir"] = Path(raw)
+    if (raw := get("FEEDBACK_MAX_ITEMS")) is not None:
+        changes["feedback_max_items"] = _number("FEEDBACK_MAX_ITEMS", raw, int)
+    return changes
 
 
 def patient_hash_key(config: Config) -> bytes:
@@ -176,3 +199,8 @@ def patient_hash_key(config: Config) -> bytes:
     from .state import resolve_patient_hash_key
 
     return resolve_patient_hash_key(config)
+
+
+def spool_dir(config: Config) -> Path:
+    """Where decisions wait when the database fails: configured, else ``<data_dir>/spool``."""
+    return config.spool_dir if config.spool_dir is not None else config.data_dir / "spool"

@@ -7,10 +7,12 @@ so a client developer fixes the request in one round.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadRequest
+from .fhir_targets import TargetRefused, parse_target
 
 ORDER_SELECT = "order-select"
 ORDER_SIGN = "order-sign"
@@ -30,6 +32,25 @@ class HookRequest:
     prefetch: dict[str, Any] | None
 
 
+#: Longest accepted value of each stored or forwarded field (the decision log's column sizes
+#: and generous bounds for identifiers); longer values are refused, never cut.
+MAX_CHARS = {"hookInstance": 128, "patientId": 256, "userId": 512, "encounterId": 256,
+             "fhirServer": 2048, "access_token": 8192, "selection": 512}
+MAX_DRAFT_ORDERS = 200
+# NUL and other C0 controls, DEL, and lone UTF-16 surrogates (JSON "\ud800" escapes): no
+# database stores them faithfully and no identifier needs them.
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def text_problem(value: str, name: str, max_chars: int) -> str | None:
+    """Why ``value`` cannot be stored as field ``name``, or None."""
+    if len(value) > max_chars:
+        return f"{name} is longer than {max_chars} characters"
+    if _UNSTORABLE.search(value):
+        return f"{name} contains control characters, NUL or unpaired surrogates"
+    return None
+
+
 def _string(body: dict[str, Any], key: str, where: str, problems: list[str], *, required: bool) -> str | None:
     value = body.get(key)
     if value is None:
@@ -38,6 +59,9 @@ def _string(body: dict[str, Any], key: str, where: str, problems: list[str], *, 
         return None
     if not isinstance(value, str) or not value.strip():
         problems.append(f"{where}{key} must be a non-empty string")
+        return None
+    if problem := text_problem(value, f"{where}{key}", MAX_CHARS.get(key, 1024)):
+        problems.append(problem)
         return None
     return value
 
@@ -52,6 +76,11 @@ def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
         problems.append(f"hook is '{hook}' but this service answers '{expected_hook}'")
     hook_instance = _string(body, "hookInstance", "", problems, required=True)
     fhir_server = _string(body, "fhirServer", "", problems, required=False)
+    if fhir_server is not None:
+        try:
+            parse_target(fhir_server)
+        except TargetRefused as exc:
+            problems.append(f"fhirServer is not usable: {exc}")
     access_token = _parse_authorization(body.get("fhirAuthorization"), fhir_server, problems)
     for key in ("extension",):
         if key in body and not isinstance(body[key], dict):
@@ -85,6 +114,8 @@ def parse_hook_request(body: Any, expected_hook: str) -> HookRequest:
             problems.append("context.draftOrders must be a FHIR Bundle")
         elif "entry" in draft and not isinstance(draft["entry"], list):
             problems.append("context.draftOrders.entry must be an array")
+        elif len(draft.get("entry") or ()) > MAX_DRAFT_ORDERS:
+            problems.append(f"context.draftOrders has more than {MAX_DRAFT_ORDERS} entries")
         else:
             draft_orders = draft
         selections = _parse_selections(context.get("selections"), expected_hook, problems)
@@ -113,6 +144,13 @@ def _parse_selections(value: Any, hook: str, problems: list[str]) -> tuple[str, 
     if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
         problems.append("context.selections must be an array of 'Type/id' strings")
         return None
+    if len(value) > MAX_DRAFT_ORDERS:
+        problems.append(f"context.selections has more than {MAX_DRAFT_ORDERS} entries")
+        return None
+    for item in value:
+        if problem := text_problem(item, "context.selections[]", MAX_CHARS["selection"]):
+            problems.append(problem)
+            return None
     return tuple(value)
 
 
@@ -127,6 +165,9 @@ def _parse_authorization(value: Any, fhir_server: str | None, problems: list[str
     token = value.get("access_token")
     if not isinstance(token, str) or not token:
         problems.append("fhirAuthorization.access_token must be a non-empty string")
+        token = None
+    elif len(token) > MAX_CHARS["access_token"] or _UNSTORABLE.search(token) or " " in token:
+        problems.append("fhirAuthorization.access_token is too long or contains spaces or control characters")
         token = None
     token_type = value.get("token_type")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":

@@ -10,17 +10,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, delete
 from sqlalchemy.exc import SQLAlchemyError
 
 from .audit.models import SeenJti
-from .audit.store import dialect_insert, wrote_row
+from .audit.store import StoreTimeout, dialect_insert, wrote_row
 
 log = logging.getLogger("cds_hooks.replay")
 
 #: Expired rows are deleted at most this often per process; they are harmless meanwhile.
 PURGE_INTERVAL_S = 60.0
+_T = TypeVar("_T")
+Runner = Callable[[Callable[[], Any]], Any]
+
+
+def _run_inline(work: Callable[[], _T]) -> _T:
+    return work()
 
 
 class ReplayStoreUnavailable(RuntimeError):
@@ -31,8 +40,11 @@ class ReplayStoreUnavailable(RuntimeError):
 class DatabaseJtiCache:
     """:class:`cds_hooks.auth.JtiCache` over the ``seen_jti`` table (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, run: Runner = _run_inline) -> None:
+        """``run`` executes the database work; the service passes ``AuditStore.run_bounded``
+        so that a hung database fails the check closed within the store's timeout."""
         self._engine = engine
+        self._run = run
         self._purge_lock = threading.Lock()
         self._next_purge = 0.0
 
@@ -47,13 +59,16 @@ class DatabaseJtiCache:
             where=SeenJti.expires_at <= now,
         )
         try:
-            with self._engine.begin() as conn:
-                added = wrote_row(conn, stmt, SeenJti.key_hash)
-                if self._purge_due(now):
-                    conn.execute(delete(SeenJti).where(SeenJti.expires_at <= now))
-        except SQLAlchemyError as exc:
+            return bool(self._run(partial(self._insert, stmt, now)))
+        except (SQLAlchemyError, StoreTimeout) as exc:
             log.error("replay store unavailable: %s", type(exc).__name__)
             raise ReplayStoreUnavailable("the token replay store is unavailable") from None
+
+    def _insert(self, stmt: Any, now: float) -> bool:
+        with self._engine.begin() as conn:
+            added = wrote_row(conn, stmt, SeenJti.key_hash)
+            if self._purge_due(now):
+                conn.execute(delete(SeenJti).where(SeenJti.expires_at <= now))
         return added
 
     def _purge_due(self, now: float) -> bool:

@@ -1,55 +1,42 @@
-"""HTTP endpoints: discovery, service calls, feedback, health. Thin: they parse, delegate to
-the pipeline and the audit store, and turn errors into JSON bodies."""
+"""HTTP endpoints: discovery, service calls, feedback. Thin: they parse, delegate to the
+pipeline and the audit store, and answer JSON. A call answers 200 only once its decision is
+safe (in the database or the local spool); feedback is bounded in items and field sizes."""
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from . import metrics
 from .audit.records import FeedbackItem
-from .errors import BadRequest, CdsError, NotFound, UnsupportedMediaType
+from .audit.store import StoreTimeout
+from .errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from .fhirtime import to_instant
-from .hooks import parse_hook_request
-from .service import SERVICES, ServiceDefinition
+from .hooks import parse_hook_request, text_problem
+from .service import SERVICES, Outcome, ServiceDefinition
+from .web.body import json_body
+from .web.responses import json_bytes, json_response
+from .web.state import current_state
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cds", __name__)
 
 
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")), status=status,
-                    mimetype="application/json")
-
-
-def _state() -> Any:
-    return current_app.extensions["cryo_cds"]
 
 
 @bp.get("/cds-services")
 @bp.get("/cds-services/")
 def discovery() -> Response:
-    state = _state()
+    state = current_state()
     services = [{
         "hook": service.hook, "id": service.id, "title": service.title, "description": service.description,
         "prefetch": state.prefetch,
     } for service in SERVICES.values()]
     return json_response({"services": services})
-
-
-def _body() -> Any:
-    if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
-        raise UnsupportedMediaType(f"Send the request as application/json, not {request.mimetype or 'no content type'}")
-    raw = request.get_data(cache=False)
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest("The request body is nested too deeply to be a CDS Hooks message") from None
 
 
 def _service(service_id: str) -> ServiceDefinition:
@@ -62,21 +49,78 @@ def _service(service_id: str) -> ServiceDefinition:
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
     service = _service(service_id)
-    hook_request = parse_hook_request(_body(), service.hook)
-    state = _state()
-    outcome = state.pipeline.run(service, hook_request, state.record_source(hook_request))
-    state.store.record_decision_safely(outcome.decision, outcome.evaluated_rules)
-    return json_response(outcome.body, outcome.status)
+    hook_request = parse_hook_request(json_body(), service.hook)
+    state = current_state()
+    outcome = state.pipeline.run(service, hook_request, state.record_source(hook_request, current_claims()))
+    body = json_bytes(outcome.body)  # encoded before recording: no row for an answer that fails
+    if not state.store.record_or_spool(outcome.decision, outcome.evaluated_rules):
+        raise ServiceUnavailable("The decision could not be recorded; retry shortly")
+    _observe(outcome)
+    return Response(body, status=outcome.status, mimetype="application/json")
 
 
-def _feedback_items(body: Any) -> list[FeedbackItem]:
+def _observe(outcome: Outcome) -> None:
+    for step, ms in outcome.timings_ms.items():
+        metrics.STEP_SECONDS.labels(step=step).observe(ms / 1000)
+    for card in outcome.decision.cards:
+        metrics.CARDS.labels(rule=card.rule_id, severity=card.indicator).inc()
+
+
+@bp.after_request
+def count_call(response: Response) -> Response:
+    if request.endpoint == "cds.call_service" and request.view_args:
+        service = SERVICES.get(str(request.view_args.get("service_id")))
+        if service is not None:
+            metrics.CALLS.labels(service=service.id, hook=service.hook, status=str(response.status_code)).inc()
+    return response
+
+
+#: Longest accepted feedback fields (the log's column sizes; free text bounded generously).
+FEEDBACK_MAX_CHARS = {"card": 64, "acceptedSuggestions[].id": 64, "overrideReason.reason.code": 128,
+                      "overrideReason.reason.system": 256, "overrideReason.reason.display": 1024,
+                      "overrideReason.userComment": 4000}
+MAX_SUGGESTIONS = 50
+
+
+def _feedback_text_problems(raw: dict[str, Any], where: str) -> list[str]:
+    """Length and character problems of every string the store would keep, named by field."""
+    values: list[tuple[str, Any]] = [("card", raw.get("card"))]
+    accepted = raw.get("acceptedSuggestions")
+    if isinstance(accepted, list):
+        if len(accepted) > MAX_SUGGESTIONS:
+            return [f"{where}.acceptedSuggestions has more than {MAX_SUGGESTIONS} entries"]
+        values += [("acceptedSuggestions[].id", a.get("id")) for a in accepted if isinstance(a, dict)]
+    reason = raw.get("overrideReason")
+    if isinstance(reason, dict):
+        values.append(("overrideReason.userComment", reason.get("userComment")))
+        coding = reason.get("reason")
+        if isinstance(coding, dict):
+            values += [(f"overrideReason.reason.{k}", coding.get(k)) for k in ("code", "system", "display")]
+    problems = []
+    for name, value in values:
+        if isinstance(value, str):
+            limit = FEEDBACK_MAX_CHARS[name]
+            if name == "overrideReason.userComment":
+                value = value.replace("\n", " ").replace("\r", " ").replace("\t", " ")
+            if problem := text_problem(value, f"{where}.{name}", limit):
+                problems.append(problem)
+    return problems
+
+
+def _feedback_items(body: Any, max_items: int) -> list[FeedbackItem]:
     if not isinstance(body, dict) or not isinstance(body.get("feedback"), list) or not body["feedback"]:
         raise BadRequest("The feedback body must be an object with a non-empty 'feedback' array")
+    if len(body["feedback"]) > max_items:
+        raise PayloadTooLarge(f"A feedback post may hold at most {max_items} items "
+                              f"(CDS_HOOKS_FEEDBACK_MAX_ITEMS); this one has {len(body['feedback'])}")
     items, problems = [], []
     for index, raw in enumerate(body["feedback"]):
         where = f"feedback[{index}]"
         if not isinstance(raw, dict):
             problems.append(f"{where} must be an object")
+            continue
+        if text_problems := _feedback_text_problems(raw, where):
+            problems.extend(text_problems)
             continue
         card, outcome = raw.get("card"), raw.get("outcome")
         if not isinstance(card, str) or not card:
@@ -103,13 +147,13 @@ def _feedback_items(body: Any) -> list[FeedbackItem]:
                 problems.append(f"{where}.overrideReason needs a reason Coding and/or a userComment")
             else:
                 coding = reason.get("reason") or {}
-                fields = (coding.get("code"), coding.get("system"), coding.get("display")) if isinstance(coding, dict) else ()
+                fields = [coding.get(k) for k in ("code", "system", "display")] if isinstance(coding, dict) else []
                 if not isinstance(coding, dict) or not all(f is None or isinstance(f, str) for f in fields):
                     problems.append(f"{where}.overrideReason.reason must be a Coding (code, system, display strings)")
                 else:
-                    code, system, display = fields
+                    code, system, display = fields[0], fields[1], fields[2]
                 comment = reason.get("userComment") if isinstance(reason.get("userComment"), str) else None
-        if not problems and isinstance(when, datetime):
+        if not problems and isinstance(when, datetime) and isinstance(card, str) and isinstance(outcome, str):
             items.append(FeedbackItem(card_uuid=card, outcome=outcome, outcome_timestamp=when,
                                       accepted_suggestions=tuple(suggestion_ids), override_code=code,
                                       override_system=system, override_display=display, user_comment=comment))
@@ -121,26 +165,13 @@ def _feedback_items(body: Any) -> list[FeedbackItem]:
 @bp.post("/cds-services/<service_id>/feedback")
 def feedback(service_id: str) -> Response:
     _service(service_id)
-    items = _feedback_items(_body())
-    _state().store.record_feedback(service_id, items)
+    state = current_state()
+    items = _feedback_items(json_body(), state.config.feedback_max_items)
+    try:
+        state.store.record_feedback(service_id, items)
+    except (StoreTimeout, OperationalError, InterfaceError):
+        raise ServiceUnavailable("The feedback could not be recorded; retry shortly") from None
     return json_response({})
-
-
-@bp.get("/healthz")
-def health() -> Response:
-    state = _state()
-    return json_response({"status": "ok", "rulesRevision": state.pipeline.rulebook.revision,
-                          "evaluator": state.pipeline.evaluator.name, "rules": len(state.pipeline.rulebook.rules),
-                          "auditWriteFailures": type(state.store).write_failures})
-
-
-def handle_cds_error(error: CdsError) -> Response:
-    from .errors import error_body
-
-    if error.status == 401:
-        return Response(status=401, headers={"WWW-Authenticate": "Bearer"})
-    log.info("%s %s -> %d %s", request.method, request.path, error.status, error.message)
-    return json_response(error_body(error), error.status)
 
 
 def current_claims() -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from .audit.models import StoreMeta
 from .audit.store import AuditStore
-from .config import PREFIX, Config, ConfigError
+from .config import PREFIX, Config, ConfigError, spool_dir
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def open_audit_store(config: Config) -> AuditStore:
         except OSError as exc:
             raise StateError(f"cannot create the directory {path.parent}: {exc.strerror}") from None
     key = resolve_patient_hash_key(config)
-    store = AuditStore(config.database_url, key)
+    store = AuditStore(config.database_url, key, timeout_s=config.db_timeout_s, spool_dir=spool_dir(config))
     try:
         store.migrate()
         check_fingerprint(store, key, config.database_url)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from werkzeug.serving import make_server
 
 from cds_hooks.app import create_app
@@ -92,7 +93,9 @@ def _attacks(base: str, keys) -> dict[str, str | None]:
         "wrong aud": sign_token(private, "ES384", jwk["kid"], ISS, base + "/cds-services/other"),
         "unknown issuer": sign_token(private, "ES384", jwk["kid"], "https://evil.example", aud),
         "unknown kid": sign_token(private, "ES384", "nope", ISS, aud),
-        "untrusted jku": sign_token(private, "ES384", jwk["kid"], ISS, aud, headers={"jku": "https://evil.example/jwks"}),
+        # An unlisted jku is never fetched: the pinned keys decide, and this key is not pinned.
+        "untrusted jku": sign_token(ec.generate_private_key(ec.SECP384R1()), "ES384", jwk["kid"], ISS, aud,
+                                    headers={"jku": "https://evil.example/jwks"}),
         "tampered payload": f"{header}.{tampered}.{signature}",
         "missing Authorization": None,
     }
@@ -105,6 +108,7 @@ def test_the_jwt_attack_list_gets_a_bare_401(server, keys, attack) -> None:
     response = _call(server, _attacks(server, keys)[attack])
     assert response.status_code == 401
     assert response.content == b""
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
 
 
 def test_a_replayed_jti_gets_401(server, keys) -> None:

@@ -12,15 +12,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -40,25 +43,33 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from .. import metrics
 from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
 from .models import Card, Decision, DecisionOrder, Feedback, RuleEvaluation, RuleHit
 from .records import DecisionRecord, FeedbackItem
+from .spool import Spool
 
 log = logging.getLogger("cds_hooks.audit")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIN_KEY_BYTES = 16
+_T = TypeVar("_T")
 # Alembic's `context` is a module-level proxy, so two threads must not migrate at once;
 # processes and hosts are serialised by the database (see migrations/env.py).
 _MIGRATE_LOCK = threading.Lock()
-_SQLITE_BUSY_TIMEOUT_MS = 5000
+DEFAULT_TIMEOUT_S = 5.0
+DRAIN_BATCH = 20  # spooled decisions written back per successful call
 
 
 class AuditStoreClosedError(RuntimeError):
     """Raised when a store is used after `dispose()`."""
+
+
+class StoreTimeout(RuntimeError):
+    """The database did not answer within the store's timeout (hung server or network)."""
 
 
 class AuditStore:
@@ -67,7 +78,8 @@ class AuditStore:
     write_failures: ClassVar[int] = 0
     _failures_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, url: str, patient_key: bytes, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, patient_key: bytes, *, pool_size: int = 5,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, spool_dir: Path | None = None) -> None:
         if not isinstance(patient_key, bytes) or len(patient_key) < MIN_KEY_BYTES:
             raise ValueError(
                 f"patient_key must be at least {MIN_KEY_BYTES} random bytes "
@@ -80,8 +92,16 @@ class AuditStore:
         self._url = _normalise_url(url)
         if self._url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError("the audit store supports sqlite:// and postgresql+psycopg:// URLs")
-        self._engine = _build_engine(self._url, pool_size)
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self._timeout = timeout_s
+        self._engine = _build_engine(self._url, pool_size, timeout_s)
         self._closed = False
+        self._workers = pool_size + 2
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = 0
+        self._executor_lock = threading.Lock()
+        self.spool = Spool(spool_dir) if spool_dir is not None else None
         # A forked worker (gunicorn --preload) must never reuse the parent's connections:
         # two processes on one socket lose writes. SQLAlchemy's recipe for forked processes.
         os.register_at_fork(after_in_child=partial(_forget_inherited_connections, weakref.ref(self._engine)))
@@ -90,6 +110,56 @@ class AuditStore:
     def engine(self) -> Engine:
         """The shared engine, for other tables of the service database (``seen_jti``)."""
         return self._engine
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout
+
+    def run_bounded(self, work: Callable[[], _T]) -> _T:
+        """Run database work, giving up after the store's timeout.
+
+        Driver timeouts do not cover every hang (a peer that stops answering mid-statement
+        keeps a socket read waiting forever), so the work runs on a small pool and the caller
+        stops waiting at the deadline; a hung connection stays with its pool thread until the
+        network gives it back. Raises StoreTimeout then."""
+        self._check_open()
+        future: Future[_T] = self._pool().submit(work)
+        try:
+            return future.result(timeout=self._timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise StoreTimeout(f"the database did not answer within {self._timeout:g} s") from None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None or self._executor_pid != os.getpid():
+                # A forked worker inherits the parent's executor object but not its threads.
+                self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="audit-db")
+                self._executor_pid = os.getpid()
+            return self._executor
+
+    def readiness(self) -> str | None:
+        """None when the database answers a trivial query within the timeout, else why not."""
+        def ping() -> None:
+            # A write transaction: on SQLite it takes the write lock (BEGIN IMMEDIATE), so a
+            # database locked by someone else is reported, not just a readable one.
+            with self._engine.begin() as conn:
+                conn.exec_driver_sql("SELECT 1")
+
+        try:
+            self.run_bounded(ping)
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return f"database unavailable ({_describe(exc)})"
+        return None
+
+    def write_failure_count(self) -> int:
+        """Failed decision writes: host-wide (all workers) with a spool, else this process."""
+        if self.spool is not None:
+            try:
+                return self.spool.failures()
+            except OSError:
+                pass
+        return AuditStore.write_failures
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -130,11 +200,87 @@ class AuditStore:
         self._check_open()
         rec.check()
         rows = _decision_rows(rec, evaluated_rules, self.hash_patient(rec.patient_id))
+        self.run_bounded(partial(self._insert_rows, rows, ignore_existing=False))
+
+    def _insert_rows(self, rows: dict[str, Any], *, ignore_existing: bool) -> bool:
+        """Insert one decision's rows in one transaction; with ``ignore_existing`` a decision
+        already stored (a write that hung but committed, then was spooled) is left alone."""
         with self._engine.begin() as conn:
-            conn.execute(insert(Decision), [rows["decision"]])
+            if ignore_existing:
+                stmt = dialect_insert(conn.dialect.name, Decision).values(rows["decision"])
+                if not wrote_row(conn, stmt.on_conflict_do_nothing(index_elements=["decision_id"]),
+                                 Decision.decision_id):
+                    return False
+            else:
+                conn.execute(insert(Decision), [rows["decision"]])
             for model in (DecisionOrder, RuleEvaluation, Card, RuleHit):
                 if rows[model.__tablename__]:
                     conn.execute(insert(model), rows[model.__tablename__])
+        return True
+
+    def record_or_spool(self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]) -> bool:
+        """Store the decision, or keep it in the local spool when the database fails; True
+        when it is safe in one of them. After a successful write, spooled decisions are
+        written back (a bounded batch per call), so an outage loses nothing."""
+        rows = _decision_rows(rec, evaluated_rules, self.hash_patient(rec.patient_id))
+        try:
+            self._check_open()
+            rec.check()
+            self.run_bounded(partial(self._insert_rows, rows, ignore_existing=False))
+        except Exception as exc:  # noqa: BLE001 - any failure is spooled, counted and logged
+            self._count_failure()
+            if self.spool is None:
+                log.error("audit write failed for decision %s (%s) and no spool is configured",
+                          rec.decision_id, _describe(exc))
+                return False
+            try:
+                self.spool.put(rec.decision_id, rows)
+            except OSError as spool_exc:
+                log.error("audit write failed for decision %s (%s) and the spool failed too (%s)",
+                          rec.decision_id, _describe(exc), type(spool_exc).__name__)
+                return False
+            metrics.SPOOLED.inc()
+            log.error("audit write failed for decision %s (%s); spooled to local disk",
+                      rec.decision_id, _describe(exc))
+            return True
+        if self.spool is not None and self.spool.depth():
+            self.drain_spool(DRAIN_BATCH)
+        return True
+
+    def drain_spool(self, limit: int = 1000) -> int:
+        """Write up to ``limit`` spooled decisions to the database; returns how many were
+        taken out of the spool. Stops at the first database failure (the entry goes back)."""
+        if self.spool is None:
+            return 0
+        self.spool.recover_stale_claims()
+        drained = 0
+        for claimed, rows in self.spool.claim(limit):
+            try:
+                self.run_bounded(partial(self._insert_rows, rows, ignore_existing=True))
+            except (IntegrityError, DataError, ValueError, TypeError, KeyError) as exc:
+                log.error("spooled decision refused (%s)", _describe(exc))
+                self.spool.quarantine(claimed)
+                continue
+            except Exception as exc:  # noqa: BLE001 - still down: keep it for later
+                log.warning("spool drain paused: %s", _describe(exc))
+                self.spool.release(claimed)
+                break
+            self.spool.done(claimed)
+            drained += 1
+        if drained:
+            metrics.DRAINED.inc(drained)
+            log.info("wrote %d spooled decisions to the database", drained)
+        return drained
+
+    def _count_failure(self) -> None:
+        with AuditStore._failures_lock:
+            AuditStore.write_failures += 1
+        metrics.AUDIT_WRITE_FAILURES.inc()
+        if self.spool is not None:
+            try:
+                self.spool.add_failure()
+            except OSError:
+                pass
 
     def record_decision_safely(
         self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]
@@ -148,8 +294,7 @@ class AuditStore:
         try:
             self.record_decision(rec, evaluated_rules)
         except Exception as exc:  # noqa: BLE001 - any failure here is counted, not raised
-            with AuditStore._failures_lock:
-                AuditStore.write_failures += 1
+            self._count_failure()
             log.error(
                 "audit write failed for decision %s (%s); the response was served but "
                 "not recorded - check the audit database",
@@ -174,6 +319,9 @@ class AuditStore:
             item.check()
         if not items:
             return []
+        return self.run_bounded(partial(self._write_feedback, service_id, items))
+
+    def _write_feedback(self, service_id: str, items: Sequence[FeedbackItem]) -> list[dict[str, Any]]:
         received_at = datetime.now(UTC)
         results: list[dict[str, Any]] = []
         with self._engine.begin() as conn:
@@ -263,25 +411,38 @@ def _normalise_url(url: str) -> URL:
     return parsed
 
 
-def _build_engine(url: URL, pool_size: int) -> Engine:
+def _build_engine(url: URL, pool_size: int, timeout_s: float) -> Engine:
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, hide_parameters=True)
-    connect_args = {"check_same_thread": False, "timeout": _SQLITE_BUSY_TIMEOUT_MS / 1000}
+        # libpq's connect_timeout is whole seconds (minimum 2); the statement and lock timeouts
+        # end server-side waits; a hung network is left to AuditStore.run_bounded.
+        ms = int(timeout_s * 1000)
+        pg_args: dict[str, Any] = {
+            "connect_timeout": max(2, math.ceil(timeout_s)),
+            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+            "tcp_user_timeout": ms,
+        }
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, pool_timeout=timeout_s,
+                             hide_parameters=True, connect_args=pg_args)
+    busy_ms = int(timeout_s * 1000)
+    connect_args = {"check_same_thread": False, "timeout": timeout_s}
     # Every connection to ":memory:" is a new empty database, so share one there.
     memory = url.database in (None, "", ":memory:")
     pooling: dict[str, Any] = {"poolclass": StaticPool} if memory else {"pool_size": pool_size}
+    if "pool_size" in pooling:
+        pooling["pool_timeout"] = timeout_s
     engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **pooling)
-    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "connect", partial(_sqlite_on_connect, busy_ms))
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
     """WAL lets readers run beside the writer; busy_timeout makes writers queue, not fail."""
     dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see below)
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
@@ -372,6 +533,7 @@ class _Scrubber:
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str):
+            value = clean_text(value)
             if self._raw and (value == self._raw or value == self._ref):
                 return self._masked
             if self._raw and value.startswith(self._ref + "/"):
@@ -393,6 +555,16 @@ def _offered(card: Any, item: FeedbackItem) -> dict[str, Any]:
     if shown is None:
         return {}
     return {"override_display": shown, "override_system": item.override_system or OVERRIDE_REASON_SYSTEM}
+
+
+def clean_text(value: str) -> str:
+    """Text every database can store: NUL (PostgreSQL refuses it) and lone surrogates (not
+    encodable as UTF-8) become U+FFFD. Only derived text passes here (evidence, facts,
+    data gaps); identifiers are refused at the door instead (see cds_hooks.hooks)."""
+    if "\x00" not in value and value.isascii():
+        return value
+    value = value.replace("\x00", "\ufffd")
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
 
 
 def _feedback_row(service_id: str, item: FeedbackItem, received_at: datetime) -> dict[str, Any]:

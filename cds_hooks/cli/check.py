@@ -27,19 +27,13 @@ SELECT, SIGN = "cryotherapy-order-select", "cryotherapy-order-sign"
 
 def record_source(config: Config, pipeline: Pipeline, hook_request: HookRequest) -> FhirFetcher | None:
     """The FHIR server fetcher the service would use for this request (same allow-list,
-    budget and page limit), or None when the request names no server."""
+    address rules, budget, size cap and page limit), or None when it names none."""
+    from ..fhir_source import fetcher_for
+    from ..fhir_targets import parse_allow_list
     from ..prefetch import prefetch_templates
 
-    if not hook_request.fhir_server:
-        return None
-    allowed = config.fhir_server_allow
-    if allowed and not any(hook_request.fhir_server.startswith(p.rstrip("/")) for p in allowed):
-        warn(f"fhirServer {hook_request.fhir_server} is not in CDS_HOOKS_FHIR_SERVER_ALLOW; not fetching")
-        return None
-    return FhirFetcher(hook_request.fhir_server, hook_request.patient_id,
-                       prefetch_templates(pipeline.terminology),
-                       access_token=hook_request.access_token, budget_s=config.fetch_budget_s,
-                       max_pages=config.fetch_max_pages)
+    return fetcher_for(config, prefetch_templates(pipeline.terminology), hook_request,
+                       parse_allow_list(config.fhir_server_allow), authenticated=config.auth_required)
 
 
 def run_file(config: Config, pipeline: Pipeline, path: Path, service_id: str | None) -> Outcome:

@@ -23,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..config import Config
 from ..fhirtime import to_instant, utc_now
 from ..hooks import ORDER_SELECT, parse_hook_request
-from ..config import Config
 from ..pipeline_factory import PipelineParts, build_pipeline, fixed_clock, load_parts
 from ..rulebook import Rulebook
 from ..service import SERVICES, Pipeline
