@@ -18,7 +18,7 @@ from cds_hooks.app import create_app
 from cds_hooks.config import Config
 
 from .conftest import RULES_DIR
-from .loopback import LoopbackServer
+from .support.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 SIGN = "/cds-services/cryotherapy-order-sign"

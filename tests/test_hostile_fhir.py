@@ -22,7 +22,7 @@ from cds_hooks.fhir_server import create_fhir_app, load_resources
 from cds_hooks.fhir_targets import address_refused, parse_allow_list, parse_target
 
 from .conftest import RULES_DIR
-from .loopback import LoopbackServer
+from .support.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 PACEMAKER = FIXTURES / "02-pacemaker-whole-body-order-sign.json"
