@@ -9,7 +9,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import load_benchmark
+from .support import load as load_harness
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 AUDIT_TOKEN = "gunicorn-audit-token-0123456789"
@@ -17,7 +17,7 @@ CALLS = 8
 
 
 def test_metrics_add_up_across_workers_and_the_access_log_stays_clean(tmp_path: Path) -> None:
-    load = load_benchmark()
+    load = load_harness
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CDS_HOOKS_AUDIT_TOKEN": AUDIT_TOKEN,

@@ -18,7 +18,7 @@ from flask import Flask, request
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
-from cds_hooks.fhir_server import create_fhir_app, load_resources
+from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 from cds_hooks.fhir_targets import address_refused, parse_allow_list, parse_target
 
 from .conftest import RULES_DIR
