@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .concepts import codings, in_set, label, texts
 from .fhirtime import to_instant, written_date
 from .orderfacts import performed_time
-from .prefetch import A1C_SETS, ANC_SETS, BP_SETS, HB_SETS, HR_SETS, PREGNANCY_SETS
+from .prefetch import A1C_SETS, ANC_SETS, BP_SETS, EXAM_SETS, HB_SETS, HR_SETS, PREGNANCY_SETS
 from .record import PatientRecord
 from .terminology import Terminology
 
@@ -237,8 +237,7 @@ def _rounded(value: float | None) -> float | None:
     return round(value, 1) if value is not None else None
 
 
-EXAMS = {"ecg": ("OBS-PREEXAM.ecg-obs", "OBS-PREEXAM.ecg-proc"), "cbc": ("OBS-PREEXAM.cbc",),
-         "urine": ("OBS-PREEXAM.urine",), "ice": ("OBS-PREEXAM.ice-test",)}
+EXAM_OF = dict(zip(EXAM_SETS, ("ecg", "ecg", "cbc", "urine", "ice"), strict=True))  # value set -> exam
 
 
 def exam_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
@@ -251,9 +250,9 @@ def exam_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
             latest[test] = (when, resource)
 
     for found in analytes(record, ctx.now):
-        for test, sets in EXAMS.items():
-            if any(in_set(found.code, tx[s]) for s in sets):
-                offer(test, found.when, found.owner)
+        for vs_id in EXAM_SETS:
+            if in_set(found.code, tx[vs_id]):
+                offer(EXAM_OF[vs_id], found.when, found.owner)
     for proc in record.of("Procedure"):
         if proc.status not in ("completed", "in-progress"):
             continue
