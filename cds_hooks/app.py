@@ -26,8 +26,8 @@ from .errors import (
 )
 from .fhir_client import FhirFetcher
 from .hooks import HookRequest
-from .replay import DatabaseJtiCache, ReplayStoreUnavailable
 from .prefetch import prefetch_templates
+from .replay import DatabaseJtiCache, ReplayStoreUnavailable
 from .routes import bp, handle_cds_error, json_response
 from .rulebook import load_rulebook
 from .service import Pipeline

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .lenient import Reading, prune_empty, read_resource
-from .prefetch import COMPLETENESS_KEYS, OBSERVATION_CODES_PLACEHOLDER, PREFETCH_QUERIES, SUPPLEMENTARY_KEYS
+from .prefetch import (
+    COMPLETENESS_KEYS,
+    OBSERVATION_CODES_PLACEHOLDER,
+    PREFETCH_QUERIES,
+    SUPPLEMENTARY_KEYS,
+)
 
 log = logging.getLogger(__name__)
 

@@ -183,7 +183,7 @@ def _status_variants() -> list[Variant]:
     return out
 
 
-def _outcome(counts: bool, rules: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+def _outcome(counts: bool, rules: tuple[str, ...]) -> dict[str, Any]:
     return {"fires": rules} if counts else {"silent": rules}
 
 

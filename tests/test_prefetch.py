@@ -23,7 +23,12 @@ from cds_hooks.fhir_client import FhirFetcher
 from cds_hooks.fhir_server import create_fhir_app, load_resources
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.obsfacts import observation_facts
-from cds_hooks.prefetch import OBSERVATION_SETS, PREFETCH_QUERIES, observation_codes, prefetch_templates
+from cds_hooks.prefetch import (
+    OBSERVATION_SETS,
+    PREFETCH_QUERIES,
+    observation_codes,
+    prefetch_templates,
+)
 from cds_hooks.record import build_record
 from cds_hooks.service import SERVICES
 from cds_hooks.terminology import RXNORM
