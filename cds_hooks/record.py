@@ -100,6 +100,13 @@ class PatientRecord:
             self.lenient[reading.ref] = reading.why or "repaired"
         self.add(reading.resource)
 
+    def has_read(self, raw: Any) -> bool:
+        """True if this raw resource's Type/id was already read or skipped (answers overlap)."""
+        if not (isinstance(raw, dict) and isinstance(raw.get("id"), str) and isinstance(raw.get("resourceType"), str)):
+            return False
+        ref = f"{raw['resourceType']}/{raw['id']}"
+        return ref in self.by_ref or ref in self.unread
+
     def holds_history(self) -> bool:
         """True if any clinical resource arrived, readable or not (MD-NO-DATA must stay silent)."""
         return any(t in self.seen_types for t in CLINICAL_TYPES)
@@ -149,6 +156,8 @@ def add_answer(record: PatientRecord, key: str, value: Any, wanted: tuple[str, .
         kind = raw.get("resourceType") if isinstance(raw, dict) else None
         if kind == "OperationOutcome" or (wanted and isinstance(kind, str) and kind not in wanted):
             continue  # e.g. the Patient included alongside a searchset, or an OperationOutcome note
+        if record.has_read(raw):
+            continue  # the same resource under a second key (Observations by category and by code)
         record.take(read_resource(raw), key)
     record.available.add(key)
 
