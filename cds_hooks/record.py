@@ -215,6 +215,7 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
     if source is not None:
         _fetch_referenced_medications(record, prefetch, source)
     _set_aside_undated(record)
+    _set_aside_unknown_drugs(record)
     if record.unread or record.lenient:
         log.info("read %d resources leniently, skipped %d", len(record.lenient), len(record.unread))
     return record
@@ -235,9 +236,25 @@ def _set_aside_undated(record: PatientRecord) -> None:
                for ref in panel.hasMember or ()}
     for obs in undated:
         if id(obs) not in members:
-            observations.remove(obs)
-            record.by_ref.pop(ref_of(obs), None)
-            record.unread[ref_of(obs)] = "skipped: it has no date (effective[x]/issued)"
+            _set_aside(record, obs, "it has no date (effective[x]/issued)")
+
+
+def _set_aside(record: PatientRecord, resource: Any, why: str) -> None:
+    record.by_type[resource.get_resource_type()].remove(resource)
+    record.by_ref.pop(ref_of(resource), None)
+    record.unread[ref_of(resource)] = f"skipped: {why}"
+
+
+def _set_aside_unknown_drugs(record: PatientRecord) -> None:
+    """A medication record naming its drug only by a reference to a Medication that is neither
+    sent nor fetched (and no display) says nothing the rules can read: it is named as skipped."""
+    for kind in MEDICATION_USERS:
+        for resource in list(record.of(kind)):
+            reference = getattr(resource, "medicationReference", None)
+            if (reference is not None and reference.reference and not reference.display
+                    and getattr(resource, "medicationCodeableConcept", None) is None
+                    and record.resolve(reference.reference, resource, "Medication") is None):
+                _set_aside(record, resource, "the Medication it names was not sent and could not be fetched")
 
 
 def unresolved_medications(record: PatientRecord) -> set[str]:
