@@ -122,7 +122,7 @@ def _entries(value: Mapping[str, Any]) -> Iterable[Any]:
     examples) is read too rather than lost."""
     for entry in _list(value.get("entry")):
         if isinstance(entry, dict):
-            yield entry["resource"] if "resource" in entry or "resourceType" not in entry else entry
+            yield entry if "resource" not in entry and "resourceType" in entry else entry.get("resource")
 
 
 def _failure_of(value: Mapping[str, Any]) -> str | None:
