@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .concepts import codings, in_set, label, texts
 from .fhirtime import to_instant, written_date
 from .orderfacts import performed_time
-from .prefetch import A1C_SETS, ANC_SETS, BP_SETS, HB_SETS, HR_SETS, PREGNANCY_SETS
+from .prefetch import A1C_SETS, ANC_SETS, BP_SETS, EXAM_SETS, HB_SETS, HR_SETS, PREGNANCY_SETS
 from .record import PatientRecord
 from .terminology import Terminology
 
@@ -178,11 +178,11 @@ def _is_positive(element: Any, tx: Terminology) -> bool | None:
     return None
 
 
-def lab_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
+def lab_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
     tx = ctx.terminology
     latest: dict[str, tuple[datetime, Analyte, Any]] = {}
     ice_test = tx["OBS-PREEXAM.ice-test"]
-    for found in analytes(record, ctx.now):
+    for found in found_all if found_all is not None else analytes(record, ctx.now):
         for test in LABS:
             value = _lab_value(test, found, tx)
             if value is not None and (test not in latest or found.when > latest[test][0]):
@@ -201,12 +201,12 @@ def lab_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     return facts
 
 
-def bp_fact(record: PatientRecord, ctx: FactContext) -> list[Fact]:
+def bp_fact(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
     """CMS165: the latest day with a reading; the lowest systolic and lowest diastolic of it."""
     tx = ctx.terminology
     sbp_set, dbp_set = (tx[s] for s in BP_SETS)
     days: dict[date, dict[str, Any]] = {}
-    for found in analytes(record, ctx.now):
+    for found in found_all if found_all is not None else analytes(record, ctx.now):
         kind = "sbp" if in_set(found.code, sbp_set) else ("dbp" if in_set(found.code, dbp_set) else None)
         quantity = found.quantity
         if kind is None or quantity is None:
@@ -237,11 +237,10 @@ def _rounded(value: float | None) -> float | None:
     return round(value, 1) if value is not None else None
 
 
-EXAMS = {"ecg": ("OBS-PREEXAM.ecg-obs", "OBS-PREEXAM.ecg-proc"), "cbc": ("OBS-PREEXAM.cbc",),
-         "urine": ("OBS-PREEXAM.urine",), "ice": ("OBS-PREEXAM.ice-test",)}
+EXAM_OF = dict(zip(EXAM_SETS, ("ecg", "ecg", "cbc", "urine", "ice"), strict=True))  # value set -> exam
 
 
-def exam_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
+def exam_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
     """The latest ECG, blood test, urine test and ice test (Observation or Procedure)."""
     tx = ctx.terminology
     latest: dict[str, tuple[datetime, Any]] = {}
@@ -250,10 +249,10 @@ def exam_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
         if test not in latest or when > latest[test][0]:
             latest[test] = (when, resource)
 
-    for found in analytes(record, ctx.now):
-        for test, sets in EXAMS.items():
-            if any(in_set(found.code, tx[s]) for s in sets):
-                offer(test, found.when, found.owner)
+    for found in found_all if found_all is not None else analytes(record, ctx.now):
+        for vs_id in EXAM_SETS:
+            if in_set(found.code, tx[vs_id]):
+                offer(EXAM_OF[vs_id], found.when, found.owner)
     for proc in record.of("Procedure"):
         if proc.status not in ("completed", "in-progress"):
             continue
@@ -265,7 +264,7 @@ def exam_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
             for test, (when, resource) in latest.items()]
 
 
-def pregnancy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
+def pregnancy_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
     """Every piece of pregnancy evidence with its polarity; pregnant/possible evidence is
     'superseded' when a not-pregnant answer or negative hCG is dated later."""
     from .facts import condition_counts, condition_date, verified
@@ -279,7 +278,7 @@ def pregnancy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
             if when is not None and verified(condition):
                 polarity = "pregnant" if condition_counts(condition, ctx.now) else "documented"
                 evidence.append((polarity, when, condition, label(condition.code)))
-    for found in analytes(record, ctx.now):
+    for found in found_all if found_all is not None else analytes(record, ctx.now):
         answer = getattr(found.element, "valueCodeableConcept", None)
         if in_set(found.code, status_set):
             for polarity, vs in (("pregnant", "CL-PREG.pregnant-answers"), ("not-pregnant", "CL-PREG.not-pregnant-answers"),
@@ -302,4 +301,6 @@ def pregnancy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
 
 
 def observation_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
-    return lab_facts(record, ctx) + bp_fact(record, ctx) + exam_facts(record, ctx) + pregnancy_facts(record, ctx)
+    found = list(analytes(record, ctx.now))  # walked once, read by every family
+    return (lab_facts(record, ctx, found) + bp_fact(record, ctx, found) + exam_facts(record, ctx, found)
+            + pregnancy_facts(record, ctx, found))

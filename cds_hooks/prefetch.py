@@ -26,7 +26,7 @@ HB_SETS = ("OBS-HB.mass", "OBS-HB.molar")
 A1C_SETS = ("OBS-A1C",)
 ANC_SETS = ("CL-IMMUNO.anc-obs",)
 PREGNANCY_SETS = ("CL-PREG.status-obs", "CL-PREG.hcg-tests")
-EXAM_SETS = ("OBS-PREEXAM.ecg-obs", "OBS-PREEXAM.cbc", "OBS-PREEXAM.urine", "OBS-PREEXAM.ice-test")
+EXAM_SETS = ("OBS-PREEXAM.ecg-obs", "OBS-PREEXAM.ecg-proc", "OBS-PREEXAM.cbc", "OBS-PREEXAM.urine", "OBS-PREEXAM.ice-test")
 PANEL_SETS = ("OBS-BP.panel",)  # asked for so that panels whose category is missing arrive too
 OBSERVATION_SETS = PANEL_SETS + BP_SETS + HR_SETS + HB_SETS + A1C_SETS + ANC_SETS + PREGNANCY_SETS + EXAM_SETS
 

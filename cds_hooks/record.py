@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .lenient import Reading, prune_empty, read_resource
-from .prefetch import COMPLETENESS_KEYS, OBSERVATION_CODES_PLACEHOLDER, PREFETCH_QUERIES, SUPPLEMENTARY_KEYS
+from .prefetch import (
+    COMPLETENESS_KEYS,
+    OBSERVATION_CODES_PLACEHOLDER,
+    PREFETCH_QUERIES,
+    SUPPLEMENTARY_KEYS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,13 @@ class PatientRecord:
             self.lenient[reading.ref] = reading.why or "repaired"
         self.add(reading.resource)
 
+    def has_read(self, raw: Any) -> bool:
+        """True if this raw resource's Type/id was already read or skipped (answers overlap)."""
+        if not (isinstance(raw, dict) and isinstance(raw.get("id"), str) and isinstance(raw.get("resourceType"), str)):
+            return False
+        ref = f"{raw['resourceType']}/{raw['id']}"
+        return ref in self.by_ref or ref in self.unread
+
     def holds_history(self) -> bool:
         """True if any clinical resource arrived, readable or not (MD-NO-DATA must stay silent)."""
         return any(t in self.seen_types for t in CLINICAL_TYPES)
@@ -110,7 +122,7 @@ def _entries(value: Mapping[str, Any]) -> Iterable[Any]:
     examples) is read too rather than lost."""
     for entry in _list(value.get("entry")):
         if isinstance(entry, dict):
-            yield entry["resource"] if "resource" in entry or "resourceType" not in entry else entry
+            yield entry if "resource" not in entry and "resourceType" in entry else entry.get("resource")
 
 
 def _failure_of(value: Mapping[str, Any]) -> str | None:
@@ -144,6 +156,8 @@ def add_answer(record: PatientRecord, key: str, value: Any, wanted: tuple[str, .
         kind = raw.get("resourceType") if isinstance(raw, dict) else None
         if kind == "OperationOutcome" or (wanted and isinstance(kind, str) and kind not in wanted):
             continue  # e.g. the Patient included alongside a searchset, or an OperationOutcome note
+        if record.has_read(raw):
+            continue  # the same resource under a second key (Observations by category and by code)
         record.take(read_resource(raw), key)
     record.available.add(key)
 
@@ -201,6 +215,7 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
     if source is not None:
         _fetch_referenced_medications(record, prefetch, source)
     _set_aside_undated(record)
+    _set_aside_unknown_drugs(record)
     if record.unread or record.lenient:
         log.info("read %d resources leniently, skipped %d", len(record.lenient), len(record.unread))
     return record
@@ -221,9 +236,25 @@ def _set_aside_undated(record: PatientRecord) -> None:
                for ref in panel.hasMember or ()}
     for obs in undated:
         if id(obs) not in members:
-            observations.remove(obs)
-            record.by_ref.pop(ref_of(obs), None)
-            record.unread[ref_of(obs)] = "skipped: it has no date (effective[x]/issued)"
+            _set_aside(record, obs, "it has no date (effective[x]/issued)")
+
+
+def _set_aside(record: PatientRecord, resource: Any, why: str) -> None:
+    record.by_type[resource.get_resource_type()].remove(resource)
+    record.by_ref.pop(ref_of(resource), None)
+    record.unread[ref_of(resource)] = f"skipped: {why}"
+
+
+def _set_aside_unknown_drugs(record: PatientRecord) -> None:
+    """A medication record naming its drug only by a reference to a Medication that is neither
+    sent nor fetched (and no display) says nothing the rules can read: it is named as skipped."""
+    for kind in MEDICATION_USERS:
+        for resource in list(record.of(kind)):
+            reference = getattr(resource, "medicationReference", None)
+            if (reference is not None and reference.reference and not reference.display
+                    and getattr(resource, "medicationCodeableConcept", None) is None
+                    and record.resolve(reference.reference, resource, "Medication") is None):
+                _set_aside(record, resource, "the Medication it names was not sent and could not be fetched")
 
 
 def unresolved_medications(record: PatientRecord) -> set[str]:

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,7 @@ class ValueSet:
         if not text:
             return []
         lowered = text.lower()
-        return [name for name in self.ingredient_names
-                if re.search(rf"(?<![a-z]){re.escape(name)}(?![a-z])", lowered)]
+        return [name for name in self.ingredient_names if name in lowered and _word(name).search(lowered)]
 
     def ingredient_in_text(self, text: str | None) -> str | None:
         """The ingredient name found as a whole word in free text, if any (matching way 4)."""
@@ -167,12 +167,18 @@ class ValueSet:
             return None
         lowered = text.lower()
         for name in self.ingredient_names:
-            if re.search(rf"(?<![a-z]){re.escape(name)}(?![a-z])", lowered):
+            if name in lowered and _word(name).search(lowered):
                 return name
         return None
 
     def display_for(self, system: str | None, code: str | None) -> str | None:
         return self.displays.get((normalise_system(system), (code or "").strip()))
+
+
+@cache
+def _word(name: str) -> re.Pattern[str]:
+    """``name`` as a whole word (compiled once per name)."""
+    return re.compile(rf"(?<![a-z]){re.escape(name)}(?![a-z])")
 
 
 def _compile(pattern: str | None, where: str) -> re.Pattern[str] | None:

@@ -183,7 +183,7 @@ def _status_variants() -> list[Variant]:
     return out
 
 
-def _outcome(counts: bool, rules: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+def _outcome(counts: bool, rules: tuple[str, ...]) -> dict[str, Any]:
     return {"fires": rules} if counts else {"silent": rules}
 
 
@@ -272,6 +272,8 @@ def _medication_variants() -> list[Variant]:
                                                               "start": "2026-09-01", "end": "2026-10-01"}}}}],
                                                           medicationCodeableConcept=_cc(RXNORM, "6851"))],
                 silent=MTX),
+        Variant("methotrexate-reference-unresolvable", [med_request("m", medicationReference={
+            "reference": "Medication/not-sent"})], named=("MedicationRequest/m",), silent=("MD-NO-DATA",)),
         Variant("medication-no-drug", [{"resourceType": "MedicationRequest", "id": "m", "status": "active",
                                         "intent": "order", "subject": {"reference": "Patient/case-patient"}}],
                 named=("MedicationRequest/m",), silent=("MD-NO-DATA",)),

@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cds_hooks.lenient import read_resource  # noqa: E402
+from cds_hooks.lenient import read_resource
 
 DEFAULT = ROOT.parent / "shared" / "external" / "fhir-data"
 
