@@ -33,7 +33,7 @@ REGION_SETS = ("REGION.FACE", "REGION.SCALP-HEAD", "REGION.NECK", "REGION.TRUNK"
 
 def site_regions(sites: Any, tx: Terminology) -> set[str]:
     """CL-REGION regions of bodySite codings (exact SNOMED codes; text is not parsed)."""
-    found = set()
+    found: set[str] = set()
     for site in sites or ():
         for system, code, _ in codings(site):
             found.update(r for r in REGION_SETS if tx[r].has_code(system, code))
@@ -65,8 +65,7 @@ def occurrence_start(resource: Any) -> datetime | None:
         return to_instant(period.start)
     timing = getattr(resource, "occurrenceTiming", None)
     if timing is not None:
-        events = [to_instant(e) for e in timing.event or ()]
-        events = [e for e in events if e is not None]
+        events = [t for t in (to_instant(e) for e in timing.event or ()) if t is not None]
         if events:
             return min(events)
         repeat = timing.repeat

@@ -43,7 +43,8 @@ def order_text(resource: Any, *, skip_cpt_destruction: Terminology | None = None
     CPT destruction descriptors list every method ("laser, electrosurgery, cryosurgery..."),
     so their displays are left out when looking for evidence of cryo."""
     code = getattr(resource, "code", None)
-    parts: list[str] = [str(code.text)] if getattr(code, "text", None) else []
+    code_text = getattr(code, "text", None)
+    parts: list[str] = [str(code_text)] if code_text else []
     for coding in getattr(code, "coding", None) or ():
         display = getattr(coding, "display", None)
         if not display:
@@ -104,9 +105,9 @@ def detect(resource: Any, terminology: Terminology, *, destruction_codes_imply_c
     text = order_text(resource, skip_cpt_destruction=terminology)
     own_words = own_order_words(resource, terminology)
     for system, value, _ in codings(code):
-        if terminology["ORDER.cpt-destruction"].has_code(system, value):
-            if destruction_codes_imply_cryo or _has_cryo_evidence(resource, text, terminology):
-                return f"CPT {value} with cryo evidence"
+        if terminology["ORDER.cpt-destruction"].has_code(system, value) and (
+                destruction_codes_imply_cryo or _has_cryo_evidence(resource, text, terminology)):
+            return f"CPT {value} with cryo evidence"
         if terminology["ORDER.cpt-cold-pack"].has_code(system, value) and _says_cold(resource, own_words, terminology):
             return f"CPT {value} with cold in the order's own words"
     if terminology["ORDER.text-fallback"].matches_text(own_words):
@@ -118,8 +119,8 @@ def own_order_words(resource: Any, terminology: Terminology) -> str:
     """What the orderer wrote: code.text, orderDetail and notes, without coding displays and
     without the CPT 97010 descriptor ("hot or cold packs"), which EHRs copy into code.text and
     which says "cold" for every hot pack (catalogue §10.2)."""
-    code = getattr(resource, "code", None)
-    parts = [str(code.text) if getattr(code, "text", None) else None]
+    code_text = getattr(getattr(resource, "code", None), "text", None)
+    parts = [str(code_text) if code_text else None]
     parts += texts(getattr(resource, "orderDetail", None))
     parts += [str(n.text) for n in getattr(resource, "note", None) or () if getattr(n, "text", None)]
     descriptor = terminology["ORDER.cpt-cold-pack-descriptor"].text
@@ -248,4 +249,4 @@ def find_cryo_orders(
     return found
 
 
-__all__ = ["CPT", "CryoOrder", "MODALITIES", "classify", "detect", "find_cryo_orders"]
+__all__ = ["CPT", "MODALITIES", "CryoOrder", "classify", "detect", "find_cryo_orders"]

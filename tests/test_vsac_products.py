@@ -134,5 +134,9 @@ def test_prednisone_from_the_immunosuppressant_expansion_still_counts_as_a_gluco
     stopped = _cards(rulebook, terminology, plain_evaluator, "wbc", _med(
         "312617", "prednisone 5 MG Oral Tablet", status="stopped", authoredOn="2026-11-01",
         dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-11-01", "end": "2026-11-16"}}}}]))
-    assert "GRP-IMMUNE" not in stopped  # only while current, although the code is also in MED-IMMSUP
+    assert "GRP-IMMUNE" in stopped  # catalogue 1.1: a glucocorticoid last taken <= 28 d counts
+    long_stopped = _cards(rulebook, terminology, plain_evaluator, "wbc", _med(
+        "312617", "prednisone 5 MG Oral Tablet", status="stopped", authoredOn="2026-09-01",
+        dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-09-01", "end": "2026-10-01"}}}}]))
+    assert "GRP-IMMUNE" not in long_stopped  # stopped 51 days before: outside the 28-day window
 
