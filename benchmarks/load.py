@@ -156,6 +156,7 @@ class CardSeen:
     indicator: str
     suggestions: tuple[str, ...]
     reasons: tuple[tuple[str, str, str], ...]  # (system, code, display)
+    rules: tuple[tuple[str, str], ...] = ()  # (rule, indicator) of every finding the card carries
 
 
 @dataclass
@@ -376,7 +377,9 @@ def throwaway_database(kind: str, workdir: Path, admin_url: str = PG_ADMIN_URL) 
 def _card_seen(card: dict[str, Any]) -> CardSeen:
     return CardSeen(card["uuid"], card["source"]["topic"]["code"], card["indicator"],
                     tuple(s["uuid"] for s in card.get("suggestions") or ()),
-                    tuple((r.get("system", ""), r["code"], r.get("display", "")) for r in card.get("overrideReasons") or ()))
+                    tuple((r.get("system", ""), r["code"], r.get("display", "")) for r in card.get("overrideReasons") or ()),
+                    tuple((f["rule"], f["indicator"])
+                          for f in (card.get("extension") or {}).get("org.cryo-cds.findings", ())))
 
 
 class TokenSigner:
@@ -542,7 +545,7 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
 
 
 def _signature(cards: list[CardSeen]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((c.code, c.indicator) for c in cards))
+    return tuple(sorted(finding for c in cards for finding in (c.rules or ((c.code, c.indicator),))))
 
 
 def _sample(values: Any, n: int = 3) -> str:
@@ -705,11 +708,13 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
         card = client_cards.get(item["card"])
         if card is None:
             continue
-        expected[card.code][item["outcome"]] += 1
-        if key[6] is not None:
-            expected[card.code]["comments"] += 1
-        if item["outcome"] == "overridden" and key[5] is not None:
-            reasons[card.code][(key[5], key[4])] += 1
+        for rule_id in dict.fromkeys(r for r, _ in card.rules or ((card.code, card.indicator),)):
+            # feedback on a card counts for every rule it carries
+            expected[rule_id][item["outcome"]] += 1
+            if key[6] is not None:
+                expected[rule_id]["comments"] += 1
+            if item["outcome"] == "overridden" and key[5] is not None:
+                reasons[rule_id][(key[5], key[4])] += 1
     fields = ("evaluations", "fires", "cards", "accepted", "overridden", "comments")
     actual = {row["rule_id"]: row for row in summary}
     mismatches = []
