@@ -76,9 +76,10 @@ def display_name(fact: Mapping[str, Any]) -> str | None:
 
 
 def in_sentence(name: str) -> str:
-    """A headline inside a sentence: "Heart disease" -> "heart disease"; "HbA1c" stays."""
+    """A headline inside a sentence: "Heart disease" -> "heart disease"; "HbA1c" and
+    eponyms ("Raynaud's phenomenon") stay."""
     first = name.split(" ", 1)[0]
-    if len(first) > 1 and (any(c.isupper() or c.isdigit() for c in first[1:])):
+    if len(first) > 1 and (any(c.isupper() or c.isdigit() for c in first[1:]) or first.endswith(("'s", "’s"))):
         return name
     return name[:1].lower() + name[1:]
 
