@@ -27,9 +27,9 @@ from .errors import (
 from .fhir_client import FhirFetcher
 from .hooks import HookRequest
 from .replay import DatabaseJtiCache, ReplayStoreUnavailable
-from .rulepage import bp as rules_bp
 from .routes import bp, handle_cds_error, json_response, prefetch_templates
 from .rulebook import load_rulebook
+from .rulepage import bp as rules_bp
 from .service import Pipeline
 from .terminology import Terminology
 
