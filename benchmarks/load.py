@@ -654,7 +654,8 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
         case, sig = CASE_BY_NAME[call.case], signature[call.case]
         hits = per["hits"].get(row.decision_id, 0)
         hits_by_case[call.case].add(hits)
-        want = {"orders": 1 if case.cryo else 0, "evaluations": n_rules if case.cryo else 0, "cards": card_count.get(call.case, len(sig))}
+        want = {"orders": 1 if case.cryo else 0, "evaluations": n_rules if case.cryo else 0,
+                "cards": card_count.get(call.case, len(sig))}
         got = {"orders": per["orders"].get(row.decision_id, 0), "evaluations": per["evaluations"].get(row.decision_id, 0),
                "cards": len(cards_by_decision.get(row.decision_id, []))}
         if got != want or hits < len(sig) or row.status != 200 \
