@@ -569,7 +569,9 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
     unstable = {case: sigs for case, sigs in signatures.items() if len(sigs) != 1}
     checks.append(Check("each case always returned the same cards", not unstable, _sample(unstable.items(), 1)))
     signature = {case: next(iter(sigs)) for case, sigs in signatures.items()}
-    card_count = {call.case: len(call.cards) for call in ok}  # a card may carry several findings
+    # a card may carry several findings: what the log holds per card is (topic code, indicator)
+    card_count = {call.case: len(call.cards) for call in ok}
+    card_sig = {call.case: tuple(sorted((c.code, c.indicator) for c in call.cards)) for call in ok}
     codes_seen = {card.code for call in ok for card in call.cards}
     checks.append(Check("every card code names one rule (feedback maps to rules unambiguously)",
                         codes_seen <= rule_ids, _sample(codes_seen - rule_ids)))
@@ -659,7 +661,7 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
         got = {"orders": per["orders"].get(row.decision_id, 0), "evaluations": per["evaluations"].get(row.decision_id, 0),
                "cards": len(cards_by_decision.get(row.decision_id, []))}
         if got != want or hits < len(sig) or row.status != 200 \
-                or _signature_rows(cards_by_decision.get(row.decision_id, [])) != sig:
+                or _signature_rows(cards_by_decision.get(row.decision_id, [])) != card_sig.get(call.case, sig):
             partial.append((row.hook_instance, got, want))
     uneven_hits = {case: sorted(counts) for case, counts in hits_by_case.items() if len(counts) != 1}
     if uneven_hits:
