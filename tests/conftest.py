@@ -56,6 +56,13 @@ def card_findings(cards: list[dict[str, Any]]) -> set[tuple[str, str]]:
     return set(finding_codes(cards, _GROUPS))
 
 
+def cards_by_rule(cards: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each rule (or group) id -> the card that carries its finding."""
+    if not _GROUPS:
+        _GROUPS.update(group_codes(load_rulebook(RULES_DIR)))
+    return {code: card for card in cards for code, _ in finding_codes([card], _GROUPS)}
+
+
 @pytest.fixture(scope="session")
 def terminology() -> Terminology:
     return Terminology.load(RULES_DIR / "valuesets")

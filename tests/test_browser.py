@@ -142,7 +142,7 @@ def test_the_browser_gets_our_cards_and_its_feedback_is_recorded(open_page, tmp_
     assert rule == "CI-RAYNAUD"
     feedback = setup.rows("select card_uuid, outcome, override_code, known_card from feedback order by id")
     assert [(c == card_uuid, outcome, code, bool(known)) for c, outcome, code, known in feedback] == [
-        (True, "accepted", None, True), (True, "overridden", "physician-assessed", True)]
+        (True, "accepted", None, True), (True, "overridden", "specialist-cleared", True)]
     # The browser read the record from the FHIR server itself: nothing had to be fetched or was missing.
     [(gaps,)] = setup.rows("select data_gaps from decision")
     assert json.loads(gaps) in ({}, [])

@@ -17,7 +17,7 @@ from cds_hooks.app import create_app
 from cds_hooks.config import Config
 from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 
-from .conftest import RULES_DIR
+from .conftest import RULES_DIR, card_findings
 from .support.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
@@ -47,7 +47,7 @@ def _client(tmp_path: Path, budget_s: float = 4.0):
 
 def _cards(response) -> list[tuple[str, str]]:
     assert response.status_code == 200, response.get_data(as_text=True)
-    return sorted((c["source"]["topic"]["code"], c["indicator"]) for c in response.get_json()["cards"])
+    return sorted(card_findings(response.get_json()["cards"]))
 
 
 def test_without_prefetch_the_service_fetches_and_returns_the_same_cards(tmp_path, fhir_server, caplog) -> None:

@@ -34,7 +34,7 @@ from cds_hooks.devtools.coverage import ndjson_patient_bundles, record_date
 from cds_hooks.hooks import ORDER_SELECT, parse_hook_request
 from cds_hooks.service import SERVICES
 
-from .conftest import make_pipeline
+from .conftest import card_findings, make_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fhir_fixtures" / "external"
@@ -48,7 +48,7 @@ MODALITY = {"wbc": "systemic", "ln2": "local-destructive"}
 
 
 def cards_of(body: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(c["source"]["topic"]["code"], c["indicator"]) for c in body["cards"]}
+    return card_findings(body["cards"])
 
 
 # --------------------------------------------------------------------------- 1. the corpus
@@ -118,7 +118,7 @@ def test_corpus_patient_gets_valid_identical_cards_from_both_evaluators(
             assert validate("response", outcome.body) == [], where
             assert [m for _ref, m in outcome.decision.orders] == [MODALITY[order]], where
             assert outcome.decision.data_gaps == (), f"{where}: {outcome.decision.data_gaps}"
-            assert all(c["source"]["topic"]["code"] != "MD-INCOMPLETE" for c in outcome.body["cards"]), where
+            assert all(rule != "MD-INCOMPLETE" for rule, _ in card_findings(outcome.body["cards"])), where
             got[name] = cards_of(outcome.body)
         assert got["durable"] == got["plain"], f"{order}: evaluators disagree"
 

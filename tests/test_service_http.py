@@ -16,7 +16,7 @@ from cds_hooks.app import create_app
 from cds_hooks.config import Config
 from cds_hooks.devtools.conformance import validate
 
-from .conftest import RULES_DIR
+from .conftest import RULES_DIR, card_findings, cards_by_rule
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 SANDBOX_PAMA = Path(__file__).resolve().parent / "data" / "cds-hooks-examples" / "captured-sandbox" / "sandbox-pama-request-order-select.json"
@@ -82,10 +82,10 @@ def test_pregnant_patient_with_whole_body_order_gets_critical_ci_preg(client) ->
         entry["resource"]["onsetDateTime"] = recent
     cards = client.post("/cds-services/cryotherapy-order-select", json=body).get_json()["cards"]
     assert validate("response", {"cards": cards}) == []
-    preg = [c for c in cards if c["source"]["topic"]["code"] == "CI-PREG"]
-    assert preg and preg[0]["indicator"] == "critical"
+    preg = [cards_by_rule(cards)["CI-PREG"]]
+    assert preg[0]["indicator"] == "critical"
     assert preg[0]["suggestions"][0]["actions"][0] == {
-        "type": "delete", "description": "Remove the draft order ServiceRequest/cryo-1",
+        "type": "delete", "description": "Cancel the draft whole-body cryotherapy order",
         "resourceId": "ServiceRequest/cryo-1"}
     assert "Condition/r" in preg[0]["detail"]
 
@@ -93,7 +93,7 @@ def test_pregnant_patient_with_whole_body_order_gets_critical_ci_preg(client) ->
 def test_pacemaker_patient_with_whole_body_order_gets_ci_device_cardiac(client) -> None:
     body = _fixture("02-pacemaker-whole-body-order-sign")
     cards = client.post("/cds-services/cryotherapy-order-sign", json=body).get_json()["cards"]
-    codes = {c["source"]["topic"]["code"]: c["indicator"] for c in cards}
+    codes = dict(card_findings(cards))
     assert codes["CI-DEVICE-CARDIAC"] == "warning"
 
 
@@ -176,7 +176,7 @@ def test_partial_prefetch_adds_an_md_incomplete_warning(client) -> None:
     body = _fixture("04-no-findings-local-ln2-order-sign")
     del body["prefetch"]["devices"]
     cards = client.post("/cds-services/cryotherapy-order-sign", json=body).get_json()["cards"]
-    incomplete = [c for c in cards if c["source"]["topic"]["code"] == "MD-INCOMPLETE"]
+    incomplete = [c for c in cards if ("MD-INCOMPLETE", "warning") in card_findings([c])]
     assert incomplete and incomplete[0]["indicator"] == "warning" and "devices" in incomplete[0]["detail"]
 
 
@@ -186,6 +186,7 @@ def test_a_cryotherapy_draft_that_is_not_valid_fhir_is_not_passed_in_silence(cli
     order["occurrenceDateTime"] = "2026-12-01"  # together with occurrenceTiming: invalid R4 (one choice only)
     cards = client.post("/cds-services/cryotherapy-order-sign", json=body).get_json()["cards"]
     assert [(c["source"]["topic"]["code"], c["indicator"]) for c in cards] == [("MD-INCOMPLETE", "warning")]
+    assert card_findings(cards) == {("MD-INCOMPLETE", "warning")}
     assert "ServiceRequest/cryo-1" in cards[0]["detail"]
 
 

@@ -56,9 +56,12 @@ def number(value: Any) -> str:
 
 
 def clean_label(label: Any) -> str:
-    """A coded display without its SNOMED semantic tag, first letter capital."""
-    text = _SEMANTIC_TAG.sub("", str(label or "")).strip()
-    return text[:1].upper() + text[1:]
+    """A coded display without its SNOMED semantic tag."""
+    return _SEMANTIC_TAG.sub("", str(label or "")).strip()
+
+
+def _capital(text: str | None) -> str | None:
+    return text[:1].upper() + text[1:] if text else text
 
 
 _CODE_LIKE = re.compile(r"[A-Z]?\d[0-9A-Z.\-]*|[A-Z]\d\d[0-9A-Z.\-]*")
@@ -73,9 +76,10 @@ def display_name(fact: Mapping[str, Any]) -> str | None:
 
 
 def in_sentence(name: str) -> str:
-    """A headline inside a sentence: "Heart disease" -> "heart disease"; "HbA1c" stays."""
+    """A headline inside a sentence: "Heart disease" -> "heart disease"; "HbA1c" and
+    eponyms ("Raynaud's phenomenon") stay."""
     first = name.split(" ", 1)[0]
-    if len(first) > 1 and (any(c.isupper() or c.isdigit() for c in first[1:])):
+    if len(first) > 1 and (any(c.isupper() or c.isdigit() for c in first[1:]) or first.endswith(("'s", "’s"))):
         return name
     return name[:1].lower() + name[1:]
 
@@ -90,6 +94,10 @@ def _days(value: float) -> str:
 def evidence_sentence(fact: Mapping[str, Any]) -> str | None:
     """One fact as a clinician reads it, with its date; None for facts that speak through
     the rule's own wording (the order, the patient, the record)."""
+    return _capital(_sentence(fact))
+
+
+def _sentence(fact: Mapping[str, Any]) -> str | None:
     kind = fact.get("kind")
     name = display_name(fact)
     label = name or {"medication": "Medication", "device": "Device", "allergy": "Allergy",
@@ -151,7 +159,7 @@ def evidence_codes(fact: Mapping[str, Any]) -> str | None:
         parts.append(str(fact["ref"]))
     if not parts:
         return None
-    return f"{clean_label(fact.get('label')) or fact.get('kind')}: " + ", ".join(parts)
+    return f"{_capital(clean_label(fact.get('label'))) or fact.get('kind')}: " + ", ".join(parts)
 
 
 def context(facts: Iterable[Mapping[str, Any]], order: Mapping[str, Any], patient: Mapping[str, Any],

@@ -154,6 +154,7 @@ class CardSeen:
     indicator: str
     suggestions: tuple[str, ...]
     reasons: tuple[tuple[str, str, str], ...]  # (system, code, display)
+    rules: tuple[tuple[str, str], ...] = ()  # (rule, indicator) of every finding the card carries
 
 
 @dataclass
@@ -374,7 +375,9 @@ def throwaway_database(kind: str, workdir: Path, admin_url: str = PG_ADMIN_URL) 
 def _card_seen(card: dict[str, Any]) -> CardSeen:
     return CardSeen(card["uuid"], card["source"]["topic"]["code"], card["indicator"],
                     tuple(s["uuid"] for s in card.get("suggestions") or ()),
-                    tuple((r.get("system", ""), r["code"], r.get("display", "")) for r in card.get("overrideReasons") or ()))
+                    tuple((r.get("system", ""), r["code"], r.get("display", "")) for r in card.get("overrideReasons") or ()),
+                    tuple((f["rule"], f["indicator"])
+                          for f in (card.get("extension") or {}).get("org.cryo-cds.findings", ())))
 
 
 class TokenSigner:
@@ -540,7 +543,7 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
 
 
 def _signature(cards: list[CardSeen]) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((c.code, c.indicator) for c in cards))
+    return tuple(sorted(finding for c in cards for finding in (c.rules or ((c.code, c.indicator),))))
 
 
 def _sample(values: Any, n: int = 3) -> str:
@@ -564,6 +567,9 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
     unstable = {case: sigs for case, sigs in signatures.items() if len(sigs) != 1}
     checks.append(Check("each case always returned the same cards", not unstable, _sample(unstable.items(), 1)))
     signature = {case: next(iter(sigs)) for case, sigs in signatures.items()}
+    # a card may carry several findings: what the log holds per card is (topic code, indicator)
+    card_count = {call.case: len(call.cards) for call in ok}
+    card_sig = {call.case: tuple(sorted((c.code, c.indicator) for c in call.cards)) for call in ok}
     codes_seen = {card.code for call in ok for card in call.cards}
     checks.append(Check("every card code names one rule (feedback maps to rules unambiguously)",
                         codes_seen <= rule_ids, _sample(codes_seen - rule_ids)))
@@ -648,11 +654,12 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
         case, sig = CASE_BY_NAME[call.case], signature[call.case]
         hits = per["hits"].get(row.decision_id, 0)
         hits_by_case[call.case].add(hits)
-        want = {"orders": 1 if case.cryo else 0, "evaluations": n_rules if case.cryo else 0, "cards": len(sig)}
+        want = {"orders": 1 if case.cryo else 0, "evaluations": n_rules if case.cryo else 0,
+                "cards": card_count.get(call.case, len(sig))}
         got = {"orders": per["orders"].get(row.decision_id, 0), "evaluations": per["evaluations"].get(row.decision_id, 0),
                "cards": len(cards_by_decision.get(row.decision_id, []))}
         if got != want or hits < len(sig) or row.status != 200 \
-                or _signature_rows(cards_by_decision.get(row.decision_id, [])) != sig:
+                or _signature_rows(cards_by_decision.get(row.decision_id, [])) != card_sig.get(call.case, sig):
             partial.append((row.hook_instance, got, want))
     uneven_hits = {case: sorted(counts) for case, counts in hits_by_case.items() if len(counts) != 1}
     if uneven_hits:
@@ -703,11 +710,13 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
         card = client_cards.get(item["card"])
         if card is None:
             continue
-        expected[card.code][item["outcome"]] += 1
-        if key[6] is not None:
-            expected[card.code]["comments"] += 1
-        if item["outcome"] == "overridden" and key[5] is not None:
-            reasons[card.code][(key[5], key[4])] += 1
+        for rule_id in dict.fromkeys(r for r, _ in card.rules or ((card.code, card.indicator),)):
+            # feedback on a card counts for every rule it carries
+            expected[rule_id][item["outcome"]] += 1
+            if key[6] is not None:
+                expected[rule_id]["comments"] += 1
+            if item["outcome"] == "overridden" and key[5] is not None:
+                reasons[rule_id][(key[5], key[4])] += 1
     fields = ("evaluations", "fires", "cards", "accepted", "overridden", "comments")
     actual = {row["rule_id"]: row for row in summary}
     mismatches = []
