@@ -22,6 +22,7 @@ from .web import health, metrics_api
 from .web.auth_hook import install_authentication
 from .web.cors import install_cors
 from .web.errors import install_error_handlers
+from .web.logsafe import install_request_log_filter
 from .web.state import ServiceState, install_state
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def create_app(config: Config | None = None) -> Flask:
     install_cors(app, config.cors_origins)
     install_authentication(app, state)
     install_error_handlers(app)
+    install_request_log_filter()
 
     # -- blueprints -------------------------------------------------------------------
     app.register_blueprint(bp)

@@ -155,6 +155,15 @@ def test_credentials_in_the_query_string_are_refused_and_not_logged(app, caplog,
     assert "abc123secret" not in caplog.text
 
 
+def test_the_development_server_log_leaves_out_query_strings_and_escapes_paths(app, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="werkzeug"), LoopbackServer(app) as server:
+        assert requests.get(server.url + "/cds-services?access_token=abc123secret", timeout=10).status_code == 400
+        requests.get(server.url + "/healthz?x=1", timeout=10)
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any('"GET /healthz HTTP/1.1" 200' in line for line in lines), lines
+    assert "abc123secret" not in caplog.text
+
+
 def test_a_newline_or_nul_in_the_path_cannot_forge_a_log_line(app, caplog) -> None:
     with caplog.at_level(logging.DEBUG):
         response = app.test_client().get("/cds-services/x%0AFORGED%20line%00%0D%0Aanother")

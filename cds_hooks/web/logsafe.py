@@ -3,6 +3,9 @@ new line (a forged entry) or carry NUL or other control characters into the log.
 
 from __future__ import annotations
 
+import logging
+import re
+
 MAX_LOGGED_CHARS = 300
 
 
@@ -22,3 +25,22 @@ def log_safe(text: object, limit: int = MAX_LOGGED_CHARS) -> str:
         else:
             out.append(ch)
     return "".join(out) + ("…" if cut else "")
+
+
+_QUERY_IN_REQUEST_LINE = re.compile(r'([A-Z]+ /[^ ?"]*)\?[^ "\x1b]*')  # colour codes may wrap it
+
+
+class RequestLineFilter(logging.Filter):
+    """For the development server's request log (logger ``werkzeug``): query strings are cut
+    from request lines (a careless client may put a token there) and the line is escaped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = _QUERY_IN_REQUEST_LINE.sub(r"\1", record.getMessage())
+        record.msg, record.args = log_safe(message, 4000), ()
+        return True
+
+
+def install_request_log_filter() -> None:
+    logger = logging.getLogger("werkzeug")
+    if not any(isinstance(f, RequestLineFilter) for f in logger.filters):
+        logger.addFilter(RequestLineFilter())
