@@ -67,7 +67,7 @@ def _first_line(exc: SQLAlchemyError) -> str:
 
 def describe(config: Config) -> str:
     """One line naming the data directory, the log and where the key comes from."""
-    key = (f"{PREFIX}PATIENT_HASH_KEY" if config.patient_hash_key is not None else str(config.key_file))
+    key = f"{PREFIX}PATIENT_HASH_KEY" if config.patient_hash_key is not None else str(config.key_file)
     return f"data dir {config.data_dir}; decision log {safe_url(config.database_url)}; patient-hash key {key}"
 
 
@@ -76,17 +76,20 @@ def _stored_state(url: str) -> tuple[str | None, bool]:
     path = sqlite_path(url)
     if path is not None and not path.exists():
         return None, False
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1)
-                           if url.startswith("postgresql://") else url)
+    engine = create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+    )
     try:
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
             fingerprint = None
             if "store_meta" in tables:
                 fingerprint = conn.execute(
-                    select(StoreMeta.value).where(StoreMeta.name == FINGERPRINT)).scalar_one_or_none()
-            has_decisions = "decision" in tables and conn.execute(
-                text("SELECT 1 FROM decision LIMIT 1")).first() is not None
+                    select(StoreMeta.value).where(StoreMeta.name == FINGERPRINT)
+                ).scalar_one_or_none()
+            has_decisions = (
+                "decision" in tables and conn.execute(text("SELECT 1 FROM decision LIMIT 1")).first() is not None
+            )
             return fingerprint, has_decisions
     except SQLAlchemyError as exc:
         raise StateError(f"cannot open the decision log {safe_url(url)}: {_first_line(exc)}") from None
@@ -112,7 +115,8 @@ def resolve_patient_hash_key(config: Config) -> bytes:
         raise StateError(
             f"the decision log {safe_url(config.database_url)} was written with a patient-hash key "
             f"(fingerprint {fingerprint or 'not recorded'}) but {path} is missing; restore that file "
-            f"or set {PREFIX}PATIENT_HASH_KEY, instead of starting a second key")
+            f"or set {PREFIX}PATIENT_HASH_KEY, instead of starting a second key"
+        )
     key = secrets.token_hex(32).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,13 +148,13 @@ def check_fingerprint(store: AuditStore, key: bytes, url: str) -> None:
                     conn.execute(insert(StoreMeta).values(name=FINGERPRINT, value=mine))
                 stored = mine
             except IntegrityError:  # a concurrent first start recorded it
-                stored = conn.execute(
-                    select(StoreMeta.value).where(StoreMeta.name == FINGERPRINT)).scalar_one()
+                stored = conn.execute(select(StoreMeta.value).where(StoreMeta.name == FINGERPRINT)).scalar_one()
     if stored != mine:
         raise StateError(
             f"the decision log {safe_url(url)} was written with another patient-hash key (fingerprint "
             f"{stored}; this key's is {mine}); point {PREFIX}DATA_DIR or {PREFIX}PATIENT_HASH_KEY at the "
-            "matching key, or use another database")
+            "matching key, or use another database"
+        )
 
 
 def open_audit_store(config: Config) -> AuditStore:
@@ -168,8 +172,7 @@ def open_audit_store(config: Config) -> AuditStore:
         check_fingerprint(store, key, config.database_url)
     except SQLAlchemyError as exc:
         store.dispose()
-        raise StateError(
-            f"cannot open the decision log {safe_url(config.database_url)}: {_first_line(exc)}") from None
+        raise StateError(f"cannot open the decision log {safe_url(config.database_url)}: {_first_line(exc)}") from None
     except BaseException:
         store.dispose()
         raise
@@ -177,5 +180,13 @@ def open_audit_store(config: Config) -> AuditStore:
     return store
 
 
-__all__ = ["StateError", "check_fingerprint", "describe", "key_fingerprint", "open_audit_store",
-           "resolve_patient_hash_key", "safe_url", "sqlite_path"]
+__all__ = [
+    "StateError",
+    "check_fingerprint",
+    "describe",
+    "key_fingerprint",
+    "open_audit_store",
+    "resolve_patient_hash_key",
+    "safe_url",
+    "sqlite_path",
+]

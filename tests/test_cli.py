@@ -67,19 +67,20 @@ def test_an_invalid_request_is_one_line(home: dict[str, Path]) -> None:
 
 
 def test_now_yesterday_is_one_line(home: dict[str, Path]) -> None:
-    assert_one_line_error(cryo(home, "check", str(PREGNANT), "--now", "yesterday"),
-                          "--now", "not an ISO 8601 date-time: 'yesterday'")
+    assert_one_line_error(
+        cryo(home, "check", str(PREGNANT), "--now", "yesterday"), "--now", "not an ISO 8601 date-time: 'yesterday'"
+    )
 
 
 @pytest.mark.parametrize("question", ["summary", "decisions", "silent"])
 def test_since_notadate_is_one_line(home: dict[str, Path], question: str) -> None:
-    assert_one_line_error(cryo(home, "audit", question, "--since", "notadate"),
-                          "--since", "'notadate'")
+    assert_one_line_error(cryo(home, "audit", question, "--since", "notadate"), "--since", "'notadate'")
 
 
 def test_purge_with_a_negative_age_is_one_line(home: dict[str, Path]) -> None:
-    assert_one_line_error(cryo(home, "audit", "purge", "--older-than-days", "-1"),
-                          "--older-than-days", "must be 0 or more, got -1")
+    assert_one_line_error(
+        cryo(home, "audit", "purge", "--older-than-days", "-1"), "--older-than-days", "must be 0 or more, got -1"
+    )
     assert not home["data"].exists()  # nothing was opened, let alone purged
 
 
@@ -89,8 +90,10 @@ def test_an_unknown_rule_parameter_is_one_line(home: dict[str, Path]) -> None:
 
 
 def test_rule_params_that_are_not_json_are_one_line(home: dict[str, Path]) -> None:
-    assert_one_line_error(cryo(home, "check", str(PREGNANT), CDS_HOOKS_RULE_PARAMS="{anticoag: 10}"),
-                          "CDS_HOOKS_RULE_PARAMS must be a JSON object")
+    assert_one_line_error(
+        cryo(home, "check", str(PREGNANT), CDS_HOOKS_RULE_PARAMS="{anticoag: 10}"),
+        "CDS_HOOKS_RULE_PARAMS must be a JSON object",
+    )
 
 
 def test_an_unknown_command_and_a_missing_argument_are_one_line(home: dict[str, Path]) -> None:
@@ -113,10 +116,15 @@ def test_a_closed_output_pipe_ends_quietly(home: dict[str, Path]) -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written: every write fails
     try:
-        result = subprocess.run([sys.executable, "-m", "cds_hooks.cli", "check", "--now", NOW,
-                                 *map(str, sorted(REQUESTS.glob("*.json")))],
-                                cwd=home["cwd"], env=cli_env(home), stdout=write_end,
-                                stderr=subprocess.PIPE, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "cds_hooks.cli", "check", "--now", NOW, *map(str, sorted(REQUESTS.glob("*.json")))],
+            cwd=home["cwd"],
+            env=cli_env(home),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     finally:
         os.close(write_end)
     assert result.returncode == 141
@@ -127,8 +135,13 @@ def test_ctrl_c_stops_the_server_quietly(home: dict[str, Path]) -> None:
     port = free_port()
     log = home["cwd"] / "serve.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "cds_hooks.cli", "serve", "--no-auth", "--port", str(port)],
-                                   cwd=home["cwd"], env=cli_env(home), stdout=sink, stderr=sink)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cds_hooks.cli", "serve", "--no-auth", "--port", str(port)],
+            cwd=home["cwd"],
+            env=cli_env(home),
+            stdout=sink,
+            stderr=sink,
+        )
         try:
             wait_until_up(f"http://127.0.0.1:{port}/healthz", process, log)
             process.send_signal(signal.SIGINT)
@@ -156,9 +169,11 @@ def service_cards(rulebook: Any, terminology: Any, plain_evaluator: Any, path: P
 
 
 def test_one_bad_file_does_not_stop_a_batch_and_json_lines_name_each_file(
-        home: dict[str, Path], rulebook: Any, terminology: Any, plain_evaluator: Any) -> None:
-    result = cryo(home, "check", "--json", "--now", NOW, "--evaluator", "plain",
-                  str(PREGNANT), "missing.json", str(PACEMAKER))
+    home: dict[str, Path], rulebook: Any, terminology: Any, plain_evaluator: Any
+) -> None:
+    result = cryo(
+        home, "check", "--json", "--now", NOW, "--evaluator", "plain", str(PREGNANT), "missing.json", str(PACEMAKER)
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["cryo-cds: missing.json: no such file"]
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -167,7 +182,8 @@ def test_one_bad_file_does_not_stop_a_batch_and_json_lines_name_each_file(
     for line, path in ((lines[0], PREGNANT), (lines[2], PACEMAKER)):
         assert line["status"] == 200
         assert strip_uuids(line["response"]["cards"]) == strip_uuids(
-            service_cards(rulebook, terminology, plain_evaluator, path))
+            service_cards(rulebook, terminology, plain_evaluator, path)
+        )
 
 
 def test_the_default_view_is_readable_cards(home: dict[str, Path]) -> None:
@@ -180,7 +196,8 @@ def test_the_default_view_is_readable_cards(home: dict[str, Path]) -> None:
 
 
 def test_without_prefetch_check_fetches_from_fhir_server_like_the_service(
-        home: dict[str, Path], rulebook: Any, terminology: Any, plain_evaluator: Any) -> None:
+    home: dict[str, Path], rulebook: Any, terminology: Any, plain_evaluator: Any
+) -> None:
     body = json.loads(PREGNANT.read_text())
     with LoopbackServer(create_fhir_app(load_resources([PREGNANT]))) as fhir:
         bare = {**{k: v for k, v in body.items() if k != "prefetch"}, "fhirServer": fhir.url}
@@ -189,7 +206,8 @@ def test_without_prefetch_check_fetches_from_fhir_server_like_the_service(
     assert result.returncode == 0, result.stderr
     (line,) = [json.loads(text) for text in result.stdout.splitlines()]
     assert strip_uuids(line["response"]["cards"]) == strip_uuids(
-        service_cards(rulebook, terminology, plain_evaluator, PREGNANT))
+        service_cards(rulebook, terminology, plain_evaluator, PREGNANT)
+    )
 
 
 def test_without_prefetch_or_fhir_server_check_reports_the_412(home: dict[str, Path]) -> None:
@@ -205,8 +223,9 @@ def test_without_prefetch_or_fhir_server_check_reports_the_412(home: dict[str, P
 
 
 @pytest.fixture
-def written_log(home: dict[str, Path], rulebook: Any, terminology: Any,
-                plain_evaluator: Any) -> Iterator[dict[str, str]]:
+def written_log(
+    home: dict[str, Path], rulebook: Any, terminology: Any, plain_evaluator: Any
+) -> Iterator[dict[str, str]]:
     """Two decisions in the home's log: fixture 01 (order-select, CI-PREG) and 02 (order-sign)."""
     from datetime import datetime
 
@@ -216,8 +235,7 @@ def written_log(home: dict[str, Path], rulebook: Any, terminology: Any,
         pipeline = make_pipeline(rulebook, terminology, plain_evaluator, datetime.fromisoformat(NOW))
         for name, path in (("pregnant", PREGNANT), ("pacemaker", PACEMAKER)):
             body = json.loads(path.read_text())
-            service = SERVICES["cryotherapy-order-sign" if body["hook"] == "order-sign"
-                               else "cryotherapy-order-select"]
+            service = SERVICES["cryotherapy-order-sign" if body["hook"] == "order-sign" else "cryotherapy-order-select"]
             outcome = pipeline.run(service, parse_hook_request(body, service.hook))
             store.record_decision(outcome.decision, outcome.evaluated_rules)
             ids[name] = outcome.decision.decision_id
@@ -251,7 +269,8 @@ def test_audit_tables_fit_the_terminal(home: dict[str, Path], written_log: dict[
 
 
 def test_a_missing_key_file_beside_a_written_log_is_refused_not_replaced(
-        home: dict[str, Path], written_log: dict[str, str]) -> None:
+    home: dict[str, Path], written_log: dict[str, str]
+) -> None:
     key_file = home["data"] / "patient-hash.key"
     key_file.unlink()
     result = cryo(home, "audit", "summary")

@@ -29,18 +29,25 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The wheel built from a fresh sdist, installed in a new venv; an empty directory to run in."""
     work = tmp_path_factory.mktemp("wheel")
     dist = work / "dist"
-    build = subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
-                           capture_output=True, text=True, timeout=600)
+    build = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], capture_output=True, text=True, timeout=600
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     (wheel,) = dist.glob("cryo_cds-*.whl")
     venv.create(work / "venv", with_pip=True)
     python = work / "venv" / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(wheel)],
-                             capture_output=True, text=True, timeout=900)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", str(wheel)], capture_output=True, text=True, timeout=900
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     (work / "empty").mkdir()
-    return {"python": python, "cryo": work / "venv" / "bin" / "cryo-cds", "cwd": work / "empty",
-            "data": work / "data", "wheel": wheel}
+    return {
+        "python": python,
+        "cryo": work / "venv" / "bin" / "cryo-cds",
+        "cwd": work / "empty",
+        "data": work / "data",
+        "wheel": wheel,
+    }
 
 
 def env_for(installed: dict[str, Path]) -> dict[str, str]:
@@ -56,16 +63,23 @@ def test_the_wheel_carries_the_rules_and_no_test_extras(installed: dict[str, Pat
         assert f"cds_hooks/_bundled/rules/{rule_dir.name}/rule.yaml" in names
     assert "cds_hooks/_bundled/rules/parameters.yaml" in names
     assert any(n.startswith("cds_hooks/_bundled/rules/valuesets/vsac/") for n in names)
-    listed = subprocess.run([str(installed["python"]), "-m", "pip", "list", "--format=json"],
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        [str(installed["python"]), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+    ).stdout
     installed_names = {p["name"].lower() for p in json.loads(listed)}
     assert "cryo-cds" in installed_names and "pytest" not in installed_names
 
 
 def test_check_from_an_empty_directory_gives_the_source_trees_cards(installed: dict[str, Path]) -> None:
     def cards(cryo: str, cwd: Path, env: dict[str, str]) -> Any:
-        result = subprocess.run([cryo, "check", "--json", "--now", NOW, str(FIXTURE)], cwd=cwd, env=env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [cryo, "check", "--json", "--now", NOW, str(FIXTURE)],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         return strip_uuids(json.loads(result.stdout)["response"]["cards"])
 
@@ -81,24 +95,40 @@ def test_serve_answers_and_audit_summary_reads_the_log_it_wrote(installed: dict[
     log = installed["cwd"].parent / "serve.log"
     env = env_for(installed)
     with log.open("wb") as sink:
-        process = subprocess.Popen([str(installed["cryo"]), "serve", "--no-auth", "--port", str(port)],
-                                   cwd=installed["cwd"], env=env, stdout=sink, stderr=sink)
+        process = subprocess.Popen(
+            [str(installed["cryo"]), "serve", "--no-auth", "--port", str(port)],
+            cwd=installed["cwd"],
+            env=env,
+            stdout=sink,
+            stderr=sink,
+        )
         try:
             wait_until_up(f"http://127.0.0.1:{port}/healthz", process, log)
-            answer = requests.post(f"http://127.0.0.1:{port}/cds-services/cryotherapy-order-select",
-                                   json=json.loads(FIXTURE.read_text()), timeout=30)
+            answer = requests.post(
+                f"http://127.0.0.1:{port}/cds-services/cryotherapy-order-select",
+                json=json.loads(FIXTURE.read_text()),
+                timeout=30,
+            )
         finally:
             process.terminate()
             process.wait(timeout=30)
     assert answer.status_code == 200, answer.text
     assert [c["source"]["topic"]["code"] for c in answer.json()["cards"]] == ["CI-PREG"]
     assert f"data dir {installed['data']}" in log.read_text()
-    summary = subprocess.run([str(installed["cryo"]), "audit", "summary", "--json"], cwd=installed["cwd"],
-                             env=env, capture_output=True, text=True, timeout=120)
+    summary = subprocess.run(
+        [str(installed["cryo"]), "audit", "summary", "--json"],
+        cwd=installed["cwd"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert summary.returncode == 0, summary.stderr
     assert f"decision log sqlite:///{installed['data'] / 'decisions.db'}" in summary.stderr
     rows = {row["rule_id"]: row for row in json.loads(summary.stdout)}
     assert rows["CI-PREG"]["fires"] == 1 and rows["CI-PREG"]["evaluations"] == 1
     assert sorted(p.name for p in installed["data"].iterdir() if not p.name.startswith("decisions.db-")) == [
-        "decisions.db", "patient-hash.key"]
+        "decisions.db",
+        "patient-hash.key",
+    ]
     assert list(installed["cwd"].iterdir()) == []

@@ -34,19 +34,23 @@ def write_rule(tmp_path: Path, pattern: str) -> Path:
     return folder
 
 
-@pytest.mark.parametrize(("pattern", "field", "bad"), [
-    ("procedure: {cryo: true, site_match: smae}", "procedure.site_match", "'smae'"),
-    ("planned: {peel: true, site_match: {in: [same, unknwon]}}", "planned.site_match", "'unknwon'"),
-    ("condition: {in_wound: true, site_match: Same}", "condition.site_match", "'Same'"),
-    ("lab: {test: hgb, value: {lt: 8}}", "lab.test", "'hgb'"),
-    ("exam: {test: ekg}", "exam.test", "'ekg'"),
-    ("pregnancy: {polarity: positive}", "pregnancy.polarity", "'positive'"),
-    ("patient: {gender: F}", "patient.gender", "'F'"),
-    ("order: {modality: systematic}", "order.modality", "'systematic'"),
-    ("condition: {in_cv: true, clinical_status: activ}", "condition.clinical_status", "'activ'"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "field", "bad"),
+    [
+        ("procedure: {cryo: true, site_match: smae}", "procedure.site_match", "'smae'"),
+        ("planned: {peel: true, site_match: {in: [same, unknwon]}}", "planned.site_match", "'unknwon'"),
+        ("condition: {in_wound: true, site_match: Same}", "condition.site_match", "'Same'"),
+        ("lab: {test: hgb, value: {lt: 8}}", "lab.test", "'hgb'"),
+        ("exam: {test: ekg}", "exam.test", "'ekg'"),
+        ("pregnancy: {polarity: positive}", "pregnancy.polarity", "'positive'"),
+        ("patient: {gender: F}", "patient.gender", "'F'"),
+        ("order: {modality: systematic}", "order.modality", "'systematic'"),
+        ("condition: {in_cv: true, clinical_status: activ}", "condition.clinical_status", "'activ'"),
+    ],
+)
 def test_a_value_outside_the_fields_vocabulary_is_refused_naming_the_file(
-        tmp_path: Path, pattern: str, field: str, bad: str) -> None:
+    tmp_path: Path, pattern: str, field: str, bad: str
+) -> None:
     folder = write_rule(tmp_path, pattern)
     with pytest.raises(RuleError) as caught:
         load_rulebook(folder)
@@ -61,12 +65,15 @@ def test_an_ordering_test_on_a_string_field_is_refused(tmp_path: Path) -> None:
         load_rulebook(folder)
 
 
-@pytest.mark.parametrize("pattern", [
-    "procedure: {cryo: true, site_match: same}",
-    "planned: {peel: true, site_match: {in: [same, unknown]}}",
-    "lab: {test: hb, value: {lt: 8}}",
-    "patient: {gender: female, age: {gte: 65}}",
-])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "procedure: {cryo: true, site_match: same}",
+        "planned: {peel: true, site_match: {in: [same, unknown]}}",
+        "lab: {test: hb, value: {lt: 8}}",
+        "patient: {gender: female, age: {gte: 65}}",
+    ],
+)
 def test_values_inside_the_vocabulary_load(tmp_path: Path, pattern: str) -> None:
     assert [r.id for r in load_rulebook(write_rule(tmp_path, pattern)).rules] == ["XX-TEST"]
 

@@ -24,8 +24,10 @@ def test_the_data_dir_holds_the_log_and_a_private_key_file(tmp_path: Path) -> No
     assert sorted(p.name for p in (tmp_path / "state").iterdir() if p.name.startswith(".")) == []
     again = open_audit_store(config)  # same key file: accepted
     again.dispose()
-    assert describe(config) == (f"data dir {tmp_path / 'state'}; decision log sqlite:///{tmp_path / 'state'}"
-                                f"/decisions.db; patient-hash key {key_file}")
+    assert describe(config) == (
+        f"data dir {tmp_path / 'state'}; decision log sqlite:///{tmp_path / 'state'}"
+        f"/decisions.db; patient-hash key {key_file}"
+    )
 
 
 def test_the_environment_sets_the_data_dir_and_the_database_follows(tmp_path: Path) -> None:
@@ -39,8 +41,11 @@ def test_the_environment_sets_the_data_dir_and_the_database_follows(tmp_path: Pa
 def test_a_log_refuses_a_second_key(db_url: str, tmp_path: Path) -> None:
     store = open_audit_store(Config(data_dir=tmp_path, database_url=db_url, patient_hash_key=KEY_A))
     store.dispose()
-    with pytest.raises(StateError, match=f"another patient-hash key \\(fingerprint {key_fingerprint(KEY_A)}; "
-                                         f"this key's is {key_fingerprint(KEY_B)}\\)"):
+    with pytest.raises(
+        StateError,
+        match=f"another patient-hash key \\(fingerprint {key_fingerprint(KEY_A)}; "
+        f"this key's is {key_fingerprint(KEY_B)}\\)",
+    ):
         open_audit_store(Config(data_dir=tmp_path, database_url=db_url, patient_hash_key=KEY_B))
     store = open_audit_store(Config(data_dir=tmp_path, database_url=db_url, patient_hash_key=KEY_A))
     store.dispose()

@@ -19,14 +19,35 @@ from .common import (
     warn,
 )
 
-SUMMARY_COLUMNS = ("rule_id", "rule_version", "evaluations", "fires", "fire_rate", "cards", "accepted",
-                   "overridden", "override_rate", "comments", "top_override_reasons")
-SUMMARY_HEADERS = {"rule_id": "rule", "rule_version": "version", "evaluations": "evals",
-                   "fire_rate": "fire rate", "override_rate": "override rate",
-                   "top_override_reasons": "top override reasons"}
+SUMMARY_COLUMNS = (
+    "rule_id",
+    "rule_version",
+    "evaluations",
+    "fires",
+    "fire_rate",
+    "cards",
+    "accepted",
+    "overridden",
+    "override_rate",
+    "comments",
+    "top_override_reasons",
+)
+SUMMARY_HEADERS = {
+    "rule_id": "rule",
+    "rule_version": "version",
+    "evaluations": "evals",
+    "fire_rate": "fire rate",
+    "override_rate": "override rate",
+    "top_override_reasons": "top override reasons",
+}
 DECISION_COLUMNS = ("created_at", "decision_id", "service_id", "status", "latency_ms", "cards", "rules_fired")
-DECISION_HEADERS = {"created_at": "when (UTC)", "decision_id": "decision", "service_id": "service",
-                    "latency_ms": "ms", "rules_fired": "rules fired"}
+DECISION_HEADERS = {
+    "created_at": "when (UTC)",
+    "decision_id": "decision",
+    "service_id": "service",
+    "latency_ms": "ms",
+    "rules_fired": "rules fired",
+}
 
 
 def _period(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
@@ -51,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
             else:
                 print_table(rows, SUMMARY_COLUMNS, SUMMARY_HEADERS)
         elif command == "decisions":
-            rows = analytics.list_decisions(store, *_period(args), service_id=args.service,
-                                            rule_id=args.rule, limit=args.limit)
+            rows = analytics.list_decisions(
+                store, *_period(args), service_id=args.service, rule_id=args.rule, limit=args.limit
+            )
             if args.json:
                 print_json(rows)
             else:

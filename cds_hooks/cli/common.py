@@ -39,7 +39,8 @@ def iso_datetime(raw: str) -> datetime:
         value = datetime.fromisoformat(raw.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 date-time: {raw!r} (e.g. 2026-11-21 or 2026-11-21T12:00:00+00:00)") from None
+            f"not an ISO 8601 date-time: {raw!r} (e.g. 2026-11-21 or 2026-11-21T12:00:00+00:00)"
+        ) from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -117,13 +118,13 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     if isinstance(value, list):
-        return "; ".join(f"{v.get('display') or v.get('code')} ({v.get('count')})" if isinstance(v, dict)
-                         else str(v) for v in value)
+        return "; ".join(
+            f"{v.get('display') or v.get('code')} ({v.get('count')})" if isinstance(v, dict) else str(v) for v in value
+        )
     return " ".join(str(value).split())
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
-                headers: dict[str, str] | None = None) -> None:
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], headers: dict[str, str] | None = None) -> None:
     """Rows as aligned columns fitted to the terminal: long cells are shortened (with …), the
     first column (the row's name) never; where even that cannot fit, one wrapped block per row."""
     headers = headers or {}
@@ -132,8 +133,10 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
     widths = [min(60, max([len(t), *(len(r[i]) for r in table)])) for i, t in enumerate(titles)]
     widths[0] = max([len(titles[0]), *(len(r[0]) for r in table)])
     room = shutil.get_terminal_size((160, 20)).columns
-    floor = [widths[0], *(max(len(t), 8) if widths[i + 1] > len(t) else widths[i + 1]
-                          for i, t in enumerate(titles[1:]))]
+    floor = [
+        widths[0],
+        *(max(len(t), 8) if widths[i + 1] > len(t) else widths[i + 1] for i, t in enumerate(titles[1:])),
+    ]
 
     def total() -> int:
         return sum(widths) + 2 * (len(widths) - 1)
@@ -145,12 +148,19 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
         for r in table:
             pairs = [f"{t}: {v}" for t, v in zip(titles[1:], r[1:], strict=True)]
             print(r[0])
-            print(textwrap.fill("  ".join(pairs), width=max(20, room - 1), initial_indent="  ",
-                                subsequent_indent="  ", break_on_hyphens=False))
+            print(
+                textwrap.fill(
+                    "  ".join(pairs),
+                    width=max(20, room - 1),
+                    initial_indent="  ",
+                    subsequent_indent="  ",
+                    break_on_hyphens=False,
+                )
+            )
         return
 
     def fit(text: str, width: int) -> str:
-        return text if len(text) <= width else text[:width - 1] + "…"
+        return text if len(text) <= width else text[: width - 1] + "…"
 
     print("  ".join(fit(t, w).ljust(w) for t, w in zip(titles, widths, strict=True)).rstrip())
     for r in table:

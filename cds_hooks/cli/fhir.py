@@ -26,8 +26,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for source, patient_ids in index.patients_by_source.items():
             warn(f"  {source}: " + ", ".join(f"Patient/{pid}" for pid in patient_ids))
-        warn(f"cryo-cds FHIR sandbox ({len(index)} resources) listening on "
-             f"http://{args.host}:{server.port}/")
+        warn(f"cryo-cds FHIR sandbox ({len(index)} resources) listening on http://{args.host}:{server.port}/")
         server.serve_forever()
     finally:
         server.server_close()

@@ -37,11 +37,21 @@ def _coverage(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, COLUMNS, {"cases_fires": "fires", "cases_silent": "silent",
-                                    "fired_on_real_data": "real data", "real_data_requests": "requests"})
+        print_table(
+            rows,
+            COLUMNS,
+            {
+                "cases_fires": "fires",
+                "cases_silent": "silent",
+                "fired_on_real_data": "real data",
+                "real_data_requests": "requests",
+            },
+        )
         if rows:
-            warn(f"{rows[0]['real_data_patients']} patient(s), {rows[0]['real_data_total_requests']} "
-                 f"request(s) from {', '.join(map(str, paths))}")
+            warn(
+                f"{rows[0]['real_data_patients']} patient(s), {rows[0]['real_data_total_requests']} "
+                f"request(s) from {', '.join(map(str, paths))}"
+            )
     return 0
 
 
@@ -49,11 +59,16 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     rules = sub.add_parser("rules", help="information about the rule set")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True, metavar="QUESTION")
     coverage = rules_sub.add_parser("coverage", help="per rule: its cases and whether real patient data fires it")
-    coverage.add_argument("paths", nargs="*", metavar="PATH",
-                          help="patient Bundles or folders (default, in a source checkout: fhir_fixtures/external "
-                               "and ../shared/external/fhir-data)")
-    coverage.add_argument("--now", type=iso_datetime,
-                          help="evaluate every patient as of this ISO date-time (default: its last encounter)")
+    coverage.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="patient Bundles or folders (default, in a source checkout: fhir_fixtures/external "
+        "and ../shared/external/fhir-data)",
+    )
+    coverage.add_argument(
+        "--now", type=iso_datetime, help="evaluate every patient as of this ISO date-time (default: its last encounter)"
+    )
     coverage.add_argument("--json", action="store_true")
     coverage.set_defaults(func=_coverage)
 

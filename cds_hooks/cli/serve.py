@@ -22,7 +22,8 @@ def bind(host: str, port: int, app: WsgiApp) -> Any:
 
     try:
         family, _type, _proto, _name, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
     except socket.gaierror as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     listener = socket.socket(family, socket.SOCK_STREAM)

@@ -16,8 +16,14 @@ def cli_env(home: dict[str, Path], **extra: str) -> dict[str, str]:
 
 
 def cryo(home: dict[str, Path], *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cds_hooks.cli", *args], cwd=home["cwd"],
-                          env=cli_env(home, **env), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cds_hooks.cli", *args],
+        cwd=home["cwd"],
+        env=cli_env(home, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
