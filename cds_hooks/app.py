@@ -14,6 +14,7 @@ from .audit.store import AuditStore
 from .audit_api import bp as audit_bp
 from .auth import AuthError, JwtVerifier, load_issuers
 from .config import Config, from_env, patient_hash_key
+from .console import is_console_path, register_console
 from .engine import make_evaluator
 from .errors import (
     CdsError,
@@ -94,6 +95,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.extensions["cryo_cds"] = state
     app.register_blueprint(bp)
     app.register_blueprint(audit_bp)
+    register_console(app)
     _install_security(app, state)
     _install_error_handlers(app)
     log.info("cryo-cds ready: %d rules (revision %s), evaluator %s", len(rulebook.rules), rulebook.revision,
@@ -128,7 +130,8 @@ def _install_security(app: Flask, state: ServiceState) -> None:
         if request.method == "OPTIONS":
             headers = _cors_headers(state.config.cors_origins)
             return Response(status=204, headers=headers)
-        if request.path == "/healthz" or request.path.startswith("/audit/") or state.verifier is None:
+        if (request.path == "/healthz" or request.path.startswith("/audit/") or is_console_path(request.path)
+                or state.verifier is None):
             return None
         audience = state.config.public_base_url + request.path
         try:
