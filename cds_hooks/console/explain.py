@@ -139,6 +139,11 @@ class VariantCheck:
         return sum(1 for p in self.when if p.matched)
 
     @property
+    def complete(self) -> bool:
+        """Every pattern held: the variant matched (silent by modality, grouped or suppressed)."""
+        return self.satisfied == len(self.when) and not self.blocked_by
+
+    @property
     def score(self) -> tuple[int, int, int]:
         partial = sum(1 for p in self.when if not p.matched and p.nearest is not None)
         near_failures = sum(len(p.failed) for p in self.when if not p.matched)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ..cases import DEFAULT_NOW, EXT, ORDER_PRESETS, SNOMED, build_order, bundle_request, case_request, load_case
-from ..errors import BadRequest, CdsError
+from ..errors import CdsError
 from ..facts import build_facts
 from ..hooks import parse_hook_request
 from ..orders import find_cryo_orders
@@ -140,22 +140,29 @@ def _from_bundle(bundle: Any, order: str, hook: str) -> dict[str, Any]:
         raise SandboxError(f"The Bundle cannot be used: {exc}") from None
 
 
-def _target(request: dict[str, Any]) -> dict[str, Any] | None:
+def _target(context: dict[str, Any]) -> dict[str, Any] | None:
     """The draft order the edits apply to: the first selected one, else the first ServiceRequest."""
-    entries = (((request.get("context") or {}).get("draftOrders") or {}).get("entry")) or []
-    resources = [e.get("resource") for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
-    selections = (request.get("context") or {}).get("selections") or []
+    drafts = context.get("draftOrders")
+    entries = drafts.get("entry") if isinstance(drafts, dict) else None
+    resources = [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)] \
+        if isinstance(entries, list) else []
+    selections = context.get("selections")
+    chosen = selections if isinstance(selections, list) else []
     for res in resources:
-        if f"{res.get('resourceType')}/{res.get('id')}" in selections:
+        if f"{res.get('resourceType')}/{res.get('id')}" in chosen:
             return res
     return next((r for r in resources if r.get("resourceType") == "ServiceRequest"), None)
 
 
 def apply_edits(request: dict[str, Any], hook: str, edits: OrderEdits, *, replace_order: bool) -> dict[str, Any]:
-    """A copy of the request for ``hook`` with the order edits applied to its target order."""
+    """A copy of the request for ``hook`` with the order edits applied to its target order.
+    A request of the wrong shape is returned as it is, for the hook parser to explain."""
     body = copy.deepcopy(request)
-    context = body.setdefault("context", {})
-    target = _target(body)
+    body["hook"] = hook
+    context = body.get("context")
+    if not isinstance(context, dict):
+        return body
+    target = _target(context)
     if target is not None and edits.preset and replace_order:
         fresh = build_order(edits.preset, str(target.get("id") or "cryo-1"))
         if "subject" in target:
@@ -164,7 +171,6 @@ def apply_edits(request: dict[str, Any], hook: str, edits: OrderEdits, *, replac
         target.update(fresh)
     if target is not None:
         _edit_order(target, edits)
-    body["hook"] = hook
     if hook == "order-select":
         if not context.get("selections") and target is not None:
             context["selections"] = [f"ServiceRequest/{target.get('id')}"]
@@ -177,7 +183,9 @@ def _edit_order(order: dict[str, Any], edits: OrderEdits) -> None:
     if edits.body_site:
         order["bodySite"] = [{"coding": [{"system": SNOMED, "code": edits.body_site}]}]
     if edits.temperature_c is not None:
-        ext = [e for e in order.get("extension") or [] if e.get("url") != EXT + "cryo-target-temperature"]
+        current = order.get("extension")
+        ext = [e for e in (current if isinstance(current, list) else [])
+               if not (isinstance(e, dict) and e.get("url") == EXT + "cryo-target-temperature")]
         ext.append({"url": EXT + "cryo-target-temperature",
                     "valueQuantity": {"value": edits.temperature_c, "unit": "°C",
                                       "system": "http://unitsofmeasure.org", "code": "Cel"}})
@@ -190,7 +198,9 @@ def _edit_order(order: dict[str, Any], edits: OrderEdits) -> None:
     if edits.course is not None:
         repeat["count"] = edits.course
     if repeat:
-        timing = order.setdefault("occurrenceTiming", {})
+        timing = order.get("occurrenceTiming")
+        if not isinstance(timing, dict) or not isinstance(timing.get("repeat", {}), dict):
+            timing = order["occurrenceTiming"] = {}
         timing.setdefault("repeat", {}).update(repeat)
 
 
@@ -285,5 +295,3 @@ def parse_day(raw: str | None, default: date) -> date:
     except ValueError:
         raise SandboxError(f"The evaluation date must be YYYY-MM-DD, got {raw!r}") from None
 
-
-__all__ = ["BadRequest", "SandboxError", "apply_edits", "base_request", "run"]

@@ -72,19 +72,17 @@ def guard() -> BaseResponse | None:
     g.console_session = session
     if request.endpoint == "console.static":
         return None
+    if request.endpoint != "console.login" and not _is_open() and not (session and session.get("a")):
+        if not settings.token and not settings.open_on_loopback:
+            return _refuse(403, "The console is closed: set CDS_HOOKS_CONSOLE_TOKEN (or CDS_HOOKS_AUDIT_TOKEN), "
+                                "or run the service with --no-auth on loopback.")
+        if request.method == "GET" and "HX-Request" not in request.headers:
+            return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+        return _refuse(401, "Log in to the console first.")
     if request.method == "POST" and not access.csrf_ok(
             settings, session, request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")):
         return _refuse(403, "The form's CSRF token is missing or wrong; reload the page and try again.")
-    if request.endpoint == "console.login" or _is_open():
-        return None
-    if session is not None and session.get("a"):
-        return None
-    if not settings.token and not settings.open_on_loopback:
-        return _refuse(403, "The console is closed: set CDS_HOOKS_CONSOLE_TOKEN (or CDS_HOOKS_AUDIT_TOKEN), "
-                            "or run the service with --no-auth on loopback.")
-    if request.method == "GET" and "HX-Request" not in request.headers:
-        return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
-    return _refuse(401, "Log in to the console first.")
+    return None
 
 
 @bp.after_request
