@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -32,9 +33,9 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cds_hooks.app import create_app  # noqa: E402
-from cds_hooks.cases import case_request, load_case  # noqa: E402
-from cds_hooks.config import Config  # noqa: E402
+from cds_hooks.app import create_app
+from cds_hooks.cases import case_request, load_case
+from cds_hooks.config import Config
 
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
 RULES = ROOT / "rules"
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Chromium not found at {CHROMIUM} (Debian package 'chromium')", file=sys.stderr)
         return 2
     args.dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:

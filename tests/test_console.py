@@ -188,7 +188,7 @@ def test_order_edits_reach_the_pipeline(service: Service) -> None:
 
 def sent_order(page: str) -> dict[str, Any]:
     """The first draft order of the request the sandbox shows it sent."""
-    found = re.search(r'<pre class="json">(.*?)</pre>', page, re.S)
+    found = re.search(r'<pre class="json">(.*?)</pre>', page, re.DOTALL)
     assert found
     body = json.loads(html.unescape(found.group(1)))
     return dict(body["context"]["draftOrders"]["entry"][0]["resource"])

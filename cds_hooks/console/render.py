@@ -18,7 +18,7 @@ def _parser() -> MarkdownIt:
 
 def markdown(text: Any) -> Markup:
     """Card detail Markdown as HTML; any HTML in the text comes out escaped."""
-    return Markup(_parser().render(str(text or "")))  # noqa: S704 - the parser escapes raw HTML
+    return Markup(_parser().render(str(text or "")))
 
 
 def safe_url(url: Any) -> str | None:

@@ -19,7 +19,16 @@ from typing import Any
 
 import yaml
 
-from ..cases import DEFAULT_NOW, EXT, ORDER_PRESETS, SNOMED, build_order, bundle_request, case_request, load_case
+from ..cases import (
+    DEFAULT_NOW,
+    EXT,
+    ORDER_PRESETS,
+    SNOMED,
+    build_order,
+    bundle_request,
+    case_request,
+    load_case,
+)
 from ..errors import CdsError
 from ..facts import build_facts
 from ..hooks import parse_hook_request
@@ -144,8 +153,9 @@ def _target(context: dict[str, Any]) -> dict[str, Any] | None:
     """The draft order the edits apply to: the first selected one, else the first ServiceRequest."""
     drafts = context.get("draftOrders")
     entries = drafts.get("entry") if isinstance(drafts, dict) else None
-    resources = [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)] \
-        if isinstance(entries, list) else []
+    resources: list[dict[str, Any]] = [
+        e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ] if isinstance(entries, list) else []
     selections = context.get("selections")
     chosen = selections if isinstance(selections, list) else []
     for res in resources:

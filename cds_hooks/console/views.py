@@ -96,7 +96,7 @@ def set_cookie(response: Response) -> Response:
     return response
 
 
-def _store_cookie(response: Response, cookie: str) -> None:
+def _store_cookie(response: BaseResponse, cookie: str) -> None:
     response.set_cookie(access.COOKIE, cookie, max_age=access.SESSION_MAX_AGE_S, path="/console",
                         secure=request.is_secure, httponly=True, samesite="Strict")
 
@@ -466,7 +466,7 @@ def decisions() -> BaseResponse | str:
         page = 0
     if request.args.get("format") == "csv":
         rows: list[dict[str, Any]] = []
-        for n in range(0, 200):
+        for n in range(200):
             chunk, total = queries.decisions(_state().store, period.since, period.until, period.service, query, n)
             rows += chunk
             if len(rows) >= total or not chunk:
