@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -238,6 +238,21 @@ def run(pipeline: Pipeline, body: dict[str, Any], when: datetime) -> SandboxRun:
     return result
 
 
+def merge_hits(hits: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (rule, order): a rule that matched several fact combinations is one finding
+    whose facts and evidence are the union of its hits."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for hit in hits:
+        key = (hit["rule_id"], hit["order_ref"])
+        if key not in merged:
+            merged[key] = {**hit, "facts": dict(hit.get("facts") or {}), "evidence": list(hit.get("evidence") or [])}
+            continue
+        entry = merged[key]
+        entry["facts"].update(hit.get("facts") or {})
+        entry["evidence"] = list(dict.fromkeys([*entry["evidence"], *(hit.get("evidence") or [])]))
+    return list(merged.values())
+
+
 def _why(pipeline: Pipeline, hook_request: Any, outcome: Outcome, when: datetime) -> list[OrderWhy]:
     """Per order: the findings with their facts and evidence, and the silent rules' closest misses."""
     drafts, _unreadable = parse_draft_orders(hook_request.draft_orders)
@@ -250,10 +265,11 @@ def _why(pipeline: Pipeline, hook_request: Any, outcome: Outcome, when: datetime
     explained = []
     for order in orders:
         facts = build_facts(order, record, drafts, pipeline.terminology, when)
-        fired = [{"rule_id": f.rule_id, "rule_version": f.rule_version, "severity": f.severity,
-                  "card_uuid": f.card_uuid, "evidence": list(f.evidence), "facts": f.facts,
-                  "title": rulebook.by_id[f.rule_id].title if f.rule_id in rulebook.by_id else f.rule_id}
-                 for f in outcome.decision.fired if f.order_ref == order.ref]
+        fired = merge_hits(
+            {"rule_id": f.rule_id, "order_ref": f.order_ref, "rule_version": f.rule_version,
+             "severity": f.severity, "card_uuid": f.card_uuid, "evidence": list(f.evidence), "facts": f.facts,
+             "title": rulebook.by_id[f.rule_id].title if f.rule_id in rulebook.by_id else f.rule_id}
+            for f in outcome.decision.fired if f.order_ref == order.ref)
         fired_ids = {f["rule_id"] for f in fired}
         misses = []
         for rule in rulebook.rules:

@@ -488,7 +488,9 @@ def decision_page(decision_id: str) -> str:
         abort(Response(render_template("console/error.html", status=404, message="There is no such decision"), 404))
     cards = {card["uuid"]: card for card in found["cards"]}
     titles = {rule.id: rule.title for rule in state.pipeline.rulebook.rules}
-    return render_template("console/decision.html", d=found, cards=cards, titles=titles)
+    return render_template("console/decision.html", d=found, cards=cards, titles=titles,
+                           findings=sandbox.merge_hits(found["fired"]))
+
 
 
 @bp.app_template_filter("md")
