@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -44,6 +45,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "console-screenshots-token-0123456789"
 SITE_PARAMS = {"hb_window_days": 120}  # one site override, so the rule page shows how it is marked
+PATIENTS = ROOT / "fhir_fixtures" / "external"  # real Synthea patients (sources in its README)
+COMPLEX_PATIENT = "Jerrell_Gerlach_20f72f10-7dfd-4dc6-abb6-2160e0a548eb.json"
 SERVICE_FOR_HOOK = {"order-select": "cryotherapy-order-select", "order-sign": "cryotherapy-order-sign"}
 
 
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         with serve(hooks_app) as hooks_url:
             counts = seed(hooks_url, args.cases)
         print(f"seeded: {counts}")
+        os.environ.setdefault("CDS_HOOKS_CONSOLE_PATIENTS", str(PATIENTS))
         with serve(create_app(console_config(db))) as url, sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1366, "height": 768})
@@ -149,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
             page.wait_for_function("document.querySelector('#trend-chart').dataset.drawn === '1'")
             shot("04-rule")
             page.goto(f"{url}/console/sandbox")
-            page.select_option("#source", "fixture:07-heart-failure-afib-whole-body-order-sign.json")
+            page.select_option("#source", f"patient:{COMPLEX_PATIENT}")
+            page.select_option("#preset", "wbc")
+            page.fill("#date", "2026-11-21")
             page.click("#run")
             page.wait_for_selector("#sandbox-output")
+            page.evaluate("window.scrollTo(0, 0)")
             shot("05-sandbox")
+            page.evaluate("window.scrollTo(0, document.querySelector('#why').offsetTop + 500)")
+            shot("05b-sandbox-why")
             page.goto(f"{url}/console/dashboard")
             page.wait_for_function("document.querySelector('#chart-rules').dataset.drawn === '1'")
             shot("06-dashboard")

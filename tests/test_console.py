@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from cds_hooks.app import create_app
 from cds_hooks.audit import analytics
-from cds_hooks.cases import case_request, load_case
+from cds_hooks.cases import bundle_request, case_request, load_case
 from cds_hooks.config import Config
 from cds_hooks.console.explain import closest_miss, pattern_words
 from cds_hooks.console.render import markdown
@@ -305,3 +305,25 @@ def test_a_silent_rule_shows_the_test_that_failed_as_its_closest_miss() -> None:
     assert any(f.startswith("value < 8.0") for f in lab.failed)
     assert pattern_words({"lab": {"value": {"lt": {"param": "hb_severe_g_dl"}}}}, {"hb_severe_g_dl": 8.0}) == \
         "lab: value < 8.0 (hb_severe_g_dl)"
+
+
+def test_a_patient_from_the_patients_folder_runs_with_a_new_order(tmp_path: Path, monkeypatch: Any) -> None:
+    patients = ROOT / "fhir_fixtures" / "external"
+    name = "Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"
+    monkeypatch.setenv("CDS_HOOKS_CONSOLE_PATIENTS", str(patients))
+    with_patients = Service(tmp_path)
+    try:
+        session = with_patients.login()
+        page = session.get(f"{with_patients.url}/console/sandbox").text
+        assert f'value="patient:{name}"' in page
+        body = bundle_request(json.loads((patients / name).read_text()), "wbc", "order-select")
+        pipeline = with_patients.app.extensions["cryo_cds"].pipeline
+        cards = pipeline.run(SERVICES["cryotherapy-order-select"], parse_hook_request(body, "order-select")).body["cards"]
+        answer = session.post(f"{with_patients.url}/console/sandbox", data={
+            "csrf_token": csrf_of(page), "source": f"patient:{name}", "preset": "wbc", "hook": "order-select",
+            "date": "2026-11-21"})
+        assert answer.status_code == 200
+        shown = re.findall(r'class="cds-card (\w+)" data-indicator="\w+" data-rule="([^"]*)"', answer.text)
+        assert cards and shown == [(c["indicator"], c["source"]["topic"]["code"]) for c in cards]
+    finally:
+        with_patients.server.stop()
