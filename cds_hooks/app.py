@@ -12,6 +12,7 @@ from .audit.store import AuditStore
 from .audit_api import bp as audit_bp
 from .auth import JwtVerifier, load_issuers
 from .config import Config, from_env
+from .console import register_console
 from .pipeline_factory import build_pipeline
 from .prefetch import prefetch_templates
 from .replay import DatabaseJtiCache
@@ -65,6 +66,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(rules_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics_api.bp)
+    register_console(app)
 
     log.info("cryo-cds ready: %d rules (revision %s), evaluator %s", len(pipeline.rulebook.rules),
              pipeline.rulebook.revision, pipeline.evaluator.name)

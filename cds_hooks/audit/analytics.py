@@ -23,7 +23,8 @@ TOP_REASONS = 5
 
 
 def rule_summary(
-    store: AuditStore, since: datetime | None = None, until: datetime | None = None
+    store: AuditStore, since: datetime | None = None, until: datetime | None = None,
+    service: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per (rule_id, rule_version): evaluations, fires, cards and clinician responses.
 
@@ -31,8 +32,9 @@ def rule_summary(
     = fires / evaluations stays within 0..1. Feedback on a card counts for every rule whose
     hit produced that card (a grouped card speaks for each of its rules).
     `override_rate` is overridden / (accepted + overridden), None without feedback.
+    `service` keeps only the decisions of that CDS service.
     """
-    period = _period(since, until)
+    period = _period(since, until, service)
     key_cols = (RuleEvaluation.rule_id, RuleEvaluation.rule_version)
     evaluations = (
         select(*key_cols, func.count().label("n"))
@@ -137,6 +139,7 @@ def silent_rules(
     all_rule_ids: Iterable[str],
     since: datetime | None = None,
     until: datetime | None = None,
+    service: str | None = None,
 ) -> dict[str, list[str]]:
     """Rules of the rulebook that said nothing in the period.
 
@@ -144,7 +147,7 @@ def silent_rules(
     scope problem). `never_fired`: evaluated but never matched (too narrow, or facts never
     derived). The two lists do not overlap.
     """
-    period = _period(since, until)
+    period = _period(since, until, service)
     wanted = set(all_rule_ids)
     with store.reading() as conn:
         evaluated = set(
@@ -308,8 +311,11 @@ def list_decisions(
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _period(since: datetime | None, until: datetime | None) -> ColumnElement[bool]:
+def _period(since: datetime | None, until: datetime | None,
+            service: str | None = None) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
+    if service is not None:
+        conditions.append(Decision.service_id == service)
     if since is not None:
         conditions.append(Decision.created_at >= since)
     if until is not None:
