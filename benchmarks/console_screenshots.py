@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cds_hooks.app import create_app
-from cds_hooks.cases import case_request, load_case
+from cds_hooks.devtools.cases import case_request, load_case
 from cds_hooks.config import Config
 
 REQUESTS = ROOT / "fhir_fixtures" / "requests"

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from cds_hooks.app import create_app
 from cds_hooks.audit import analytics
-from cds_hooks.cases import bundle_request, case_request, load_case
+from cds_hooks.devtools.cases import bundle_request, case_request, load_case
 from cds_hooks.config import Config
 from cds_hooks.console.explain import closest_miss, pattern_words
 from cds_hooks.console.render import markdown
@@ -32,7 +32,7 @@ from cds_hooks.service import SERVICES
 from cds_hooks.terminology import Terminology
 
 from .conftest import RULES_DIR
-from .loopback import LoopbackServer
+from .support.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = ROOT / "fhir_fixtures" / "requests"

@@ -25,7 +25,7 @@ from cds_hooks.hooks import parse_hook_request
 from cds_hooks.service import SERVICES
 
 from .conftest import RULES_DIR, load_benchmark
-from .loopback import LoopbackServer
+from .support.loopback import LoopbackServer
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent

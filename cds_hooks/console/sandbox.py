@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..cases import (
+from ..devtools.cases import (
     DEFAULT_NOW,
     EXT,
     ORDER_PRESETS,
@@ -230,8 +230,9 @@ def run(pipeline: Pipeline, body: dict[str, Any], when: datetime) -> SandboxRun:
     except CdsError as exc:
         result.error, result.problems = exc.message, list(getattr(exc, "problems", None) or [])
         return result
-    sandbox = Pipeline(pipeline.rulebook, pipeline.terminology, pipeline.evaluator,
-                       destruction_codes_imply_cryo=pipeline.destruction_codes_imply_cryo, clock=lambda: when)
+    # The service's own pipeline (same rules, evaluator, card layout), with its clock pinned.
+    sandbox = copy.copy(pipeline)
+    sandbox.clock = lambda: when
     result.outcome = sandbox.run(service, hook_request, None)
     if result.outcome.status == 200:
         result.orders = _why(sandbox, hook_request, result.outcome, when)

@@ -29,7 +29,7 @@ from flask import (
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from ..audit import analytics
-from ..cases import ORDER_PRESETS, load_case
+from ..devtools.cases import ORDER_PRESETS, load_case
 from ..rulebook import MODALITIES, SEVERITY_RANK, Rule
 from ..service import SERVICES
 from . import access, queries, sandbox
