@@ -24,9 +24,21 @@ from cds_hooks.config import Config
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.service import SERVICES
 
-from .conftest import RULES_DIR, load_benchmark
+from .conftest import RULES_DIR
 from .support.loopback import LoopbackServer
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
+
+def _screenshot_script() -> Any:
+    """benchmarks/console_screenshots.py as a module: the test drives the same script users run."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "console_screenshots.py"
+    spec = importlib.util.spec_from_file_location("console_screenshots", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = "07-heart-failure-afib-whole-body-order-sign.json"
@@ -35,7 +47,7 @@ FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 class Console:
     def __init__(self, tmp: Path) -> None:
-        shots = load_benchmark("console_screenshots")
+        shots = _screenshot_script()
         self.token = shots.TOKEN
         self.db = tmp / "decisions.db"
         hooks = LoopbackServer(create_app(Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{self.db}",

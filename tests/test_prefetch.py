@@ -16,11 +16,11 @@ import pytest
 from flask import request
 
 from cds_hooks.app import create_app
-from cds_hooks.cases import DEFAULT_NOW, case_request
+from cds_hooks.devtools.cases import DEFAULT_NOW, case_request
 from cds_hooks.config import Config
 from cds_hooks.facts import FactContext
 from cds_hooks.fhir_client import FhirFetcher
-from cds_hooks.fhir_server import create_fhir_app, load_resources
+from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.obsfacts import observation_facts
 from cds_hooks.prefetch import (
@@ -34,7 +34,7 @@ from cds_hooks.service import SERVICES
 from cds_hooks.terminology import RXNORM
 
 from .conftest import RULES_DIR, make_pipeline
-from .loopback import LoopbackServer
+from .support.loopback import LoopbackServer
 
 NOW = datetime.fromisoformat(DEFAULT_NOW)
 PATIENT = "p1"
