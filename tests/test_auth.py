@@ -334,7 +334,7 @@ def test_a_jku_without_pinned_keys_to_fall_back_on_is_rejected(
 def test_an_allow_listed_jku_that_cannot_be_fetched_falls_back_to_the_pinned_keys(
     jwks_file: str, es_key: Any, clock: FakeClock
 ) -> None:
-    from .loopback import free_port
+    from .support.loopback import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/jwks.json"  # nothing listens there
     verifier = JwtVerifier([TrustedIssuer(iss=ISS, jwks_file=jwks_file, allowed_jku=(dead,))], clock=clock)
