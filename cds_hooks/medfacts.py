@@ -139,7 +139,9 @@ def _estimated_stop(resource: Any, start: datetime | None, supply: Any, now: dat
         candidates.append(updated)
     if supply is not None and supply.value is not None:
         candidates.append(_plus_days(start, float(supply.value) * UNIT_DAYS.get(supply.code or supply.unit or "d", 1)))
-    return min(max(c for c in candidates if c is not None), max(now, start))
+    known = [c for c in candidates if c is not None]
+    # every candidate past year 9999: the supply outlasts any date, so the cap decides
+    return min(max(known), max(now, start)) if known else max(now, start)
 
 
 def last_taken(resource: Any, now: datetime, supply_days: float = 30.0) -> tuple[datetime | None, bool]:

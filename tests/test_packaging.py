@@ -130,5 +130,6 @@ def test_serve_answers_and_audit_summary_reads_the_log_it_wrote(installed: dict[
     assert sorted(p.name for p in installed["data"].iterdir() if not p.name.startswith("decisions.db-")) == [
         "decisions.db",
         "patient-hash.key",
+        "spool",  # where decisions wait if the log cannot be written
     ]
     assert list(installed["cwd"].iterdir()) == []

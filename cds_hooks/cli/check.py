@@ -33,7 +33,7 @@ def record_source(config: Config, pipeline: Pipeline, hook_request: HookRequest)
     from ..prefetch import prefetch_templates
 
     return fetcher_for(config, prefetch_templates(pipeline.terminology), hook_request,
-                       parse_allow_list(config.fhir_server_allow), authenticated=config.auth_required)
+                       parse_allow_list(config.fhir_server_allow), authenticated=False)
 
 
 def run_file(config: Config, pipeline: Pipeline, path: Path, service_id: str | None) -> Outcome:
