@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cds_hooks.cardcheck import card_problems  # noqa: E402
-from cds_hooks.config import Config  # noqa: E402
-from cds_hooks.devtools.cases import bundle_request  # noqa: E402
-from cds_hooks.hooks import parse_hook_request  # noqa: E402
-from cds_hooks.pipeline_factory import build_pipeline, load_parts  # noqa: E402
-from cds_hooks.service import SERVICES  # noqa: E402
+from cds_hooks.cardcheck import card_problems
+from cds_hooks.config import Config
+from cds_hooks.devtools.cases import bundle_request
+from cds_hooks.hooks import parse_hook_request
+from cds_hooks.pipeline_factory import build_pipeline, load_parts
+from cds_hooks.service import SERVICES
 
 DEFAULT_DATA = ROOT.parent / "shared/external/fhir-data/synthea-smart-r4"
 ORDERS = {"whole-body": "wbc", "local": "ln2"}
@@ -66,8 +66,10 @@ def main() -> int:
         median_target, max_target = TARGETS[name]
         target = f"<={median_target}" + (f", max {max_target}" if max_target else "")
         dist = ", ".join(f"{k}: {v}" for k, v in sorted(Counter(values).items()))
-        print(f"{name:12} {statistics.median(values):6g} {max(values):4d} {statistics.mean(values):5.1f}"
-              f"  {target:7} {dist}")
+        print(
+            f"{name:12} {statistics.median(values):6g} {max(values):4d} {statistics.mean(values):5.1f}"
+            f"  {target:7} {dist}"
+        )
     total = sum(len(v) for v in counts.values()) and sum(sum(v) for v in counts.values())
     print(f"cards breaking the language rules: {bad_cards} of {total} (target 0)")
     for problem, n in bad.most_common():

@@ -35,14 +35,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cds_hooks.app import create_app
-from cds_hooks.devtools.cases import case_request, load_case
 from cds_hooks.config import Config
+from cds_hooks.devtools.cases import case_request, load_case
 
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
 RULES = ROOT / "rules"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOKEN = "console-screenshots-token-0123456789"
 SITE_PARAMS = {"hb_window_days": 120}  # one site override, so the rule page shows how it is marked
 PATIENTS = ROOT / "fhir_fixtures" / "external"  # real Synthea patients (sources in its README)
@@ -89,23 +96,42 @@ def seed(base_url: str, max_cases: int | None = None) -> dict[str, int]:
             stamp = datetime.now(UTC).isoformat()
             if counts["cards"] % 3 == 0 and card.get("overrideReasons"):
                 reason = card["overrideReasons"][0]
-                feedback.append({"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": stamp,
-                                 "overrideReason": {"reason": reason}})
+                feedback.append(
+                    {
+                        "card": card["uuid"],
+                        "outcome": "overridden",
+                        "outcomeTimestamp": stamp,
+                        "overrideReason": {"reason": reason},
+                    }
+                )
                 counts["overridden"] += 1
             elif counts["cards"] % 3 == 1 and card.get("suggestions"):
-                feedback.append({"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": stamp,
-                                 "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}]})
+                feedback.append(
+                    {
+                        "card": card["uuid"],
+                        "outcome": "accepted",
+                        "outcomeTimestamp": stamp,
+                        "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+                    }
+                )
                 counts["accepted"] += 1
         if feedback:
-            session.post(f"{base_url}/cds-services/{service}/feedback", json={"feedback": feedback},
-                         timeout=30).raise_for_status()
+            session.post(
+                f"{base_url}/cds-services/{service}/feedback", json={"feedback": feedback}, timeout=30
+            ).raise_for_status()
     return counts
 
 
 def console_config(db: Path, *, token: str = TOKEN) -> Config:
     """A deployment-like service: JWT checks on (no issuers needed here), console token set."""
-    return Config(rules_dir=RULES, database_url=f"sqlite:///{db}", patient_hash_key=b"s" * 32,
-                  auth_required=True, audit_token=token, rule_params=SITE_PARAMS)
+    return Config(
+        rules_dir=RULES,
+        database_url=f"sqlite:///{db}",
+        patient_hash_key=b"s" * 32,
+        auth_required=True,
+        audit_token=token,
+        rule_params=SITE_PARAMS,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +148,15 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "decisions.db"
-        hooks_app = create_app(Config(rules_dir=RULES, database_url=f"sqlite:///{db}", patient_hash_key=b"s" * 32,
-                                      auth_required=False, rule_params=SITE_PARAMS))
+        hooks_app = create_app(
+            Config(
+                rules_dir=RULES,
+                database_url=f"sqlite:///{db}",
+                patient_hash_key=b"s" * 32,
+                auth_required=False,
+                rule_params=SITE_PARAMS,
+            )
+        )
         with serve(hooks_app) as hooks_url:
             counts = seed(hooks_url, args.cases)
         print(f"seeded: {counts}")

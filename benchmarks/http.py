@@ -76,12 +76,20 @@ def answer(path: str) -> Response:
     return Response('{"cards":[]}', mimetype="application/json")
 '''
 # Resource type -> the prefetch key our discovery document fetches it with.
-PREFETCH_KEY = {"Patient": "patient", "Condition": "conditions", "MedicationRequest": "medicationRequests",
-                "MedicationStatement": "medicationStatements",
-                "MedicationAdministration": "medicationAdministrations", "Observation": "observations",
-                "Device": "devices", "DeviceUseStatement": "deviceUseStatements",
-                "AllergyIntolerance": "allergies", "Procedure": "procedures",
-                "ServiceRequest": "serviceRequests", "Appointment": "appointments"}
+PREFETCH_KEY = {
+    "Patient": "patient",
+    "Condition": "conditions",
+    "MedicationRequest": "medicationRequests",
+    "MedicationStatement": "medicationStatements",
+    "MedicationAdministration": "medicationAdministrations",
+    "Observation": "observations",
+    "Device": "devices",
+    "DeviceUseStatement": "deviceUseStatements",
+    "AllergyIntolerance": "allergies",
+    "Procedure": "procedures",
+    "ServiceRequest": "serviceRequests",
+    "Appointment": "appointments",
+}
 PATIENT_FIELD = {"AllergyIntolerance": "patient", "Appointment": None}
 
 
@@ -112,8 +120,12 @@ def body_with(resources: list[dict[str, Any]], patient: dict[str, Any], keys: li
     for resource in resources:
         by_key.setdefault(PREFETCH_KEY[resource["resourceType"]], []).append(resource)
     for key, entries in by_key.items():
-        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(entries),
-                         "entry": [{"resource": r, "fullUrl": f"urn:uuid:{r['id']}"} for r in entries]}
+        prefetch[key] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(entries),
+            "entry": [{"resource": r, "fullUrl": f"urn:uuid:{r['id']}"} for r in entries],
+        }
     body["prefetch"] = prefetch
     return body
 
@@ -226,12 +238,26 @@ def post(port: int, body: bytes, path: str = SERVICE_PATH) -> tuple[int, bytes]:
 def gunicorn(name: str, app: str, worker_args: str, workdir: Path, env: dict[str, str]) -> Iterator[Server]:
     port = free_port()
     log_path = workdir / f"{name}.log"
-    command = [sys.executable, "-m", "gunicorn", *shlex.split(worker_args), "--preload", "-b", f"127.0.0.1:{port}",
-               "--timeout", "120", "--log-level", "warning", *gunicorn_extra_args(), app]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        *shlex.split(worker_args),
+        "--preload",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "120",
+        "--log-level",
+        "warning",
+        *gunicorn_extra_args(),
+        app,
+    ]
     started = time.perf_counter()
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
     server = Server(name, process, port, log_path)
     try:
         probe = FIXTURE_03.read_bytes()
@@ -304,9 +330,25 @@ wrk.headers["Content-Type"] = "application/json"
 def run_wrk(port: int, body_path: Path, connections: int, seconds: int, workdir: Path) -> tuple[float, str]:
     script = workdir / f"post-{body_path.stem}.lua"
     script.write_text(WRK_LUA.format(path=body_path), encoding="utf-8")
-    out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s",
-                          "-s", str(script), f"http://127.0.0.1:{port}{SERVICE_PATH}"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{SERVICE_PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rate = next(float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec:"))
     bad = [line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
     return rate, "; ".join(bad)
@@ -315,8 +357,11 @@ def run_wrk(port: int, body_path: Path, connections: int, seconds: int, workdir:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a shorter growth series")
-    parser.add_argument("--worker-args", default=DEFAULT_WORKER_ARGS,
-                        help=f"gunicorn worker options for both servers (default: {DEFAULT_WORKER_ARGS!r})")
+    parser.add_argument(
+        "--worker-args",
+        default=DEFAULT_WORKER_ARGS,
+        help=f"gunicorn worker options for both servers (default: {DEFAULT_WORKER_ARGS!r})",
+    )
     parser.add_argument("--app", default=SERVICE_APP, help=f"our gunicorn app (default: {SERVICE_APP!r})")
     parser.add_argument("--wrk-seconds", type=int, default=None, help="duration of each wrk run")
     args = parser.parse_args(argv)
@@ -328,29 +373,47 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cryo-http-bench-"))
     try:
         (workdir / "ceiling_app.py").write_text(CEILING_SOURCE, encoding="utf-8")
-        base_env = {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNABLES,
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        ours_env = {**base_env, "CDS_HOOKS_AUTH": "off", "CDS_HOOKS_PATIENT_HASH_KEY": PATIENT_HASH_KEY,
-                    "CDS_HOOKS_DATABASE_URL": f"sqlite:///{workdir / 'decisions.db'}"}
+        base_env = {
+            **os.environ,
+            "GLIBC_TUNABLES": GLIBC_TUNABLES,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        ours_env = {
+            **base_env,
+            "CDS_HOOKS_AUTH": "off",
+            "CDS_HOOKS_PATIENT_HASH_KEY": PATIENT_HASH_KEY,
+            "CDS_HOOKS_DATABASE_URL": f"sqlite:///{workdir / 'decisions.db'}",
+        }
         ceiling_env = {**base_env, "PYTHONPATH": os.pathsep.join([str(workdir), base_env["PYTHONPATH"]])}
-        print(f"== benchmarks/http.py: gunicorn {args.worker_args} --preload, ours = {args.app}, "
-              f"ceiling = Flask + json.loads; {os.cpu_count()} CPUs; "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
-        with gunicorn("ours", args.app, args.worker_args, workdir, ours_env) as ours, \
-                gunicorn("ceiling", "ceiling_app:app", args.worker_args, workdir, ceiling_env) as ceiling:
+        print(
+            f"== benchmarks/http.py: gunicorn {args.worker_args} --preload, ours = {args.app}, "
+            f"ceiling = Flask + json.loads; {os.cpu_count()} CPUs; "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')}",
+            flush=True,
+        )
+        with (
+            gunicorn("ours", args.app, args.worker_args, workdir, ours_env) as ours,
+            gunicorn("ceiling", "ceiling_app:app", args.worker_args, workdir, ceiling_env) as ceiling,
+        ):
             servers = [ours, ceiling]
             print(f"start-up to first answer: ours {ours.startup_s:.2f} s, ceiling {ceiling.startup_s:.2f} s")
-            print(f"RSS master + workers after start: ours {ours.rss_mb():.0f} MB, "
-                  f"ceiling {ceiling.rss_mb():.0f} MB", flush=True)
+            print(
+                f"RSS master + workers after start: ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB",
+                flush=True,
+            )
 
             print(f"\nc=1, requests alternating, {repeats} each (ms)")
-            print(f"{'body':<22}{'res':>6}{'KB':>7}{'ours p50':>10}{'p95':>8}{'ceil p50':>10}{'p95':>8}"
-                  f"{'ratio p50':>11}")
+            print(
+                f"{'body':<22}{'res':>6}{'KB':>7}{'ours p50':>10}{'p95':>8}{'ceil p50':>10}{'p95':>8}{'ratio p50':>11}"
+            )
             for label, body, count in named:
                 alternate(servers, label, body, repeats)
                 o, c = ours.times[label], ceiling.times[label]
-                print(f"{label:<22}{count:>6}{len(body) / 1024:>7.0f}{p(o, .5):>10.1f}{p(o, .95):>8.1f}"
-                      f"{p(c, .5):>10.1f}{p(c, .95):>8.1f}{p(o, .5) / p(c, .5):>10.1f}x", flush=True)
+                print(
+                    f"{label:<22}{count:>6}{len(body) / 1024:>7.0f}{p(o, 0.5):>10.1f}{p(o, 0.95):>8.1f}"
+                    f"{p(c, 0.5):>10.1f}{p(c, 0.95):>8.1f}{p(o, 0.5) / p(c, 0.5):>10.1f}x",
+                    flush=True,
+                )
 
             print("\ngrowth series, c=1 alternating (ms)")
             print(f"{'resources':>10}{'ours p50':>10}{'ceil p50':>10}{'ratio':>8}")
@@ -359,12 +422,11 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"growth {count}"
                 alternate(servers, label, body, max(3, repeats // (4 if count >= 1000 else 2)), warmup=1)
                 for server in servers:
-                    growth_points[server.name].append((count, p(server.times[label], .5)))
-                o, c = p(ours.times[label], .5), p(ceiling.times[label], .5)
+                    growth_points[server.name].append((count, p(server.times[label], 0.5)))
+                o, c = p(ours.times[label], 0.5), p(ceiling.times[label], 0.5)
                 print(f"{count:>10}{o:>10.1f}{c:>10.1f}{o / c:>7.1f}x", flush=True)
             slopes = {name: slope_per_100(points) for name, points in growth_points.items()}
-            print(f"growth slope: ours {slopes['ours']:.2f} ms per 100 resources, "
-                  f"ceiling {slopes['ceiling']:.2f}")
+            print(f"growth slope: ours {slopes['ours']:.2f} ms per 100 resources, ceiling {slopes['ceiling']:.2f}")
 
             if shutil.which("wrk") is None:
                 print("\nwrk: not installed (Debian package 'wrk'); throughput skipped")
@@ -379,11 +441,16 @@ def main(argv: list[str] | None = None) -> int:
                         o_rate, o_bad = run_wrk(ours.port, path, connections, wrk_seconds, workdir)
                         c_rate, c_bad = run_wrk(ceiling.port, path, connections, wrk_seconds, workdir)
                         note = "  ".join(f"[{n}: {b}]" for n, b in (("ours", o_bad), ("ceiling", c_bad)) if b)
-                        print(f"{label:<22}{connections:>4}{o_rate:>9.0f}{c_rate:>10.0f}"
-                              f"{100 * o_rate / c_rate:>10.0f}% {note}", flush=True)
+                        print(
+                            f"{label:<22}{connections:>4}{o_rate:>9.0f}{c_rate:>10.0f}"
+                            f"{100 * o_rate / c_rate:>10.0f}% {note}",
+                            flush=True,
+                        )
 
-            print(f"\nRSS master + workers after the run: ours {ours.rss_mb():.0f} MB "
-                  f"({len(ours.pids())} processes), ceiling {ceiling.rss_mb():.0f} MB")
+            print(
+                f"\nRSS master + workers after the run: ours {ours.rss_mb():.0f} MB "
+                f"({len(ours.pids())} processes), ceiling {ceiling.rss_mb():.0f} MB"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

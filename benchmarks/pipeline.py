@@ -18,12 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cds_hooks.audit.store import AuditStore  # noqa: E402
-from cds_hooks.devtools.cases import bundle_request, case_request  # noqa: E402
-from cds_hooks.config import Config  # noqa: E402
-from cds_hooks.hooks import parse_hook_request  # noqa: E402
-from cds_hooks.pipeline_factory import build_pipeline, load_parts  # noqa: E402
-from cds_hooks.service import SERVICES, Pipeline  # noqa: E402
+from cds_hooks.audit.store import AuditStore
+from cds_hooks.config import Config
+from cds_hooks.devtools.cases import bundle_request, case_request
+from cds_hooks.hooks import parse_hook_request
+from cds_hooks.pipeline_factory import build_pipeline, load_parts
+from cds_hooks.service import SERVICES, Pipeline
 
 LARGE_CANDIDATES = [
     ROOT.parent / "shared/external/fhir-data/synthea-smart-r4/Parker_Casper_6d0c6969-6843-47e1-9921-d9bf11b1df31.json",
@@ -36,31 +36,79 @@ def typical_request() -> dict:
     """About 50 resources: conditions, medications, a year of vitals and labs."""
     resources: list[dict] = []
     for code in ("38341003", "44054006", "195967001", "266261006", "40930008"):
-        resources.append({"resourceType": "Condition", "code": {"coding": [{"system": SN, "code": code}]},
-                          "clinicalStatus": {"coding": [{"code": "active"}]}, "onsetDateTime": "2019-01-01"})
+        resources.append(
+            {
+                "resourceType": "Condition",
+                "code": {"coding": [{"system": SN, "code": code}]},
+                "clinicalStatus": {"coding": [{"code": "active"}]},
+                "onsetDateTime": "2019-01-01",
+            }
+        )
     for code in ("855332", "314076", "197806", "310431", "198145"):
-        resources.append({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
-                          "medicationCodeableConcept": {"coding": [{"system": RX, "code": code}]}})
+        resources.append(
+            {
+                "resourceType": "MedicationRequest",
+                "status": "active",
+                "intent": "order",
+                "medicationCodeableConcept": {"coding": [{"system": RX, "code": code}]},
+            }
+        )
     for month in range(1, 13):
         day = f"2026-{month:02d}-05"
-        resources.append({"resourceType": "Observation", "status": "final", "effectiveDateTime": day,
-                          "code": {"coding": [{"system": LN, "code": "55284-4"}]}, "component": [
-                              {"code": {"coding": [{"system": LN, "code": "8480-6"}]}, "valueQuantity": {"value": 150, "code": "mm[Hg]"}},
-                              {"code": {"coding": [{"system": LN, "code": "8462-4"}]}, "valueQuantity": {"value": 92, "code": "mm[Hg]"}}]})
-        resources.append({"resourceType": "Observation", "status": "final", "effectiveDateTime": day,
-                          "code": {"coding": [{"system": LN, "code": "8867-4"}]}, "valueQuantity": {"value": 80, "code": "/min"}})
-        resources.append({"resourceType": "Observation", "status": "final", "effectiveDateTime": day,
-                          "code": {"coding": [{"system": LN, "code": "718-7"}]}, "valueQuantity": {"value": 12.5, "code": "g/dL"}})
-    resources.append({"resourceType": "Device", "status": "active", "type": {"coding": [{"system": SN, "code": "14106009"}]}})
+        resources.append(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "effectiveDateTime": day,
+                "code": {"coding": [{"system": LN, "code": "55284-4"}]},
+                "component": [
+                    {
+                        "code": {"coding": [{"system": LN, "code": "8480-6"}]},
+                        "valueQuantity": {"value": 150, "code": "mm[Hg]"},
+                    },
+                    {
+                        "code": {"coding": [{"system": LN, "code": "8462-4"}]},
+                        "valueQuantity": {"value": 92, "code": "mm[Hg]"},
+                    },
+                ],
+            }
+        )
+        resources.append(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "effectiveDateTime": day,
+                "code": {"coding": [{"system": LN, "code": "8867-4"}]},
+                "valueQuantity": {"value": 80, "code": "/min"},
+            }
+        )
+        resources.append(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "effectiveDateTime": day,
+                "code": {"coding": [{"system": LN, "code": "718-7"}]},
+                "valueQuantity": {"value": 12.5, "code": "g/dL"},
+            }
+        )
+    resources.append(
+        {"resourceType": "Device", "status": "active", "type": {"coding": [{"system": SN, "code": "14106009"}]}}
+    )
     resources.append({"resourceType": "AllergyIntolerance", "code": {"text": "Penicillin"}})
-    resources.append({"resourceType": "Procedure", "status": "completed", "performedDateTime": "2026-10-01",
-                      "code": {"coding": [{"system": SN, "code": "29303009"}]}})
+    resources.append(
+        {
+            "resourceType": "Procedure",
+            "status": "completed",
+            "performedDateTime": "2026-10-01",
+            "code": {"coding": [{"system": SN, "code": "29303009"}]},
+        }
+    )
     return case_request({"order": "wbc", "resources": resources})
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def measure(pipeline: Pipeline, store: AuditStore, body: dict, runs: int) -> dict[str, list[float]]:
@@ -88,8 +136,10 @@ def main() -> int:
     large = bundle_request(json.loads(large_path.read_text()), "wbc")
     requests = {"typical": typical_request(), f"large ({large_path.stem.split('_')[0]})": large}
     for name, body in requests.items():
-        count = sum(len(v.get("entry", [])) if isinstance(v, dict) and v.get("resourceType") == "Bundle" else 1
-                    for v in body["prefetch"].values())
+        count = sum(
+            len(v.get("entry", [])) if isinstance(v, dict) and v.get("resourceType") == "Bundle" else 1
+            for v in body["prefetch"].values()
+        )
         print(f"\n{name} request: {count} resources, {len(json.dumps(body)) / 1024:.0f} KiB")
         print(f"{'evaluator':9} {'step':11} {'p50 ms':>9} {'p99 ms':>9}")
         for evaluator_name in ("durable", "plain"):

@@ -20,10 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.load import postgres_reachable, throwaway_database  # noqa: E402
-
-from cds_hooks.audit.store import AuditStore  # noqa: E402
-from cds_hooks.replay import DatabaseJtiCache  # noqa: E402
+from cds_hooks.audit.store import AuditStore
+from cds_hooks.replay import DatabaseJtiCache
+from tests.support.load import postgres_reachable, throwaway_database
 
 KEY = b"benchmark-only-patient-key-32byt"
 

@@ -36,8 +36,12 @@ def _verifier(config: Config, store: AuditStore) -> JwtVerifier | None:
     issuers = load_issuers(config.trusted_issuers) if config.trusted_issuers else []
     if not issuers:
         log.warning("no trusted JWT issuers configured: every call will be refused (401)")
-    return JwtVerifier(issuers, clock_skew_s=config.jwt_clock_skew_s, tenants=config.tenants or None,
-                       jti_cache=DatabaseJtiCache(store.engine, run=store.run_bounded))
+    return JwtVerifier(
+        issuers,
+        clock_skew_s=config.jwt_clock_skew_s,
+        tenants=config.tenants or None,
+        jti_cache=DatabaseJtiCache(store.engine, run=store.run_bounded),
+    )
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -48,8 +52,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     # -- stores and state -------------------------------------------------------------
     store = open_audit_store(config)
-    state = ServiceState(config, pipeline, store, _verifier(config, store),
-                         prefetch_templates(pipeline.terminology))
+    state = ServiceState(config, pipeline, store, _verifier(config, store), prefetch_templates(pipeline.terminology))
 
     # -- web layer --------------------------------------------------------------------
     app = Flask(__name__)
@@ -68,6 +71,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(metrics_api.bp)
     register_console(app)
 
-    log.info("cryo-cds ready: %d rules (revision %s), evaluator %s", len(pipeline.rulebook.rules),
-             pipeline.rulebook.revision, pipeline.evaluator.name)
+    log.info(
+        "cryo-cds ready: %d rules (revision %s), evaluator %s",
+        len(pipeline.rulebook.rules),
+        pipeline.rulebook.revision,
+        pipeline.evaluator.name,
+    )
     return app

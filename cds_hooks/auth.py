@@ -30,9 +30,7 @@ logger = logging.getLogger("cds_hooks.auth")
 
 #: Asymmetric algorithms an issuer may list. ``none`` and HS* are absent by design: the spec forbids
 #: them, and HS* with a public key as the secret is the classic algorithm-confusion attack.
-SUPPORTED_ALGORITHMS = frozenset(
-    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
-)
+SUPPORTED_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 JWKS_MIN_REFRESH_INTERVAL_S = 60.0  # unknown kids must not let anyone hammer the issuer (or us)
 JWKS_MAX_AGE_S = 3600.0  # re-read a JWKS hourly so that removed (revoked) keys stop working
 _MAX_TOKEN_CHARS = 16_384  # real client tokens are < 1 KB; refuse to parse megabytes
@@ -42,9 +40,14 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _KTY_FOR_ALG_PREFIX = {"ES": "EC", "RS": "RSA", "PS": "RSA"}
 _ISSUER_KEYS = {"iss", "jwks_file", "jwks_url", "allowed_jku", "algorithms", "fhir_servers"}
 # Time and audience are checked by JwtVerifier against its own (injectable) clock and URL rule.
-_DECODE_OPTIONS: Any = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,
-                        "verify_aud": False, "verify_iss": False,
-                        "enforce_minimum_key_length": True}  # RSA < 2048 bits is refused
+_DECODE_OPTIONS: Any = {
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "enforce_minimum_key_length": True,
+}  # RSA < 2048 bits is refused
 _Jwks = dict[str, list[dict[str, Any]]]  # kid -> candidate public JWKs
 
 
@@ -159,8 +162,12 @@ def _parse_jwks(doc: Any) -> _Jwks:
         raise TypeError("JWKS must be an object with a 'keys' array")
     out: _Jwks = {}
     for jwk in doc["keys"]:
-        if (not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str)
-                or jwk.get("kty") not in ("EC", "RSA") or jwk.get("use", "sig") != "sig"):
+        if (
+            not isinstance(jwk, dict)
+            or not isinstance(jwk.get("kid"), str)
+            or jwk.get("kty") not in ("EC", "RSA")
+            or jwk.get("use", "sig") != "sig"
+        ):
             continue
         if "d" in jwk:  # a published private key is compromised; never trust it
             logger.warning("JWKS key %r contains private material; ignored", jwk["kid"])
@@ -186,8 +193,9 @@ def _fetch_jwks(url: str, http_get: Callable[..., requests.Response], timeout: f
     keys. The deadline bounds a slow-drip body, which requests' per-read timeout does not."""
     deadline = time.monotonic() + timeout
     try:
-        with http_get(url, timeout=timeout, allow_redirects=False, stream=True,
-                      headers={"Accept": "application/json"}) as resp:
+        with http_get(
+            url, timeout=timeout, allow_redirects=False, stream=True, headers={"Accept": "application/json"}
+        ) as resp:
             if resp.status_code != 200:
                 raise AuthError(f"JWKS fetch failed (HTTP {resp.status_code})")
             body = bytearray()
@@ -255,16 +263,20 @@ class JwtVerifier:
         except AuthError as exc:
             # Only identifiers go to the log (never the token); %r neutralises injected newlines.
             ids = {k: str(v)[:200] for k, v in seen.items() if v is not None}
-            logger.warning("CDS client JWT rejected: %s (iss=%r kid=%r jti=%r)",
-                           exc, ids.get("iss"), ids.get("kid"), ids.get("jti"))
+            logger.warning(
+                "CDS client JWT rejected: %s (iss=%r kid=%r jti=%r)",
+                exc,
+                ids.get("iss"),
+                ids.get("kid"),
+                ids.get("jti"),
+            )
             raise
 
     def issuer(self, iss: str) -> TrustedIssuer | None:
         """The trusted issuer of that name (for its per-client settings such as fhir_servers)."""
         return self._issuers.get(iss)
 
-    def _candidates(self, issuer: TrustedIssuer, jku: Any, has_jku: bool, kid: str,
-                    now: float) -> list[dict[str, Any]]:
+    def _candidates(self, issuer: TrustedIssuer, jku: Any, has_jku: bool, kid: str, now: float) -> list[dict[str, Any]]:
         """Keys for ``kid``: from an allow-listed ``jku``, else (not listed, or not fetchable)
         from the issuer's pinned keys. A ``jku`` never adds trust: only configured sources
         are ever read."""
@@ -280,9 +292,7 @@ class JwtVerifier:
             raise AuthError("jku not allow-listed" if has_jku else "jku required by issuer config")
         return pinned.get(kid, now)
 
-    def _verify(
-        self, authorization_header: str | None, audience: str, seen: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _verify(self, authorization_header: str | None, audience: str, seen: dict[str, Any]) -> dict[str, Any]:
         token = _bearer_token(authorization_header)
         try:
             header = jwt.get_unverified_header(token)

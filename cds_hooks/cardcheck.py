@@ -14,23 +14,39 @@ from typing import Any
 EVIDENCE_MARK = "<details>"
 
 _PROBLEMS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("catalogue tag", re.compile(
-        r"\b(SEED-[A-Z]|VEND|IIR\d\d|AAFP\d\d|IJDVL\d\d|MEDSC|CDSH|WHO-Hb|CL-[A-Z]+|F-(COND|MED|OBS|DEV|ALG)"
-        r"|OBS-[A-Z]+|MED-[A-Z]+)\b|\[(V|C|I|W|P|F|D|A|CPT|CQL)\]")),
+    (
+        "catalogue tag",
+        re.compile(
+            r"\b(SEED-[A-Z]|VEND|IIR\d\d|AAFP\d\d|IJDVL\d\d|MEDSC|CDSH|WHO-Hb|CL-[A-Z]+|F-(COND|MED|OBS|DEV|ALG)"
+            r"|OBS-[A-Z]+|MED-[A-Z]+)\b|\[(V|C|I|W|P|F|D|A|CPT|CQL)\]"
+        ),
+    ),
     ("section number", re.compile(r"§|\b[Cc]atalogue\b")),
     ("rule id", re.compile(r"\b(CI|DI|TD|IV|LC|PR|MD|GRP)-[A-Z0-9]+(-[A-Z0-9]+)*\b")),
     ("assumption", re.compile(r"\bassumption\b|\bconfigurable\b", re.IGNORECASE)),
-    ("raw id", re.compile(
-        r"\b(Condition|MedicationRequest|MedicationStatement|MedicationAdministration|Medication|Observation"
-        r"|Device|DeviceUseStatement|AllergyIntolerance|Procedure|ServiceRequest|Appointment|Patient"
-        r"|Encounter)/[A-Za-z0-9\-.]+")),
+    (
+        "raw id",
+        re.compile(
+            r"\b(Condition|MedicationRequest|MedicationStatement|MedicationAdministration|Medication|Observation"
+            r"|Device|DeviceUseStatement|AllergyIntolerance|Procedure|ServiceRequest|Appointment|Patient"
+            r"|Encounter)/[A-Za-z0-9\-.]+"
+        ),
+    ),
     ("uuid", re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)),
-    ("code", re.compile(
-        r"\b[A-TV-Z]\d{2}\.[0-9A-Z]{1,4}\b|\b[A-Z]\d{2}[–-][A-Z]?\d{2}\b|\b[A-Z]\d{2}[A-Z]{2}(\d{2})?\b"
-        r"|\b\d{6,18}\b|\b\d{3,5}-\d\b|\b(ATC|SNOMED|ICD-10(-CM)?|LOINC|RxNorm|UCUM|CPT)\b")),
-    ("template gap", re.compile(
-        r"\{[A-Za-z_:]*\}|\bnot recorded\b(?! *\))|\bNone\b|\bnan\b|\bunknown\b|\bdate unknown\b"
-        r"|\s[,.;:]|,\s*,|\(\s*\)")),
+    (
+        "code",
+        re.compile(
+            r"\b[A-TV-Z]\d{2}\.[0-9A-Z]{1,4}\b|\b[A-Z]\d{2}[–-][A-Z]?\d{2}\b|\b[A-Z]\d{2}[A-Z]{2}(\d{2})?\b"
+            r"|\b\d{6,18}\b|\b\d{3,5}-\d\b|\b(ATC|SNOMED|ICD-10(-CM)?|LOINC|RxNorm|UCUM|CPT)\b"
+        ),
+    ),
+    (
+        "template gap",
+        re.compile(
+            r"\{[A-Za-z_:]*\}|\bnot recorded\b(?! *\))|\bNone\b|\bnan\b|\bunknown\b|\bdate unknown\b"
+            r"|\s[,.;:]|,\s*,|\(\s*\)"
+        ),
+    ),
 )
 _ALLOWED = re.compile(r"\s*\(stop date not recorded\)")
 

@@ -23,9 +23,7 @@ def codings(concept: Any) -> Iterator[tuple[str, str, str | None]]:
     for coding in getattr(concept, "coding", None) or ():
         code = getattr(coding, "code", None)
         if code:
-            yield normalise_system(getattr(coding, "system", None)), str(code), getattr(
-                coding, "display", None
-            )
+            yield normalise_system(getattr(coding, "system", None)), str(code), getattr(coding, "display", None)
 
 
 def texts(concept: Any) -> list[str]:
@@ -35,9 +33,7 @@ def texts(concept: Any) -> list[str]:
     if isinstance(concept, (list, tuple)):
         return [t for item in concept for t in texts(item)]
     out = [str(concept.text)] if getattr(concept, "text", None) else []
-    out.extend(
-        str(c.display) for c in getattr(concept, "coding", None) or () if getattr(c, "display", None)
-    )
+    out.extend(str(c.display) for c in getattr(concept, "coding", None) or () if getattr(c, "display", None))
     return out
 
 

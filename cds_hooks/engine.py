@@ -82,9 +82,7 @@ class DurableEvaluator:
                     return
                 matched = closure._m
                 sid = closure.s.sid
-                pairs = tuple(
-                    (alias, str(fact["id"])) for alias, fact in matched.items() if alias != "req"
-                )
+                pairs = tuple((alias, str(fact["id"])) for alias, fact in matched.items() if alias != "req")
                 self._hits.setdefault(sid, []).append((key, pairs))
             except Exception:  # the engine would swallow it; log instead
                 log.exception("rule action for %s failed", key)
@@ -110,7 +108,7 @@ class DurableEvaluator:
 
 if _durable_engine is not None:
 
-    class _QuietHost(_durable_engine.Host):  # type: ignore[misc,name-defined]
+    class _QuietHost(_durable_engine.Host):  # type: ignore[misc]
         """A Host without the background timer threads that steal and race actions."""
 
         def __init__(self, definitions: dict[str, Any], actions: Mapping[str, Callable[[Any], None]]):

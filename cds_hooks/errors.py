@@ -76,9 +76,7 @@ def operation_outcome(message: str, problems: list[str], issue_code: str, severi
     details = problems or [message]
     return {
         "resourceType": "OperationOutcome",
-        "issue": [
-            {"severity": severity, "code": issue_code, "diagnostics": text} for text in details
-        ],
+        "issue": [{"severity": severity, "code": issue_code, "diagnostics": text} for text in details],
     }
 
 

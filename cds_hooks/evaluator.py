@@ -67,9 +67,10 @@ class PlainEvaluator:
     name = "plain"
 
     def __init__(self, rules: Mapping[str, Mapping[str, Any]]):
-        self._rules = {key: [(alias, pattern, _kind_of(pattern)) for term in definition["all"]
-                             for alias, pattern in term.items()]
-                       for key, definition in rules.items()}
+        self._rules = {
+            key: [(alias, pattern, _kind_of(pattern)) for term in definition["all"] for alias, pattern in term.items()]
+            for key, definition in rules.items()
+        }
 
     def evaluate(self, facts: Sequence[Fact]) -> list[Hit]:
         hits: list[Hit] = []

@@ -72,10 +72,17 @@ ACUTE_SETS: dict[str, tuple[str, str]] = {
 LESION_FLAGS = ("in_lesion_check", "in_melanoma")
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 # CL-REGION value set -> the words a card uses for it (CI-SITE-WOUND detail "{condition} at {region}").
-REGION_NAMES = {"REGION.FACE": "face", "REGION.SCALP-HEAD": "scalp/head", "REGION.NECK": "neck",
-                "REGION.TRUNK": "trunk", "REGION.UPPER-LIMB": "upper limb", "REGION.HAND": "hand",
-                "REGION.LOWER-LIMB": "lower limb", "REGION.FOOT": "foot",
-                "REGION.GENITAL-PERIANAL": "genital/perianal area"}
+REGION_NAMES = {
+    "REGION.FACE": "face",
+    "REGION.SCALP-HEAD": "scalp/head",
+    "REGION.NECK": "neck",
+    "REGION.TRUNK": "trunk",
+    "REGION.UPPER-LIMB": "upper limb",
+    "REGION.HAND": "hand",
+    "REGION.LOWER-LIMB": "lower limb",
+    "REGION.FOOT": "foot",
+    "REGION.GENITAL-PERIANAL": "genital/perianal area",
+}
 NOT_VERIFIED = {"refuted", "entered-in-error"}
 
 
@@ -132,8 +139,9 @@ def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext)
         if not condition_counts(condition, ctx.now):
             continue
         code = condition.code
-        flags = {flag: True for flag, (vs, with_text) in CONDITION_SETS.items()
-                 if in_set(code, tx[vs], with_text=with_text)}
+        flags = {
+            flag: True for flag, (vs, with_text) in CONDITION_SETS.items() if in_set(code, tx[vs], with_text=with_text)
+        }
         _split_acute(code, flags, tx)
         if any(in_set(code, vs) for vs in dm_sets):
             flags["in_dm_any"] = True
@@ -149,16 +157,22 @@ def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext)
         when = condition_date(condition)
         hit = next(iter(codings(code)), None)
         regions = sorted(REGION_NAMES.get(r, r) for r in octx.regions_of(condition))
-        facts.append(ctx.new_fact(
-            "condition", condition, **flags, label=label(code),
-            onset_days_ago=ctx.days_ago(when) if when else None,
-            date=when.date().isoformat() if when else None,
-            system=hit[0] if hit else None, code=hit[1] if hit else None,
-            site_match=octx.site_match_for(condition),
-            region=" / ".join(regions) or "unrecorded site",
-            clinical_status=status_code(condition.clinicalStatus) or "active",
-            lesion=label(code) if any(f in flags for f in LESION_FLAGS) else None,
-        ))
+        facts.append(
+            ctx.new_fact(
+                "condition",
+                condition,
+                **flags,
+                label=label(code),
+                onset_days_ago=ctx.days_ago(when) if when else None,
+                date=when.date().isoformat() if when else None,
+                system=hit[0] if hit else None,
+                code=hit[1] if hit else None,
+                site_match=octx.site_match_for(condition),
+                region=" / ".join(regions) or "unrecorded site",
+                clinical_status=status_code(condition.clinicalStatus) or "active",
+                lesion=label(code) if any(f in flags for f in LESION_FLAGS) else None,
+            )
+        )
     return facts
 
 
@@ -179,9 +193,11 @@ def _device_status_counts(device: Any) -> bool:
     return (device.status or "active") in ("active", "unknown")
 
 
-DEVICE_SETS = {"cardiac_device": "CL-CARDIAC-DEVICE.device",
-               "electronic_implant": "CL-ELECTRONIC-IMPLANT.device",
-               "metal_implant": "CL-METAL-IMPLANT.device"}
+DEVICE_SETS = {
+    "cardiac_device": "CL-CARDIAC-DEVICE.device",
+    "electronic_implant": "CL-ELECTRONIC-IMPLANT.device",
+    "metal_implant": "CL-METAL-IMPLANT.device",
+}
 
 
 def device_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
@@ -200,8 +216,16 @@ def device_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
             continue
         seen.add(ref_of(device))
         hit = first_code(device.type, tx[next(DEVICE_SETS[f] for f in flags)])
-        facts.append(ctx.new_fact("device", evidence, **flags, label=label(device.type, "device"),
-                                  system=hit[0] if hit else None, code=hit[1] if hit else None))
+        facts.append(
+            ctx.new_fact(
+                "device",
+                evidence,
+                **flags,
+                label=label(device.type, "device"),
+                system=hit[0] if hit else None,
+                code=hit[1] if hit else None,
+            )
+        )
     return facts
 
 
@@ -223,8 +247,15 @@ def allergy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
             flags["raynaud_text"] = True
         if flags:
             recorded = to_instant(allergy.recordedDate) or to_instant(allergy.onsetDateTime)
-            facts.append(ctx.new_fact("allergy", allergy, **flags, label=label(allergy.code),
-                                      date=recorded.date().isoformat() if recorded else None))
+            facts.append(
+                ctx.new_fact(
+                    "allergy",
+                    allergy,
+                    **flags,
+                    label=label(allergy.code),
+                    date=recorded.date().isoformat() if recorded else None,
+                )
+            )
     return facts
 
 
@@ -232,8 +263,13 @@ def patient_fact(record: PatientRecord, ctx: FactContext) -> Fact:
     patient = record.patient
     gender = getattr(patient, "gender", None) if patient is not None else None
     age = age_in_years(patient.birthDate, ctx.now) if patient is not None and patient.birthDate else None
-    return ctx.new_fact("patient", patient, gender=gender, age=age,
-                        label=f"{gender or 'unknown gender'}, {age if age is not None else '?'} y")
+    return ctx.new_fact(
+        "patient",
+        patient,
+        gender=gender,
+        age=age,
+        label=f"{gender or 'unknown gender'}, {age if age is not None else '?'} y",
+    )
 
 
 HISTORY_KEYS = ("conditions", "observations")
@@ -243,14 +279,19 @@ MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdmi
 def record_fact(record: PatientRecord, ctx: FactContext) -> Fact:
     """MD-NO-DATA: the history queries were answered and returned nothing at all; a clinical
     resource that arrived but could not be read (named in MD-INCOMPLETE) is not "nothing"."""
-    answered = all(k in record.available for k in HISTORY_KEYS) and any(
-        k in record.available for k in MEDICATION_KEYS)
+    answered = all(k in record.available for k in HISTORY_KEYS) and any(k in record.available for k in MEDICATION_KEYS)
     empty = answered and not record.holds_history()
     return ctx.new_fact("record", None, history_empty=empty, label="patient record")
 
 
-def build_facts(order: CryoOrder, record: PatientRecord, drafts: Sequence[Any], terminology: Terminology,
-                now: datetime, parameters: Mapping[str, Any] | None = None) -> list[Fact]:
+def build_facts(
+    order: CryoOrder,
+    record: PatientRecord,
+    drafts: Sequence[Any],
+    terminology: Terminology,
+    now: datetime,
+    parameters: Mapping[str, Any] | None = None,
+) -> list[Fact]:
     """All facts for evaluating one cryotherapy order against the record (``parameters``: the
     rulebook's, for the windows the facts step applies itself)."""
     octx = OrderContext.build(order, record, terminology, now)

@@ -13,6 +13,7 @@ the prefetch key and the outcome, never the URL (it carries the patient id).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -51,16 +52,24 @@ class FetchFailed(LookupError):
 class FhirFetcher:
     """Runs the discovery's prefetch queries for one call against ``base_url``."""
 
-    def __init__(self, base_url: str, patient_id: str, templates: dict[str, str], *,
-                 access_token: str | None, budget_s: float, max_pages: int,
-                 max_bytes: int = DEFAULT_MAX_BYTES, address_guard: AddressGuard | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        base_url: str,
+        patient_id: str,
+        templates: dict[str, str],
+        *,
+        access_token: str | None,
+        budget_s: float,
+        max_pages: int,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        address_guard: AddressGuard | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._target = parse_target(base_url)
         self._base = self._target.base_url + "/"
         self._patient_id = patient_id
         self._templates = templates
-        self._headers = {"Accept": "application/fhir+json", "Accept-Encoding": "identity",
-                         "Connection": "close"}
+        self._headers = {"Accept": "application/fhir+json", "Accept-Encoding": "identity", "Connection": "close"}
         if access_token:
             self._headers["Authorization"] = f"Bearer {access_token}"
         self._max_pages = max_pages
@@ -163,8 +172,7 @@ class FhirFetcher:
         raise FetchFailed(f"the FHIR server could not be reached ({type(last).__name__})", "unreachable")
 
     def _resolve(self, target: Target) -> list[tuple[socket.AddressFamily, Any]]:
-        future = _RESOLVER.submit(socket.getaddrinfo, target.origin.host, target.origin.port,
-                                  type=socket.SOCK_STREAM)
+        future = _RESOLVER.submit(socket.getaddrinfo, target.origin.host, target.origin.port, type=socket.SOCK_STREAM)
         try:
             infos = future.result(timeout=self._remaining())
         except FutureTimeout:
@@ -203,10 +211,8 @@ class FhirFetcher:
 
 def _shut(sock: socket.socket) -> None:
     """Wake any thread blocked on ``sock``: the deadline has passed or the fetch is over."""
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def _refuse_constant(name: str) -> Any:

@@ -20,8 +20,14 @@ from .web.logsafe import log_safe
 log = logging.getLogger("cds_hooks.app")
 
 
-def fetcher_for(config: Config, prefetch: dict[str, str], hook_request: HookRequest,
-                allowed: tuple[AllowEntry, ...], *, authenticated: bool) -> FhirFetcher | None:
+def fetcher_for(
+    config: Config,
+    prefetch: dict[str, str],
+    hook_request: HookRequest,
+    allowed: tuple[AllowEntry, ...],
+    *,
+    authenticated: bool,
+) -> FhirFetcher | None:
     """A fetcher for the call's FHIR server, or None when it names none the service may call."""
     if not hook_request.fhir_server:
         return None
@@ -33,15 +39,20 @@ def fetcher_for(config: Config, prefetch: dict[str, str], hook_request: HookRequ
     guard = None
     if allowed:
         if not any(entry.admits(target) for entry in allowed):
-            log.warning("fhirServer of hook %s is not allow-listed; not fetching",
-                        log_safe(hook_request.hook_instance))
+            log.warning("fhirServer of hook %s is not allow-listed; not fetching", log_safe(hook_request.hook_instance))
             return None
     elif not config.fhir_allow_private:
         guard = partial(address_refused, allow_private=not authenticated)
-    return FhirFetcher(target.base_url, hook_request.patient_id, prefetch,
-                       access_token=hook_request.access_token, budget_s=config.fetch_budget_s,
-                       max_pages=config.fetch_max_pages, max_bytes=config.fetch_max_bytes,
-                       address_guard=guard)
+    return FhirFetcher(
+        target.base_url,
+        hook_request.patient_id,
+        prefetch,
+        access_token=hook_request.access_token,
+        budget_s=config.fetch_budget_s,
+        max_pages=config.fetch_max_pages,
+        max_bytes=config.fetch_max_bytes,
+        address_guard=guard,
+    )
 
 
 __all__ = ["fetcher_for"]

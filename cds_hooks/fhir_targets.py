@@ -75,7 +75,8 @@ class AllowEntry:
 
     def admits(self, target: Target) -> bool:
         return target.origin == self.origin and (
-            not self.path or target.path == self.path or target.path.startswith(self.path + "/"))
+            not self.path or target.path == self.path or target.path.startswith(self.path + "/")
+        )
 
 
 def parse_allow_list(entries: Iterable[str]) -> tuple[AllowEntry, ...]:

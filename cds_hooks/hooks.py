@@ -34,8 +34,15 @@ class HookRequest:
 
 #: Longest accepted value of each stored or forwarded field (the decision log's column sizes
 #: and generous bounds for identifiers); longer values are refused, never cut.
-MAX_CHARS = {"hookInstance": 128, "patientId": 256, "userId": 512, "encounterId": 256,
-             "fhirServer": 2048, "access_token": 8192, "selection": 512}
+MAX_CHARS = {
+    "hookInstance": 128,
+    "patientId": 256,
+    "userId": 512,
+    "encounterId": 256,
+    "fhirServer": 2048,
+    "access_token": 8192,
+    "selection": 512,
+}
 MAX_DRAFT_ORDERS = 200
 # NUL and other C0 controls, DEL, and lone UTF-16 surrogates (JSON "\ud800" escapes): no
 # database stores them faithfully and no identifier needs them.

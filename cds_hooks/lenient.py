@@ -42,28 +42,53 @@ _MED = ("medicationCodeableConcept", "medicationReference")
 # Resource type -> what the rules need from it (documented in rules/README.md, kept in step by a test).
 NEEDS: dict[str, tuple[Need, ...]] = {
     "Patient": (_n("date", "birthDate"),),
-    "Condition": (_n("code", "code", required=True), _n("status", "clinicalStatus"),
-                  _n("status", "verificationStatus"),
-                  _n("date", "onsetDateTime", "onsetPeriod", "recordedDate"),
-                  _n("date", "abatementDateTime", "abatementPeriod")),
-    "Observation": (_n("code", "code", required=True), _n("status", "status", required=True),
-                    # required too, but checked by record.py: a panel member takes the panel's date
-                    _n("date", "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")),
-    "MedicationRequest": (_n("code", *_MED, required=True), _n("status", "status", required=True),
-                          _n("date", "authoredOn")),
-    "MedicationStatement": (_n("code", *_MED, required=True), _n("status", "status", required=True),
-                            _n("date", "effectiveDateTime", "effectivePeriod", "dateAsserted")),
-    "MedicationAdministration": (_n("code", *_MED, required=True), _n("status", "status", required=True),
-                                 _n("date", "effectiveDateTime", "effectivePeriod", required=True)),
+    "Condition": (
+        _n("code", "code", required=True),
+        _n("status", "clinicalStatus"),
+        _n("status", "verificationStatus"),
+        _n("date", "onsetDateTime", "onsetPeriod", "recordedDate"),
+        _n("date", "abatementDateTime", "abatementPeriod"),
+    ),
+    "Observation": (
+        _n("code", "code", required=True),
+        _n("status", "status", required=True),
+        # required too, but checked by record.py: a panel member takes the panel's date
+        _n("date", "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued"),
+    ),
+    "MedicationRequest": (
+        _n("code", *_MED, required=True),
+        _n("status", "status", required=True),
+        _n("date", "authoredOn"),
+    ),
+    "MedicationStatement": (
+        _n("code", *_MED, required=True),
+        _n("status", "status", required=True),
+        _n("date", "effectiveDateTime", "effectivePeriod", "dateAsserted"),
+    ),
+    "MedicationAdministration": (
+        _n("code", *_MED, required=True),
+        _n("status", "status", required=True),
+        _n("date", "effectiveDateTime", "effectivePeriod", required=True),
+    ),
     "Medication": (_n("code", "code", "ingredient", required=True),),
-    "AllergyIntolerance": (_n("code", "code", required=True), _n("status", "clinicalStatus"),
-                           _n("status", "verificationStatus"), _n("date", "recordedDate", "onsetDateTime")),
+    "AllergyIntolerance": (
+        _n("code", "code", required=True),
+        _n("status", "clinicalStatus"),
+        _n("status", "verificationStatus"),
+        _n("date", "recordedDate", "onsetDateTime"),
+    ),
     "Device": (_n("code", "type", required=True), _n("status", "status")),
     "DeviceUseStatement": (_n("code", "device", required=True), _n("status", "status", required=True)),
-    "Procedure": (_n("code", "code", required=True), _n("status", "status", required=True),
-                  _n("date", "performedDateTime", "performedPeriod")),
-    "ServiceRequest": (_n("code", "code", required=True), _n("status", "status", required=True),
-                       _n("date", "authoredOn", "occurrenceDateTime", "occurrencePeriod")),
+    "Procedure": (
+        _n("code", "code", required=True),
+        _n("status", "status", required=True),
+        _n("date", "performedDateTime", "performedPeriod"),
+    ),
+    "ServiceRequest": (
+        _n("code", "code", required=True),
+        _n("status", "status", required=True),
+        _n("date", "authoredOn", "occurrenceDateTime", "occurrencePeriod"),
+    ),
     "Appointment": (_n("status", "status", required=True), _n("date", "start")),
 }
 # Required elements the rules never read: a placeholder lets the rest of the resource be read.
@@ -75,7 +100,8 @@ _PLACEHOLDERS: dict[str, Any] = {
 }
 _DATE_TEXT = re.compile(
     r"^\s*(\d{4})(?:-?(\d{2}))?(?:-?(\d{2}))?"
-    r"(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2}|[+-]\d{2})?)?\s*$")
+    r"(?:[T ](\d{1,2}):(\d{2})(?::(\d{2})(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2}|[+-]\d{2})?)?\s*$"
+)
 _REFERENCE_TEXT = re.compile(r"^(#[A-Za-z0-9.-]+|([A-Za-z][A-Za-z]+/[A-Za-z0-9.-]+)(/_history/\S+)?|(https?|urn):\S+)$")
 
 
@@ -237,8 +263,11 @@ class _Repair:
             parent[key] = [value]
             self.note(f"{path} given once where a list is due")
             return True
-        if isinstance(value, list) and value and kind in ("model_validation_format", "model_type", "dict_type",
-                                                           "string_type", "json_invalid"):
+        if (
+            isinstance(value, list)
+            and value
+            and kind in ("model_validation_format", "model_type", "dict_type", "string_type", "json_invalid")
+        ):
             parent[key] = value[0]
             self.note(f"{path} given as a list where one value is due (first one read)")
             return True
@@ -283,8 +312,11 @@ def _present(value: Any, what: str) -> bool:
         codes = [c for c in value.get("coding") or () if isinstance(c, dict) and c.get("code")]
         return bool(codes or value.get("text") or value.get("reference") or value.get("display"))
     if what == "code" and isinstance(value, list):  # Medication.ingredient
-        return any(_present(item.get("itemCodeableConcept") or item.get("itemReference"), "code")
-                   for item in value if isinstance(item, dict))
+        return any(
+            _present(item.get("itemCodeableConcept") or item.get("itemReference"), "code")
+            for item in value
+            if isinstance(item, dict)
+        )
     if what == "status" and isinstance(value, dict):
         return any(isinstance(c, dict) and c.get("code") for c in value.get("coding") or ())
     if what == "date" and isinstance(value, dict):  # Period
@@ -294,8 +326,12 @@ def _present(value: Any, what: str) -> bool:
 
 def needed_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The needed elements present in a raw resource (name -> raw value), from JSON alone."""
-    return {name: raw[name] for need in NEEDS.get(str(raw.get("resourceType")), ())
-            for name in need.fields if raw.get(name) not in (None, "", [], {})}
+    return {
+        name: raw[name]
+        for need in NEEDS.get(str(raw.get("resourceType")), ())
+        for name in need.fields
+        if raw.get(name) not in (None, "", [], {})
+    }
 
 
 def _lost_needs(kind: str, original: Mapping[str, Any], repaired: Mapping[str, Any]) -> list[str]:
@@ -346,8 +382,7 @@ def read_resource(raw: Any) -> Reading:
         if resource is None:
             lost = _lost_needs(kind, original, repair.work)
             reason = repair.fatal or "too many invalid elements"
-            return Reading(kind, ref, "skipped",
-                           notes=lost or [f"not valid FHIR R4 and could not be read ({reason})"])
+            return Reading(kind, ref, "skipped", notes=lost or [f"not valid FHIR R4 and could not be read ({reason})"])
         state = "lenient"
     lost = _lost_needs(kind, original, repair.work)
     if lost:

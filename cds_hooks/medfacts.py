@@ -39,8 +39,11 @@ _IGNORED = {"cancelled", "entered-in-error", "not-taken", "unknown", "not-done",
 # ingredient code or name also matches eye drops, creams and inhalers, which do not suppress immunity.
 # SNOMED routes: topical, ophthalmic, otic, nasal, respiratory tract, vaginal.
 _LOCAL_ROUTES = {"6064005", "54485002", "10547007", "46713006", "447694001", "16857009"}
-_LOCAL_FORM = re.compile(r"\b(topical|cutaneous|cream|ointment|lotion|ophthalmic|eye|otic|ear|nasal|"
-                         r"inhal\w*|vaginal)\b", re.IGNORECASE)
+_LOCAL_FORM = re.compile(
+    r"\b(topical|cutaneous|cream|ointment|lotion|ophthalmic|eye|otic|ear|nasal|"
+    r"inhal\w*|vaginal)\b",
+    re.IGNORECASE,
+)
 
 
 def _concepts(resource: Any, record: PatientRecord) -> list[Any]:
@@ -126,8 +129,9 @@ def _plus_days(start: datetime, days: float) -> datetime | None:
         return None
 
 
-def _estimated_stop(resource: Any, start: datetime | None, supply: Any, now: datetime,
-                    supply_days: float) -> datetime | None:
+def _estimated_stop(
+    resource: Any, start: datetime | None, supply: Any, now: datetime, supply_days: float
+) -> datetime | None:
     """§10.1 'last taken' when no stop date is recorded: the latest of meta.lastUpdated (when
     later than the start), start + expectedSupplyDuration and start + ``supply_days``, capped
     at now. The start alone would be the earliest possible stop, not a conservative one."""
@@ -165,8 +169,7 @@ def last_taken(resource: Any, now: datetime, supply_days: float = 30.0) -> tuple
         supply = None
     else:  # MedicationAdministration: the administration itself is the record of taking
         period = resource.effectivePeriod
-        recorded += [to_instant(period.end or period.start) if period else None,
-                     to_instant(resource.effectiveDateTime)]
+        recorded += [to_instant(period.end or period.start) if period else None, to_instant(resource.effectiveDateTime)]
         start, supply = None, None
     known = [c for c in recorded if c is not None]
     if known:
@@ -174,8 +177,9 @@ def last_taken(resource: Any, now: datetime, supply_days: float = 30.0) -> tuple
     return _estimated_stop(resource, start, supply, now, supply_days), False
 
 
-def _status_and_time(resource: Any, drafted: bool, now: datetime,
-                     supply_days: float = 30.0) -> tuple[bool, datetime | None, bool] | None:
+def _status_and_time(
+    resource: Any, drafted: bool, now: datetime, supply_days: float = 30.0
+) -> tuple[bool, datetime | None, bool] | None:
     """(current, last taken, stop date recorded) per F-MED, or None when the record does not count."""
     kind = resource.get_resource_type()
     status = resource.status
@@ -212,8 +216,7 @@ def _medications(record: PatientRecord, drafts: Sequence[Any], order: CryoOrder)
             yield resource, True
 
 
-def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOrder,
-                     ctx: FactContext) -> list[Fact]:
+def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOrder, ctx: FactContext) -> list[Fact]:
     tx = ctx.terminology
     glucocorticoids = tx["MED-IMMSUP.glucocorticoid"]
     classes = [tx[vs_id] for vs_id in MEDICATION_CLASSES.values()] + [glucocorticoids]
@@ -246,12 +249,19 @@ def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOr
         drug = next(iter(names.values()), None)
         current, taken, stop_recorded = state
         first = next(iter(codings(concepts[0])), None)
-        facts.append(ctx.new_fact(
-            "medication", resource, **flags, current=current,
-            days_before_treatment=round(days_between(taken, ctx.treatment), 4) if taken and not current else None,
-            stop_date_recorded=None if current else stop_recorded,
-            label=drug or label(concepts[0]), date=taken.date().isoformat() if taken else None,
-            system=first[0] if first else None, code=first[1] if first else None,
-            value_text="current" if current else "stopped",
-        ))
+        facts.append(
+            ctx.new_fact(
+                "medication",
+                resource,
+                **flags,
+                current=current,
+                days_before_treatment=round(days_between(taken, ctx.treatment), 4) if taken and not current else None,
+                stop_date_recorded=None if current else stop_recorded,
+                label=drug or label(concepts[0]),
+                date=taken.date().isoformat() if taken else None,
+                system=first[0] if first else None,
+                code=first[1] if first else None,
+                value_text="current" if current else "stopped",
+            )
+        )
     return facts

@@ -16,17 +16,22 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-CALLS = Counter("cryo_cds_calls_total", "Service calls answered, by service, hook and HTTP status",
-                ["service", "hook", "status"])
-STEP_SECONDS = Histogram("cryo_cds_step_seconds", "Time spent in each pipeline step", ["step"],
-                         buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+CALLS = Counter(
+    "cryo_cds_calls_total", "Service calls answered, by service, hook and HTTP status", ["service", "hook", "status"]
+)
+STEP_SECONDS = Histogram(
+    "cryo_cds_step_seconds",
+    "Time spent in each pipeline step",
+    ["step"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 CARDS = Counter("cryo_cds_cards_total", "Cards returned, by rule and severity", ["rule", "severity"])
-AUDIT_WRITE_FAILURES = Counter("cryo_cds_audit_write_failures_total",
-                               "Decision-log writes that failed (the decision was spooled)")
+AUDIT_WRITE_FAILURES = Counter(
+    "cryo_cds_audit_write_failures_total", "Decision-log writes that failed (the decision was spooled)"
+)
 SPOOLED = Counter("cryo_cds_audit_spooled_total", "Decisions written to the local spool")
 DRAINED = Counter("cryo_cds_audit_drained_total", "Spooled decisions written to the database")
-FHIR_FETCHES = Counter("cryo_cds_fhir_fetches_total", "Requests to clients' FHIR servers, by outcome",
-                       ["outcome"])
+FHIR_FETCHES = Counter("cryo_cds_fhir_fetches_total", "Requests to clients' FHIR servers, by outcome", ["outcome"])
 
 
 class _SpoolDepth:
@@ -36,8 +41,9 @@ class _SpoolDepth:
         self._depth = depth
 
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily("cryo_cds_audit_spool_depth", "Decisions waiting in the local spool",
-                                value=self._depth())
+        yield GaugeMetricFamily(
+            "cryo_cds_audit_spool_depth", "Decisions waiting in the local spool", value=self._depth()
+        )
 
 
 def exposition(spool_depth: Callable[[], int]) -> bytes:

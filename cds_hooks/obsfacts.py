@@ -128,8 +128,21 @@ def anc_thousands(quantity: Any) -> float | None:
     return None
 
 
-_PER_MINUTE = {"/min": 1.0, "1/min": 1.0, "{beats}/min": 1.0, "beats/min": 1.0, "{beat}/min": 1.0, "bpm": 1.0,
-               "": 1.0, "/s": 60.0, "1/s": 60.0, "{beats}/s": 60.0, "hz": 60.0, "/h": 1 / 60, "{beats}/h": 1 / 60}
+_PER_MINUTE = {
+    "/min": 1.0,
+    "1/min": 1.0,
+    "{beats}/min": 1.0,
+    "beats/min": 1.0,
+    "{beat}/min": 1.0,
+    "bpm": 1.0,
+    "": 1.0,
+    "/s": 60.0,
+    "1/s": 60.0,
+    "{beats}/s": 60.0,
+    "hz": 60.0,
+    "/h": 1 / 60,
+    "{beats}/h": 1 / 60,
+}
 
 
 def per_minute(quantity: Any) -> float | None:
@@ -148,8 +161,13 @@ def mm_hg(quantity: Any) -> float | None:
 
 
 LAB_UNITS = {"hb": "g/dL", "a1c": "%", "anc": "x10^3/uL", "hr": "/min"}  # the normalised units, for display
-LAB_NAMES = {"hb": "Haemoglobin", "a1c": "HbA1c", "anc": "Absolute neutrophil count", "hr": "Heart rate",
-             "ice": "Ice test"}  # labels for observations sent with a bare code (no text or display)
+LAB_NAMES = {
+    "hb": "Haemoglobin",
+    "a1c": "HbA1c",
+    "anc": "Absolute neutrophil count",
+    "hr": "Heart rate",
+    "ice": "Ice test",
+}  # labels for observations sent with a bare code (no text or display)
 LABS = {  # test -> (value sets, converter)
     "hb": (HB_SETS, None),
     "a1c": (A1C_SETS, a1c_percent),
@@ -193,11 +211,20 @@ def lab_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] 
     for test, (when, found, value) in latest.items():
         fields: dict[str, Any] = {"positive": bool(value)} if test == "ice" else {"value": value}
         hit = next(iter(codings(found.code)), None)
-        facts.append(ctx.new_fact(
-            "lab", found.owner, test=test, days_ago=ctx.days_ago(when), date=when.date().isoformat(),
-            label=label(found.code, LAB_NAMES[test]) if texts(found.code) else LAB_NAMES[test],
-            system=hit[0] if hit else None, code=hit[1] if hit else None,
-            value_text=f"{value:g} {LAB_UNITS[test]}" if test in LAB_UNITS else str(value), **fields))
+        facts.append(
+            ctx.new_fact(
+                "lab",
+                found.owner,
+                test=test,
+                days_ago=ctx.days_ago(when),
+                date=when.date().isoformat(),
+                label=label(found.code, LAB_NAMES[test]) if texts(found.code) else LAB_NAMES[test],
+                system=hit[0] if hit else None,
+                code=hit[1] if hit else None,
+                value_text=f"{value:g} {LAB_UNITS[test]}" if test in LAB_UNITS else str(value),
+                **fields,
+            )
+        )
     return facts
 
 
@@ -226,11 +253,22 @@ def bp_fact(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | 
     when = slot["when"]  # the day's latest reading: windows are elapsed time from readings (§1 Clock)
     first = slot["refs"][0]
     hit = next(iter(codings(first.code)), None)  # the evidence names the reading's own code (55284-4, 8480-6...)
-    return [ctx.new_fact(
-        "bp", first, sbp=_rounded(slot.get("sbp")), dbp=_rounded(slot.get("dbp")), days_ago=ctx.days_ago(when),
-        date=day.isoformat(), label="blood pressure", system=hit[0] if hit else None, code=hit[1] if hit else None,
-        value_text=f"{_rounded(slot['sbp']):g}/{_rounded(slot['dbp']):g} mmHg"
-        if "sbp" in slot and "dbp" in slot else None)]
+    return [
+        ctx.new_fact(
+            "bp",
+            first,
+            sbp=_rounded(slot.get("sbp")),
+            dbp=_rounded(slot.get("dbp")),
+            days_ago=ctx.days_ago(when),
+            date=day.isoformat(),
+            label="blood pressure",
+            system=hit[0] if hit else None,
+            code=hit[1] if hit else None,
+            value_text=f"{_rounded(slot['sbp']):g}/{_rounded(slot['dbp']):g} mmHg"
+            if "sbp" in slot and "dbp" in slot
+            else None,
+        )
+    ]
 
 
 def _rounded(value: float | None) -> float | None:
@@ -259,9 +297,17 @@ def exam_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte]
         when = performed_time(proc)
         if when is not None and in_set(proc.code, tx["OBS-PREEXAM.ecg-proc"]):
             offer("ecg", when, proc)
-    return [ctx.new_fact("exam", resource, test=test, days_ago=ctx.days_ago(when),
-                         date=when.date().isoformat(), label=label(getattr(resource, "code", None)))
-            for test, (when, resource) in latest.items()]
+    return [
+        ctx.new_fact(
+            "exam",
+            resource,
+            test=test,
+            days_ago=ctx.days_ago(when),
+            date=when.date().isoformat(),
+            label=label(getattr(resource, "code", None)),
+        )
+        for test, (when, resource) in latest.items()
+    ]
 
 
 def pregnancy_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
@@ -281,8 +327,12 @@ def pregnancy_facts(record: PatientRecord, ctx: FactContext, found_all: list[Ana
     for found in found_all if found_all is not None else analytes(record, ctx.now):
         answer = getattr(found.element, "valueCodeableConcept", None)
         if in_set(found.code, status_set):
-            for polarity, vs in (("pregnant", "CL-PREG.pregnant-answers"), ("not-pregnant", "CL-PREG.not-pregnant-answers"),
-                                 ("possible", "CL-PREG.uncertain-answers"), ("unknown", "CL-PREG.unknown-answers")):
+            for polarity, vs in (
+                ("pregnant", "CL-PREG.pregnant-answers"),
+                ("not-pregnant", "CL-PREG.not-pregnant-answers"),
+                ("possible", "CL-PREG.uncertain-answers"),
+                ("unknown", "CL-PREG.unknown-answers"),
+            ):
                 if in_set(answer, tx[vs]):
                     evidence.append((polarity, found.when, found.owner, f"Pregnancy status: {label(answer)}"))
                     break
@@ -294,13 +344,26 @@ def pregnancy_facts(record: PatientRecord, ctx: FactContext, found_all: list[Ana
     facts = []
     for polarity, when, resource, text in evidence:
         superseded = polarity in ("pregnant", "possible") and any(n > when for n in negatives)
-        facts.append(ctx.new_fact(
-            "pregnancy", resource, polarity=polarity, superseded=superseded, days_ago=ctx.days_ago(when),
-            informative=polarity != "unknown", date=when.date().isoformat(), label=text))
+        facts.append(
+            ctx.new_fact(
+                "pregnancy",
+                resource,
+                polarity=polarity,
+                superseded=superseded,
+                days_ago=ctx.days_ago(when),
+                informative=polarity != "unknown",
+                date=when.date().isoformat(),
+                label=text,
+            )
+        )
     return facts
 
 
 def observation_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     found = list(analytes(record, ctx.now))  # walked once, read by every family
-    return (lab_facts(record, ctx, found) + bp_fact(record, ctx, found) + exam_facts(record, ctx, found)
-            + pregnancy_facts(record, ctx, found))
+    return (
+        lab_facts(record, ctx, found)
+        + bp_fact(record, ctx, found)
+        + exam_facts(record, ctx, found)
+        + pregnancy_facts(record, ctx, found)
+    )

@@ -27,8 +27,17 @@ from .terminology import ICD10CM, Terminology, normalise_icd
 if TYPE_CHECKING:
     from .facts import Fact, FactContext
 
-REGION_SETS = ("REGION.FACE", "REGION.SCALP-HEAD", "REGION.NECK", "REGION.TRUNK", "REGION.UPPER-LIMB",
-               "REGION.HAND", "REGION.LOWER-LIMB", "REGION.FOOT", "REGION.GENITAL-PERIANAL")
+REGION_SETS = (
+    "REGION.FACE",
+    "REGION.SCALP-HEAD",
+    "REGION.NECK",
+    "REGION.TRUNK",
+    "REGION.UPPER-LIMB",
+    "REGION.HAND",
+    "REGION.LOWER-LIMB",
+    "REGION.FOOT",
+    "REGION.GENITAL-PERIANAL",
+)
 
 
 def site_regions(sites: Any, tx: Terminology) -> set[str]:
@@ -83,8 +92,11 @@ def schedule(resource: Any) -> dict[str, float]:
     if repeat is not None and repeat.frequency and repeat.period and repeat.periodUnit in UNIT_DAYS:
         period_days = float(repeat.period) * UNIT_DAYS[repeat.periodUnit]
         per_day = repeat.frequency / period_days
-        out.update(sessions_per_day=round(per_day, 4), sessions_per_week=round(per_day * 7, 4),
-                   interval_days=round(period_days / repeat.frequency, 4))
+        out.update(
+            sessions_per_day=round(per_day, 4),
+            sessions_per_week=round(per_day * 7, 4),
+            interval_days=round(period_days / repeat.frequency, 4),
+        )
     course_days = None
     if repeat is not None and repeat.boundsDuration is not None and repeat.boundsDuration.value is not None:
         unit = repeat.boundsDuration.code or repeat.boundsDuration.unit or "d"
@@ -117,8 +129,9 @@ class OrderContext:
 
     @classmethod
     def build(cls, order: CryoOrder, record: PatientRecord, tx: Terminology, now: datetime) -> OrderContext:
-        return cls(order, occurrence_start(order.resource) or now,
-                   frozenset(site_regions(order.resource.bodySite, tx)), tx)
+        return cls(
+            order, occurrence_start(order.resource) or now, frozenset(site_regions(order.resource.bodySite, tx)), tx
+        )
 
     def regions_of(self, resource: Any) -> set[str]:
         regions = site_regions(getattr(resource, "bodySite", None), self.terminology)
@@ -162,17 +175,25 @@ def order_fact(order: CryoOrder, octx: OrderContext, record: PatientRecord, ctx:
     reasons = _reasons(order, record)
     plan = schedule(resource)
     done_7d = sum(
-        1 for p in record.of("Procedure")
-        if p.status == "completed" and ref_of(p) != order.ref and detect_any(p, tx)
+        1
+        for p in record.of("Procedure")
+        if p.status == "completed"
+        and ref_of(p) != order.ref
+        and detect_any(p, tx)
         and classify(p, tx) == order.modality
         and 0 < days_between(performed_time(p) or ctx.treatment, ctx.treatment) <= 7
     )
     sites = resource.bodySite
     return ctx.new_fact(
-        "order", resource, modality=order.modality, local_code=order.local_code,
+        "order",
+        resource,
+        modality=order.modality,
+        local_code=order.local_code,
         label=label(resource.code, "cryotherapy order"),
-        freeze_s=round(seconds, 3) if seconds is not None else None, has_duration=seconds is not None,
-        temp_c=round(temperature, 3) if temperature is not None else None, has_temp=temperature is not None,
+        freeze_s=round(seconds, 3) if seconds is not None else None,
+        has_duration=seconds is not None,
+        temp_c=round(temperature, 3) if temperature is not None else None,
+        has_temp=temperature is not None,
         week_load=round(done_7d + plan.get("sessions_per_week", 1.0), 4),
         has_indication=_has_indication(reasons, tx),
         reason_pigment_spot=any(in_set(r, tx["CL-PIGMENT-SPOT"]) for r in reasons),
@@ -182,8 +203,10 @@ def order_fact(order: CryoOrder, octx: OrderContext, record: PatientRecord, ctx:
         **_lesion_reason(reasons, tx),
         site_hair_bearing=any(in_set(s, tx["HAIR-BEARING"]) for s in sites or ()),
         site_beard_area=any(in_set(s, tx["HAIR-BEARING.male"]) for s in sites or ()),
-        region_known=bool(octx.regions), site=_site_label(sites),
-        date=octx.treatment.date().isoformat(), **plan,
+        region_known=bool(octx.regions),
+        site=_site_label(sites),
+        date=octx.treatment.date().isoformat(),
+        **plan,
     )
 
 
@@ -194,8 +217,11 @@ def _lesion_reason(reasons: list[Any], tx: Terminology) -> dict[str, Any]:
     check = [r for r in reasons if in_set(r, tx["CL-LESION-CHECK"], with_text=True)]
     if not melanoma and not check:
         return {}
-    return {"reason_melanoma": bool(melanoma), "reason_lesion_check": bool(check),
-            "lesion": label((melanoma or check)[0], "lesion")}
+    return {
+        "reason_melanoma": bool(melanoma),
+        "reason_lesion_check": bool(check),
+        "lesion": label((melanoma or check)[0], "lesion"),
+    }
 
 
 def _site_label(sites: Any) -> str | None:
@@ -228,8 +254,9 @@ def _kinds(concepts: Sequence[Any], text: str, tx: Terminology, cryo: bool) -> d
     return flags
 
 
-def interval_facts(order: CryoOrder, octx: OrderContext, record: PatientRecord, drafts: Sequence[Any],
-                   ctx: FactContext) -> list[Fact]:
+def interval_facts(
+    order: CryoOrder, octx: OrderContext, record: PatientRecord, drafts: Sequence[Any], ctx: FactContext
+) -> list[Fact]:
     """Past procedures and planned services placed in time and site relative to the order."""
     tx = ctx.terminology
     facts: list[Fact] = []
@@ -249,10 +276,19 @@ def interval_facts(order: CryoOrder, octx: OrderContext, record: PatientRecord, 
         if not flags:
             continue
         before = days_between(when, ctx.treatment)
-        facts.append(ctx.new_fact(
-            "procedure", proc, **flags, site_match=octx.site_match_for(proc),
-            days_before_treatment=round(before, 4), days_apart=round(abs(before), 4),
-            hours_apart=round(abs(before) * 24, 4), label=label(proc.code), date=when.date().isoformat()))
+        facts.append(
+            ctx.new_fact(
+                "procedure",
+                proc,
+                **flags,
+                site_match=octx.site_match_for(proc),
+                days_before_treatment=round(before, 4),
+                days_apart=round(abs(before), 4),
+                hours_apart=round(abs(before) * 24, 4),
+                label=label(proc.code),
+                date=when.date().isoformat(),
+            )
+        )
     planned = [(sr, False) for sr in record.of("ServiceRequest") if sr.status in ("active", "on-hold", "draft")]
     planned += [(d, True) for d in drafts if d.get_resource_type() == "ServiceRequest"]
     seen = set()
@@ -272,8 +308,14 @@ def interval_facts(order: CryoOrder, octx: OrderContext, record: PatientRecord, 
     return facts
 
 
-def _planned_fact(resource: Any, concepts: list[Any], when: datetime | None, octx: OrderContext,
-                  ctx: FactContext, extra_text: str | None = None) -> list[Fact]:
+def _planned_fact(
+    resource: Any,
+    concepts: list[Any],
+    when: datetime | None,
+    octx: OrderContext,
+    ctx: FactContext,
+    extra_text: str | None = None,
+) -> list[Fact]:
     if when is None:
         return []
     tx = ctx.terminology
@@ -285,11 +327,19 @@ def _planned_fact(resource: Any, concepts: list[Any], when: datetime | None, oct
     if not flags:
         return []
     after = days_between(ctx.treatment, when)
-    return [ctx.new_fact(
-        "planned", resource, **flags, site_match=octx.site_match_for(resource),
-        days_after_treatment=round(after, 4), days_apart=round(abs(after), 4),
-        hours_apart=round(abs(after) * 24, 4), label=label(concepts[0] if concepts else None, text or "planned"),
-        date=when.date().isoformat())]
+    return [
+        ctx.new_fact(
+            "planned",
+            resource,
+            **flags,
+            site_match=octx.site_match_for(resource),
+            days_after_treatment=round(after, 4),
+            days_apart=round(abs(after), 4),
+            hours_apart=round(abs(after) * 24, 4),
+            label=label(concepts[0] if concepts else None, text or "planned"),
+            date=when.date().isoformat(),
+        )
+    ]
 
 
 def _prior_course(order: CryoOrder, record: PatientRecord, ctx: FactContext) -> list[Fact]:
@@ -310,7 +360,15 @@ def _prior_course(order: CryoOrder, record: PatientRecord, ctx: FactContext) -> 
     old_rate = schedule(latest).get("sessions_per_week")
     if new_rate is None or old_rate is None:
         return []
-    return [ctx.new_fact(
-        "prior_course", latest, most_recent=True, authored_days_ago=ctx.days_ago(authored),
-        freq_delta=round(new_rate - old_rate, 4), label=label(latest.code), date=authored.date().isoformat(),
-        value_text=f"{old_rate:g}/week -> {new_rate:g}/week")]
+    return [
+        ctx.new_fact(
+            "prior_course",
+            latest,
+            most_recent=True,
+            authored_days_ago=ctx.days_ago(authored),
+            freq_delta=round(new_rate - old_rate, 4),
+            label=label(latest.code),
+            date=authored.date().isoformat(),
+            value_text=f"{old_rate:g}/week -> {new_rate:g}/week",
+        )
+    ]

@@ -85,8 +85,9 @@ def _local_code(resource: Any) -> str | None:
     return None
 
 
-def detect(resource: Any, terminology: Terminology, *, destruction_codes_imply_cryo: bool = False,
-           any_status: bool = False) -> str | None:
+def detect(
+    resource: Any, terminology: Terminology, *, destruction_codes_imply_cryo: bool = False, any_status: bool = False
+) -> str | None:
     """How the resource was recognised as cryotherapy (for the audit), or None. A Procedure is a
     draft order only in status 'preparation'; ``any_status`` also accepts past sessions."""
     resource_type = resource.get_resource_type()
@@ -97,8 +98,14 @@ def detect(resource: Any, terminology: Terminology, *, destruction_codes_imply_c
     code = getattr(resource, "code", None)
     if in_set(code, terminology["ORDER.not-cryotherapy"]):
         return None
-    for vs_id in ("ORDER.cryo-destructive", "ORDER.cryo-generic", "ORDER.cold", "ORDER.systemic-local",
-                  "ORDER.cold-local", "ORDER.cpt-cryo"):
+    for vs_id in (
+        "ORDER.cryo-destructive",
+        "ORDER.cryo-generic",
+        "ORDER.cold",
+        "ORDER.systemic-local",
+        "ORDER.cold-local",
+        "ORDER.cpt-cryo",
+    ):
         for system, value, _ in codings(code):
             if terminology[vs_id].has_code(system, value):
                 return f"code {value}"
@@ -106,7 +113,8 @@ def detect(resource: Any, terminology: Terminology, *, destruction_codes_imply_c
     own_words = own_order_words(resource, terminology)
     for system, value, _ in codings(code):
         if terminology["ORDER.cpt-destruction"].has_code(system, value) and (
-                destruction_codes_imply_cryo or _has_cryo_evidence(resource, text, terminology)):
+            destruction_codes_imply_cryo or _has_cryo_evidence(resource, text, terminology)
+        ):
             return f"CPT {value} with cryo evidence"
         if terminology["ORDER.cpt-cold-pack"].has_code(system, value) and _says_cold(resource, own_words, terminology):
             return f"CPT {value} with cold in the order's own words"
@@ -185,8 +193,19 @@ def to_celsius(quantity: Any) -> float | None:
     return value
 
 
-_SECONDS = {"s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "mins": 60.0,
-            "minute": 60.0, "minutes": 60.0, "h": 3600.0, "ms": 0.001}  # UCUM codes and common spellings
+_SECONDS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "secs": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "min": 60.0,
+    "mins": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "ms": 0.001,
+}  # UCUM codes and common spellings
 
 
 def to_seconds(value: Any, unit: str | None) -> float | None:
@@ -208,8 +227,15 @@ def application_seconds(resource: Any) -> float | None:
     return None
 
 
-_CODE_SETS = ("ORDER.cryo-destructive", "ORDER.cryo-generic", "ORDER.cold", "ORDER.systemic-local",
-              "ORDER.cold-local", "ORDER.cpt-cryo", "ORDER.cpt-destruction")  # CPT 97010 only with cold words
+_CODE_SETS = (
+    "ORDER.cryo-destructive",
+    "ORDER.cryo-generic",
+    "ORDER.cold",
+    "ORDER.systemic-local",
+    "ORDER.cold-local",
+    "ORDER.cpt-cryo",
+    "ORDER.cpt-destruction",
+)  # CPT 97010 only with cold words
 
 
 def looks_like_cryotherapy(raw: Any, terminology: Terminology) -> bool:

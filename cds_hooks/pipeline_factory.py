@@ -33,19 +33,24 @@ def load_parts(config: Config, *, evaluator: str | None = None) -> PipelineParts
     """Rules, value sets and the evaluator named by ``evaluator`` (default: the configured one)."""
     terminology = Terminology.load(config.rules_dir / "valuesets")
     rulebook = load_rulebook(config.rules_dir, config.rule_params)
-    return PipelineParts(rulebook, terminology,
-                         make_evaluator(rulebook.engine_rules(), evaluator or config.evaluator))
+    return PipelineParts(rulebook, terminology, make_evaluator(rulebook.engine_rules(), evaluator or config.evaluator))
 
 
-def build_pipeline(config: Config, *, parts: PipelineParts | None = None,
-                   clock: Callable[[], datetime] | None = None) -> Pipeline:
+def build_pipeline(
+    config: Config, *, parts: PipelineParts | None = None, clock: Callable[[], datetime] | None = None
+) -> Pipeline:
     """The service's pipeline for ``config``; ``parts`` reuses loaded rules, ``clock`` pins
     the evaluation time (default: the current time)."""
     parts = parts or load_parts(config)
-    return Pipeline(parts.rulebook, parts.terminology, parts.evaluator,
-                    destruction_codes_imply_cryo=config.destruction_codes_imply_cryo,
-                    card_grouping=config.card_grouping, public_base_url=config.public_base_url,
-                    clock=clock or utc_now)
+    return Pipeline(
+        parts.rulebook,
+        parts.terminology,
+        parts.evaluator,
+        destruction_codes_imply_cryo=config.destruction_codes_imply_cryo,
+        card_grouping=config.card_grouping,
+        public_base_url=config.public_base_url,
+        clock=clock or utc_now,
+    )
 
 
 def fixed_clock(when: datetime) -> Callable[[], datetime]:

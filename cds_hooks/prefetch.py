@@ -26,7 +26,13 @@ HB_SETS = ("OBS-HB.mass", "OBS-HB.molar")
 A1C_SETS = ("OBS-A1C",)
 ANC_SETS = ("CL-IMMUNO.anc-obs",)
 PREGNANCY_SETS = ("CL-PREG.status-obs", "CL-PREG.hcg-tests")
-EXAM_SETS = ("OBS-PREEXAM.ecg-obs", "OBS-PREEXAM.ecg-proc", "OBS-PREEXAM.cbc", "OBS-PREEXAM.urine", "OBS-PREEXAM.ice-test")
+EXAM_SETS = (
+    "OBS-PREEXAM.ecg-obs",
+    "OBS-PREEXAM.ecg-proc",
+    "OBS-PREEXAM.cbc",
+    "OBS-PREEXAM.urine",
+    "OBS-PREEXAM.ice-test",
+)
 PANEL_SETS = ("OBS-BP.panel",)  # asked for so that panels whose category is missing arrive too
 OBSERVATION_SETS = PANEL_SETS + BP_SETS + HR_SETS + HB_SETS + A1C_SETS + ANC_SETS + PREGNANCY_SETS + EXAM_SETS
 
@@ -42,20 +48,24 @@ PREFETCH_QUERIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "conditions": (_search("Condition", f"patient={PATIENT_TOKEN}"), ("Condition",)),
     "medicationRequests": (
         _search("MedicationRequest", f"patient={PATIENT_TOKEN}", "_include=MedicationRequest:medication"),
-        ("MedicationRequest", "Medication")),
+        ("MedicationRequest", "Medication"),
+    ),
     "medicationStatements": (
         _search("MedicationStatement", f"patient={PATIENT_TOKEN}", "_include=MedicationStatement:medication"),
-        ("MedicationStatement", "Medication")),
+        ("MedicationStatement", "Medication"),
+    ),
     "medicationAdministrations": (
-        _search("MedicationAdministration", f"patient={PATIENT_TOKEN}",
-                "_include=MedicationAdministration:medication"),
-        ("MedicationAdministration", "Medication")),
+        _search("MedicationAdministration", f"patient={PATIENT_TOKEN}", "_include=MedicationAdministration:medication"),
+        ("MedicationAdministration", "Medication"),
+    ),
     "observations": (
         _search("Observation", f"patient={PATIENT_TOKEN}", "category=" + ",".join(OBSERVATION_CATEGORIES)),
-        ("Observation",)),
+        ("Observation",),
+    ),
     "observationsByCode": (
         _search("Observation", f"patient={PATIENT_TOKEN}", "code=" + OBSERVATION_CODES_PLACEHOLDER),
-        ("Observation",)),
+        ("Observation",),
+    ),
     "devices": (_search("Device", f"patient={PATIENT_TOKEN}"), ("Device",)),
     "deviceUseStatements": (_search("DeviceUseStatement", f"patient={PATIENT_TOKEN}"), ("DeviceUseStatement",)),
     "allergies": (_search("AllergyIntolerance", f"patient={PATIENT_TOKEN}"), ("AllergyIntolerance",)),
@@ -65,8 +75,15 @@ PREFETCH_QUERIES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # Keys whose absence leaves rules unchecked (an MD-INCOMPLETE card). The others are often
 # not offered by EHRs, and draftOrders already carries the planned services.
-COMPLETENESS_KEYS = ("patient", "conditions", "medicationRequests", "observations", "devices",
-                     "allergies", "procedures")
+COMPLETENESS_KEYS = (
+    "patient",
+    "conditions",
+    "medicationRequests",
+    "observations",
+    "devices",
+    "allergies",
+    "procedures",
+)
 # Keys that ask again for a type another key already brings: their absence is never a gap of its own.
 SUPPLEMENTARY_KEYS = ("observationsByCode",)
 
@@ -83,5 +100,7 @@ def observation_codes(terminology: Terminology) -> str:
 def prefetch_templates(terminology: Terminology) -> dict[str, str]:
     """The discovery prefetch (and fallback queries), with the code list filled in."""
     codes = observation_codes(terminology)
-    return {key: template.replace(OBSERVATION_CODES_PLACEHOLDER, codes)
-            for key, (template, _types) in PREFETCH_QUERIES.items()}
+    return {
+        key: template.replace(OBSERVATION_CODES_PLACEHOLDER, codes)
+        for key, (template, _types) in PREFETCH_QUERIES.items()
+    }

@@ -25,8 +25,7 @@ from .prefetch import (
 log = logging.getLogger(__name__)
 
 # Resource types whose presence means the record holds clinical history (MD-NO-DATA).
-CLINICAL_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationStatement",
-                  "MedicationAdministration")
+CLINICAL_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationStatement", "MedicationAdministration")
 MEDICATION_USERS = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
 
 
@@ -174,8 +173,14 @@ def next_page_url(value: Any) -> str | None:
     """The ``next`` link of a searchset Bundle page, if there is one."""
     if not isinstance(value, dict) or value.get("resourceType") != "Bundle":
         return None
-    return next((str(link["url"]) for link in _list(value.get("link"))
-                 if isinstance(link, dict) and link.get("relation") == "next" and link.get("url")), None)
+    return next(
+        (
+            str(link["url"])
+            for link in _list(value.get("link"))
+            if isinstance(link, dict) and link.get("relation") == "next" and link.get("url")
+        ),
+        None,
+    )
 
 
 def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None = None) -> PatientRecord:
@@ -231,9 +236,12 @@ def _set_aside_undated(record: PatientRecord) -> None:
     undated = [o for o in observations if not any(getattr(o, f, None) for f in _OBSERVATION_DATES)]
     if not undated:
         return
-    members = {id(record.resolve(ref.reference, panel, "Observation"))
-               for panel in observations if any(getattr(panel, f, None) for f in _OBSERVATION_DATES)
-               for ref in panel.hasMember or ()}
+    members = {
+        id(record.resolve(ref.reference, panel, "Observation"))
+        for panel in observations
+        if any(getattr(panel, f, None) for f in _OBSERVATION_DATES)
+        for ref in panel.hasMember or ()
+    }
     for obs in undated:
         if id(obs) not in members:
             _set_aside(record, obs, "it has no date (effective[x]/issued)")
@@ -251,9 +259,13 @@ def _set_aside_unknown_drugs(record: PatientRecord) -> None:
     for kind in MEDICATION_USERS:
         for resource in list(record.of(kind)):
             reference = getattr(resource, "medicationReference", None)
-            if (reference is not None and reference.reference and not reference.display
-                    and getattr(resource, "medicationCodeableConcept", None) is None
-                    and record.resolve(reference.reference, resource, "Medication") is None):
+            if (
+                reference is not None
+                and reference.reference
+                and not reference.display
+                and getattr(resource, "medicationCodeableConcept", None) is None
+                and record.resolve(reference.reference, resource, "Medication") is None
+            ):
                 _set_aside(record, resource, "the Medication it names was not sent and could not be fetched")
 
 
@@ -269,8 +281,11 @@ def unresolved_medications(record: PatientRecord) -> set[str]:
     return missing
 
 
-_KEY_OF = {"MedicationRequest": "medicationRequests", "MedicationStatement": "medicationStatements",
-           "MedicationAdministration": "medicationAdministrations"}
+_KEY_OF = {
+    "MedicationRequest": "medicationRequests",
+    "MedicationStatement": "medicationStatements",
+    "MedicationAdministration": "medicationAdministrations",
+}
 
 
 def _fetch_referenced_medications(record: PatientRecord, prefetch: Mapping[str, Any], source: RecordSource) -> None:
@@ -312,6 +327,20 @@ def parse_draft_orders(bundle: Mapping[str, Any]) -> tuple[list[Any], list[Unrea
     return resources, unreadable
 
 
-__all__ = ["CLINICAL_TYPES", "COMPLETENESS_KEYS", "OBSERVATION_CODES_PLACEHOLDER", "PREFETCH_QUERIES",
-           "PatientRecord", "RecordSource", "UnreadableDraft", "add_answer", "build_record", "next_page_url",
-           "parse_draft_orders", "parse_resource", "prune_empty", "ref_of", "unresolved_medications"]
+__all__ = [
+    "CLINICAL_TYPES",
+    "COMPLETENESS_KEYS",
+    "OBSERVATION_CODES_PLACEHOLDER",
+    "PREFETCH_QUERIES",
+    "PatientRecord",
+    "RecordSource",
+    "UnreadableDraft",
+    "add_answer",
+    "build_record",
+    "next_page_url",
+    "parse_draft_orders",
+    "parse_resource",
+    "prune_empty",
+    "ref_of",
+    "unresolved_medications",
+]

@@ -26,16 +26,20 @@ log = logging.getLogger(__name__)
 bp = Blueprint("cds", __name__)
 
 
-
-
 @bp.get("/cds-services")
 @bp.get("/cds-services/")
 def discovery() -> Response:
     state = current_state()
-    services = [{
-        "hook": service.hook, "id": service.id, "title": service.title, "description": service.description,
-        "prefetch": state.prefetch,
-    } for service in SERVICES.values()]
+    services = [
+        {
+            "hook": service.hook,
+            "id": service.id,
+            "title": service.title,
+            "description": service.description,
+            "prefetch": state.prefetch,
+        }
+        for service in SERVICES.values()
+    ]
     return json_response({"services": services})
 
 
@@ -76,9 +80,14 @@ def count_call(response: Response) -> Response:
 
 
 #: Longest accepted feedback fields (the log's column sizes; free text bounded generously).
-FEEDBACK_MAX_CHARS = {"card": 64, "acceptedSuggestions[].id": 64, "overrideReason.reason.code": 128,
-                      "overrideReason.reason.system": 256, "overrideReason.reason.display": 1024,
-                      "overrideReason.userComment": 4000}
+FEEDBACK_MAX_CHARS = {
+    "card": 64,
+    "acceptedSuggestions[].id": 64,
+    "overrideReason.reason.code": 128,
+    "overrideReason.reason.system": 256,
+    "overrideReason.reason.display": 1024,
+    "overrideReason.userComment": 4000,
+}
 MAX_SUGGESTIONS = 50
 
 
@@ -111,8 +120,10 @@ def _feedback_items(body: Any, max_items: int) -> list[FeedbackItem]:
     if not isinstance(body, dict) or not isinstance(body.get("feedback"), list) or not body["feedback"]:
         raise BadRequest("The feedback body must be an object with a non-empty 'feedback' array")
     if len(body["feedback"]) > max_items:
-        raise PayloadTooLarge(f"A feedback post may hold at most {max_items} items "
-                              f"(CDS_HOOKS_FEEDBACK_MAX_ITEMS); this one has {len(body['feedback'])}")
+        raise PayloadTooLarge(
+            f"A feedback post may hold at most {max_items} items "
+            f"(CDS_HOOKS_FEEDBACK_MAX_ITEMS); this one has {len(body['feedback'])}"
+        )
     items, problems = [], []
     for index, raw in enumerate(body["feedback"]):
         where = f"feedback[{index}]"
@@ -134,8 +145,10 @@ def _feedback_items(body: Any, max_items: int) -> list[FeedbackItem]:
         accepted = raw.get("acceptedSuggestions")
         suggestion_ids: list[str] = []
         if accepted is not None:
-            if not isinstance(accepted, list) or not all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted):
-                problems.append(f"{where}.acceptedSuggestions must be an array of {{\"id\": suggestion uuid}}")
+            if not isinstance(accepted, list) or not all(
+                isinstance(a, dict) and isinstance(a.get("id"), str) for a in accepted
+            ):
+                problems.append(f'{where}.acceptedSuggestions must be an array of {{"id": suggestion uuid}}')
             else:
                 suggestion_ids = [a["id"] for a in accepted]
         elif outcome == "accepted":
@@ -154,9 +167,18 @@ def _feedback_items(body: Any, max_items: int) -> list[FeedbackItem]:
                     code, system, display = fields[0], fields[1], fields[2]
                 comment = reason.get("userComment") if isinstance(reason.get("userComment"), str) else None
         if not problems and isinstance(when, datetime) and isinstance(card, str) and isinstance(outcome, str):
-            items.append(FeedbackItem(card_uuid=card, outcome=outcome, outcome_timestamp=when,
-                                      accepted_suggestions=tuple(suggestion_ids), override_code=code,
-                                      override_system=system, override_display=display, user_comment=comment))
+            items.append(
+                FeedbackItem(
+                    card_uuid=card,
+                    outcome=outcome,
+                    outcome_timestamp=when,
+                    accepted_suggestions=tuple(suggestion_ids),
+                    override_code=code,
+                    override_system=system,
+                    override_display=display,
+                    user_comment=comment,
+                )
+            )
     if problems:
         raise BadRequest("The feedback is not valid", problems=problems)
     return items

@@ -38,8 +38,23 @@ SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 MODALITIES = ("local-destructive", "local-cold", "systemic")
 SENTINEL_KIND = "$eval"
 OPS = {"eq": None, "lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte", "in": "$or"}
-_RULE_KEYS = {"id", "version", "title", "group", "sources", "severity", "summary", "detail",
-              "variants", "suggestions", "override_reasons", "notes", "finding", "links", "variant_text"}
+_RULE_KEYS = {
+    "id",
+    "version",
+    "title",
+    "group",
+    "sources",
+    "severity",
+    "summary",
+    "detail",
+    "variants",
+    "suggestions",
+    "override_reasons",
+    "notes",
+    "finding",
+    "links",
+    "variant_text",
+}
 _VARIANT_TEXT_KEYS = {"finding", "summary", "detail"}
 _LINK_KEYS = {"title", "url"}
 _VARIANT_KEYS = {"name", "when", "unless", "severity", "summary", "values"}
@@ -167,8 +182,14 @@ def _compile_pattern(raw: Any, parameters: Mapping[str, Any], where: str) -> tup
     return kind, (terms[0] if len(terms) == 1 else {"$and": terms})
 
 
-def _compile_variant(rule_id: str, index: int, raw: Mapping[str, Any], defaults: Mapping[str, Any],
-                     parameters: Mapping[str, Any], where: str) -> Variant:
+def _compile_variant(
+    rule_id: str,
+    index: int,
+    raw: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    parameters: Mapping[str, Any],
+    where: str,
+) -> Variant:
     unknown = set(raw) - _VARIANT_KEYS
     if unknown:
         raise RuleError(f"{where}: unknown variant keys {sorted(unknown)}")
@@ -202,9 +223,17 @@ def _compile_variant(rule_id: str, index: int, raw: Mapping[str, Any], defaults:
     summary = str(text.get("summary") or raw.get("summary") or defaults["summary"])
     finding = str(text.get("finding") or defaults.get("finding") or defaults["title"])
     return Variant(
-        key=f"{rule_id}#{index}", rule_id=rule_id, name=name, aliases=tuple(aliases), kinds=kinds,
-        definition={"all": all_terms}, severity=severity, summary=summary,
-        values=dict(raw.get("values") or {}), finding=finding, detail=str(text.get("detail") or "").strip(),
+        key=f"{rule_id}#{index}",
+        rule_id=rule_id,
+        name=name,
+        aliases=tuple(aliases),
+        kinds=kinds,
+        definition={"all": all_terms},
+        severity=severity,
+        summary=summary,
+        values=dict(raw.get("values") or {}),
+        finding=finding,
+        detail=str(text.get("detail") or "").strip(),
     )
 
 
@@ -234,15 +263,22 @@ def load_rule(path: Path, parameters: Mapping[str, Any]) -> Rule:
     reasons = _override_reasons(raw.get("override_reasons") or (), where)
     links = _links(raw.get("links") or [], where)
     _check_variant_text(raw, where)
-    variants = tuple(
-        _compile_variant(rule_id, i, v, raw, parameters, where) for i, v in enumerate(raw["variants"])
-    )
+    variants = tuple(_compile_variant(rule_id, i, v, raw, parameters, where) for i, v in enumerate(raw["variants"]))
     return Rule(
-        id=rule_id, version=str(raw["version"]), title=str(raw["title"]),
-        group=raw.get("group"), sources=tuple(str(s) for s in raw["sources"]),
-        detail=str(raw["detail"]).strip(), variants=variants, suggestions=suggestions,
-        override_reasons=reasons, path=where, cases_dir=path.parent / "cases",
-        summary=str(raw["summary"]), finding=str(raw.get("finding") or raw["title"]), links=links,
+        id=rule_id,
+        version=str(raw["version"]),
+        title=str(raw["title"]),
+        group=raw.get("group"),
+        sources=tuple(str(s) for s in raw["sources"]),
+        detail=str(raw["detail"]).strip(),
+        variants=variants,
+        suggestions=suggestions,
+        override_reasons=reasons,
+        path=where,
+        cases_dir=path.parent / "cases",
+        summary=str(raw["summary"]),
+        finding=str(raw.get("finding") or raw["title"]),
+        links=links,
         notes=str(raw.get("notes") or "").strip(),
     )
 
@@ -257,8 +293,10 @@ def _override_reasons(raw: Any, where: str) -> tuple[Mapping[str, str], ...]:
         if isinstance(item, str):
             code, shown = item, SHARED_OVERRIDE_REASONS.get(item)
             if shown is None:
-                raise RuleError(f"{where}: override reason '{item}' is not in the shared list; "
-                                "give a rule-specific reason as {code, display}")
+                raise RuleError(
+                    f"{where}: override reason '{item}' is not in the shared list; "
+                    "give a rule-specific reason as {code, display}"
+                )
         elif isinstance(item, dict) and item.get("code") and item.get("display"):
             code = str(item["code"])
             shown = SHARED_OVERRIDE_REASONS.get(code, str(item["display"]))
@@ -336,11 +374,14 @@ def field_tests(definition: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]
 
 def _check_engine_limits(variants: Mapping[str, Variant]) -> None:
     counts: Counter[str] = Counter(
-        fname for v in variants.values() for fname, op, _ in field_tests(v.definition) if op == "eq")
+        fname for v in variants.values() for fname, op, _ in field_tests(v.definition) if op == "eq"
+    )
     worst = counts.most_common(1)
     if worst and worst[0][1] > MAX_EQUALITY_TESTS_PER_FIELD:
-        raise RuleError(f"field '{worst[0][0]}' is tested for equality {worst[0][1]} times across rules; "
-                        "move the code list into a value set")
+        raise RuleError(
+            f"field '{worst[0][0]}' is tested for equality {worst[0][1]} times across rules; "
+            "move the code list into a value set"
+        )
 
 
 def load_rulebook(folder: Path, overrides: Mapping[str, Any] | None = None) -> Rulebook:
@@ -352,6 +393,9 @@ def load_rulebook(folder: Path, overrides: Mapping[str, Any] | None = None) -> R
     variants = {v.key: v for r in rules for v in r.variants}
     _check_engine_limits(variants)
     return Rulebook(
-        rules=rules, parameters=parameters, revision=_revision(folder),
-        by_id={r.id: r for r in rules}, variants=variants,
+        rules=rules,
+        parameters=parameters,
+        revision=_revision(folder),
+        by_id={r.id: r for r in rules},
+        variants=variants,
     )

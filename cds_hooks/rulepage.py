@@ -16,9 +16,11 @@ from .rulebook import MODALITIES, Rule, Rulebook
 bp = Blueprint("rules", __name__, template_folder="templates")
 _RULE_ID = re.compile(r"[A-Z][A-Z0-9-]{1,40}")
 _PARAM = re.compile(r"param:\s*([a-z_][a-z0-9_]*)")
-MODALITY_LABELS = {"local-destructive": "Liquid-nitrogen (destructive) cryotherapy",
-                   "local-cold": "Local cold therapy, cryomassage, cryopeeling",
-                   "systemic": "Whole-body cryotherapy"}
+MODALITY_LABELS = {
+    "local-destructive": "Liquid-nitrogen (destructive) cryotherapy",
+    "local-cold": "Local cold therapy, cryomassage, cryopeeling",
+    "systemic": "Whole-body cryotherapy",
+}
 
 
 def _rulebook() -> Rulebook:
@@ -45,8 +47,11 @@ def _page(rule: Rule, rulebook: Rulebook) -> dict[str, Any]:
         "rule": rule,
         "summary": render(rule.summary, {}, params),
         "why": render(rule.detail, {}, params),
-        "severity": [(MODALITY_LABELS[m], ", ".join(lv for lv in order if lv in levels[m]))
-                     for m in MODALITIES if m in severities],
+        "severity": [
+            (MODALITY_LABELS[m], ", ".join(lv for lv in order if lv in levels[m]))
+            for m in MODALITIES
+            if m in severities
+        ],
         "variants": list(dict.fromkeys(render(v.summary, {}, params) for v in rule.variants)),
         "parameters": rule_parameters(rule, rulebook),
         "notes": " ".join(rule.notes.split()) if rule.notes else "",

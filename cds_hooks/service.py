@@ -43,15 +43,18 @@ class ServiceDefinition:
 
 SERVICES = {
     "cryotherapy-order-select": ServiceDefinition(
-        "cryotherapy-order-select", ORDER_SELECT, "Cryotherapy order safety check",
+        "cryotherapy-order-select",
+        ORDER_SELECT,
+        "Cryotherapy order safety check",
         "Checks a selected cryotherapy order (liquid-nitrogen cryosurgery, cold applications, "
         "cryomassage, whole-body cryotherapy) against the patient's conditions, medications, "
         "devices, pregnancy status, observations, allergies and recent procedures.",
     ),
     "cryotherapy-order-sign": ServiceDefinition(
-        "cryotherapy-order-sign", ORDER_SIGN, "Cryotherapy order safety check at signing",
-        "Re-checks every cryotherapy order in the draft before it is signed, with its final "
-        "dose, schedule and site.",
+        "cryotherapy-order-sign",
+        ORDER_SIGN,
+        "Cryotherapy order safety check at signing",
+        "Re-checks every cryotherapy order in the draft before it is signed, with its final dose, schedule and site.",
     ),
 }
 
@@ -70,10 +73,17 @@ class Outcome:
 class Pipeline:
     """Holds the per-process parts (rules, terminology, evaluator) and runs calls."""
 
-    def __init__(self, rulebook: Rulebook, terminology: Terminology, evaluator: Evaluator, *,
-                 destruction_codes_imply_cryo: bool = False,
-                 clock: Callable[[], datetime] = utc_now,
-                 card_grouping: str = "order", public_base_url: str = "http://127.0.0.1:8080"):
+    def __init__(
+        self,
+        rulebook: Rulebook,
+        terminology: Terminology,
+        evaluator: Evaluator,
+        *,
+        destruction_codes_imply_cryo: bool = False,
+        clock: Callable[[], datetime] = utc_now,
+        card_grouping: str = "order",
+        public_base_url: str = "http://127.0.0.1:8080",
+    ):
         self.rulebook = rulebook
         self.cards = CardBuilder(rulebook, grouping=card_grouping, base_url=public_base_url)
         self.terminology = terminology
@@ -81,8 +91,7 @@ class Pipeline:
         self.destruction_codes_imply_cryo = destruction_codes_imply_cryo
         self.clock = clock
 
-    def run(self, service: ServiceDefinition, request: HookRequest,
-            source: RecordSource | None = None) -> Outcome:
+    def run(self, service: ServiceDefinition, request: HookRequest, source: RecordSource | None = None) -> Outcome:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         now = self.clock()
@@ -93,8 +102,9 @@ class Pipeline:
             return current
 
         drafts, unreadable = parse_draft_orders(request.draft_orders)
-        orders = find_cryo_orders(drafts, self.terminology, request.selections,
-                                  destruction_codes_imply_cryo=self.destruction_codes_imply_cryo)
+        orders = find_cryo_orders(
+            drafts, self.terminology, request.selections, destruction_codes_imply_cryo=self.destruction_codes_imply_cryo
+        )
         unchecked = {
             f"draft order {d.ref}": f"not valid FHIR R4 ({d.reason}); its cryotherapy checks were not run"
             for d in unreadable
@@ -105,17 +115,28 @@ class Pipeline:
         mark = lap("orders", started)
         if not orders:
             cards = [incomplete_card(unchecked)] if unchecked else []
-            return self._outcome(service, request, now, started, timings, cards, [], [], unchecked, [],
-                                 draft_problems)
+            return self._outcome(service, request, now, started, timings, cards, [], [], unchecked, [], draft_problems)
 
         record = build_record(request.prefetch, source)
         mark = lap("parse", mark)
         if not record.available:
             failure = PreconditionFailed(
                 "The patient's record could not be obtained: no prefetch data and no reachable FHIR server",
-                problems=[f"{key}: {why}" for key, why in sorted(record.gaps.items())])
-            outcome = self._outcome(service, request, now, started, timings, [], [],
-                                    [(o.ref, o.modality) for o in orders], {}, [], failure.problems)
+                problems=[f"{key}: {why}" for key, why in sorted(record.gaps.items())],
+            )
+            outcome = self._outcome(
+                service,
+                request,
+                now,
+                started,
+                timings,
+                [],
+                [],
+                [(o.ref, o.modality) for o in orders],
+                {},
+                [],
+                failure.problems,
+            )
             outcome.status, outcome.body = 412, error_body(failure)
             outcome.decision = replace(outcome.decision, status=412)
             return outcome
@@ -140,30 +161,64 @@ class Pipeline:
             cards.append(card)
             for finding in members:
                 for rule, severity, matched in finding.hits:
-                    fired.append(FiredRule(
-                        rule_id=rule.id, rule_version=rule.version, severity=severity, card_uuid=card["uuid"],
-                        order_ref=finding.order_ref,
-                        evidence=tuple(dict.fromkeys(f["ref"] for f in matched if "ref" in f)),
-                        facts={f["id"]: {k: v for k, v in f.items() if k != "sid"} for f in matched}))
+                    fired.append(
+                        FiredRule(
+                            rule_id=rule.id,
+                            rule_version=rule.version,
+                            severity=severity,
+                            card_uuid=card["uuid"],
+                            order_ref=finding.order_ref,
+                            evidence=tuple(dict.fromkeys(f["ref"] for f in matched if "ref" in f)),
+                            facts={f["id"]: {k: v for k, v in f.items() if k != "sid"} for f in matched},
+                        )
+                    )
         gaps = {**_reportable_gaps(record), **unchecked}
         if gaps:
             cards.insert(_first_below_warning(cards), incomplete_card(gaps))
         lap("cards", mark)
         evaluated = [(r.id, r.version) for r in self.rulebook.rules]
         data_gaps = [f"{k}: {v}" for k, v in sorted(gaps.items())] + draft_problems
-        return self._outcome(service, request, now, started, timings, cards, fired,
-                             [(o.ref, o.modality) for o in orders], gaps, evaluated, data_gaps)
+        return self._outcome(
+            service,
+            request,
+            now,
+            started,
+            timings,
+            cards,
+            fired,
+            [(o.ref, o.modality) for o in orders],
+            gaps,
+            evaluated,
+            data_gaps,
+        )
 
-    def _outcome(self, service: ServiceDefinition, request: HookRequest, now: datetime, started: float,
-                 timings: dict[str, float], cards: list[dict[str, Any]], fired: list[FiredRule],
-                 orders: list[tuple[str, str]], gaps: Mapping[str, str], evaluated: list[tuple[str, str]],
-                 data_gaps: list[str] | None = None) -> Outcome:
+    def _outcome(
+        self,
+        service: ServiceDefinition,
+        request: HookRequest,
+        now: datetime,
+        started: float,
+        timings: dict[str, float],
+        cards: list[dict[str, Any]],
+        fired: list[FiredRule],
+        orders: list[tuple[str, str]],
+        gaps: Mapping[str, str],
+        evaluated: list[tuple[str, str]],
+        data_gaps: list[str] | None = None,
+    ) -> Outcome:
         latency = (time.perf_counter() - started) * 1000
         decision = DecisionRecord(
-            decision_id=str(uuid.uuid4()), created_at=now, service_id=service.id, hook=request.hook,
-            hook_instance=request.hook_instance, patient_id=request.patient_id,
-            rules_revision=self.rulebook.revision, evaluator=self.evaluator.name, latency_ms=latency,
-            orders=tuple(orders), fired=tuple(fired),
+            decision_id=str(uuid.uuid4()),
+            created_at=now,
+            service_id=service.id,
+            hook=request.hook,
+            hook_instance=request.hook_instance,
+            patient_id=request.patient_id,
+            rules_revision=self.rulebook.revision,
+            evaluator=self.evaluator.name,
+            latency_ms=latency,
+            orders=tuple(orders),
+            fired=tuple(fired),
             cards=tuple(_card_record(c) for c in cards),
             data_gaps=tuple(data_gaps or ()),
         )
@@ -175,7 +230,10 @@ def _card_record(card: Mapping[str, Any]) -> CardRecord:
     """What the log keeps of a card: enough to attribute feedback to each of its rules and
     to know the display of the override reason a clinician picked."""
     return CardRecord(
-        card["uuid"], card["source"]["topic"]["code"], card["indicator"], card["summary"],
+        card["uuid"],
+        card["source"]["topic"]["code"],
+        card["indicator"],
+        card["summary"],
         tuple(s["uuid"] for s in card.get("suggestions", ())),
         rule_ids=tuple(dict.fromkeys(item["rule"] for item in card.get("extension", {}).get(FINDINGS_EXTENSION, ()))),
         override_reasons=tuple((r["code"], r["display"]) for r in card.get("overrideReasons", ())),

@@ -213,8 +213,9 @@ def load_vsac_expansion(path: Path) -> dict[str, str]:
     return out
 
 
-def _expansion_codes(raw: Mapping[str, Any], where: str,
-                     expansions: Callable[[str], Mapping[str, str]] | None) -> dict[str, str]:
+def _expansion_codes(
+    raw: Mapping[str, Any], where: str, expansions: Callable[[str], Mapping[str, str]] | None
+) -> dict[str, str]:
     """The RxNorm products a set takes from its ``vsac_expansions`` (minus ``vsac_exclude``)."""
     oids = raw.get("vsac_expansions") or []
     excluded = {str(c).strip() for c in raw.get("vsac_exclude") or ()}
@@ -236,8 +237,9 @@ def _expansion_codes(raw: Mapping[str, Any], where: str,
     return {code: display for code, display in merged.items() if code not in excluded}
 
 
-def _build(raw: Mapping[str, Any], where: str,
-           expansions: Callable[[str], Mapping[str, str]] | None = None) -> ValueSet:
+def _build(
+    raw: Mapping[str, Any], where: str, expansions: Callable[[str], Mapping[str, str]] | None = None
+) -> ValueSet:
     vs_id = raw.get("id")
     if not isinstance(vs_id, str) or not vs_id:
         raise ValueSetError(f"{where}: a value set has no id")
@@ -275,7 +277,8 @@ def _build(raw: Mapping[str, Any], where: str,
         atc.strip().upper(): str(d["display"]).lower()
         for d in (raw.get("rxnorm") or {}).values()
         if isinstance(d, Mapping) and d.get("display") and d.get("atc")
-        for atc in str(d["atc"]).split("/") if len(atc.strip()) == 7  # substance level only
+        for atc in str(d["atc"]).split("/")
+        if len(atc.strip()) == 7  # substance level only
     }
     icd_p, icd_r = _parse_icd_entries(raw.get("icd10cm") or ())
     ex_p, ex_r = _parse_icd_entries(raw.get("exclude_icd10cm") or ())
@@ -298,8 +301,7 @@ def _build(raw: Mapping[str, Any], where: str,
         ingredient_atc=ingredient_atc,
         unverified=frozenset(str(c) for c in raw.get("unverified") or ()),
     )
-    if not (value_set.exact or icd_p or icd_r or value_set.atc_prefixes or value_set.cpt_ranges
-            or value_set.text):
+    if not (value_set.exact or icd_p or icd_r or value_set.atc_prefixes or value_set.cpt_ranges or value_set.text):
         raise ValueSetError(f"{where}: no codes and no text pattern")
     return value_set
 

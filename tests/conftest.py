@@ -83,11 +83,19 @@ def plain_evaluator(rulebook: Rulebook) -> Evaluator:
     return make_evaluator(rulebook.engine_rules(), "plain")
 
 
-def make_pipeline(rulebook: Rulebook, terminology: Terminology, evaluator: Evaluator,
-                  now: datetime | None = None, config: Config = TEST_CONFIG) -> Pipeline:
+def make_pipeline(
+    rulebook: Rulebook,
+    terminology: Terminology,
+    evaluator: Evaluator,
+    now: datetime | None = None,
+    config: Config = TEST_CONFIG,
+) -> Pipeline:
     """The service's pipeline (``build_pipeline``) over the session's loaded parts."""
-    return build_pipeline(config, parts=PipelineParts(rulebook, terminology, evaluator),
-                          clock=fixed_clock(now) if now is not None else None)
+    return build_pipeline(
+        config,
+        parts=PipelineParts(rulebook, terminology, evaluator),
+        clock=fixed_clock(now) if now is not None else None,
+    )
 
 
 # -- databases ---------------------------------------------------------------------------

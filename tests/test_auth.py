@@ -143,17 +143,13 @@ def bearer(token: str) -> str:
 # --- valid tokens -------------------------------------------------------------------------------
 
 
-def test_a_valid_es384_token_returns_its_claims(
-    verifier: JwtVerifier, es_key: Any, clock: FakeClock
-) -> None:
+def test_a_valid_es384_token_returns_its_claims(verifier: JwtVerifier, es_key: Any, clock: FakeClock) -> None:
     claims = verifier.verify(bearer(es_token(es_key, clock, tenant="t1")), AUD)
     assert claims["iss"] == ISS and claims["aud"] == AUD and claims["tenant"] == "t1"
     assert "sub" not in claims  # CDS Hooks has no sub claim; none is required
 
 
-def test_a_valid_rs384_token_returns_its_claims(
-    verifier: JwtVerifier, rs_key: Any, clock: FakeClock
-) -> None:
+def test_a_valid_rs384_token_returns_its_claims(verifier: JwtVerifier, rs_key: Any, clock: FakeClock) -> None:
     token = sign_token(rs_key[0], "RS384", rs_key[1]["kid"], ISS, AUD, now=clock.now)
     assert verifier.verify(bearer(token), AUD)["iss"] == ISS
 
@@ -165,15 +161,11 @@ def test_an_audience_array_or_a_trailing_slash_difference_is_accepted(
     assert verifier.verify(bearer(es_token(es_key, clock, aud=aud)), AUD)["iss"] == ISS
 
 
-def test_a_lowercase_bearer_scheme_is_accepted(
-    verifier: JwtVerifier, es_key: Any, clock: FakeClock
-) -> None:
+def test_a_lowercase_bearer_scheme_is_accepted(verifier: JwtVerifier, es_key: Any, clock: FakeClock) -> None:
     assert verifier.verify("bearer " + es_token(es_key, clock), AUD)["iss"] == ISS
 
 
-def test_a_token_inside_the_clock_skew_is_accepted(
-    verifier: JwtVerifier, es_key: Any, clock: FakeClock
-) -> None:
+def test_a_token_inside_the_clock_skew_is_accepted(verifier: JwtVerifier, es_key: Any, clock: FakeClock) -> None:
     token = es_token(
         es_key,
         clock,
@@ -206,9 +198,7 @@ def test_an_hs384_token_signed_with_the_public_key_pem_as_secret_is_rejected(
     verifier: JwtVerifier, es_key: Any, rs_key: Any, clock: FakeClock, which: str
 ) -> None:
     private, jwk = es_key if which == "es" else rs_key
-    pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     now = int(clock.now)
     signing_input = compact(
         {"alg": "HS384", "typ": "JWT", "kid": jwk["kid"]},
@@ -225,9 +215,7 @@ def test_an_expired_token_is_rejected(verifier: JwtVerifier, es_key: Any, clock:
         verifier.verify(bearer(es_token(es_key, clock, iat=now - 400, exp=now - 61)), AUD)
 
 
-@pytest.mark.parametrize(
-    ("field", "reason"), [("iat", "issued in the future"), ("nbf", "not yet valid")]
-)
+@pytest.mark.parametrize(("field", "reason"), [("iat", "issued in the future"), ("nbf", "not yet valid")])
 def test_a_token_from_the_future_is_rejected(
     verifier: JwtVerifier, es_key: Any, clock: FakeClock, field: str, reason: str
 ) -> None:
@@ -254,9 +242,7 @@ def test_a_token_for_another_audience_is_rejected(
         verifier.verify(bearer(es_token(es_key, clock, aud=aud)), AUD)
 
 
-def test_a_token_from_an_unknown_issuer_is_rejected(
-    verifier: JwtVerifier, es_key: Any, clock: FakeClock
-) -> None:
+def test_a_token_from_an_unknown_issuer_is_rejected(verifier: JwtVerifier, es_key: Any, clock: FakeClock) -> None:
     with pytest.raises(AuthError, match="untrusted issuer"):
         verifier.verify(bearer(es_token(es_key, clock, iss="https://evil.example.org")), AUD)
 
@@ -264,9 +250,7 @@ def test_a_token_from_an_unknown_issuer_is_rejected(
 def test_a_token_with_an_unknown_kid_is_rejected(verifier: JwtVerifier, clock: FakeClock) -> None:
     stranger, jwk = make_keypair("ES384")
     with pytest.raises(AuthError, match="unknown kid"):
-        verifier.verify(
-            bearer(sign_token(stranger, "ES384", jwk["kid"], ISS, AUD, now=clock.now)), AUD
-        )
+        verifier.verify(bearer(sign_token(stranger, "ES384", jwk["kid"], ISS, AUD, now=clock.now)), AUD)
 
 
 def test_a_key_of_one_issuer_does_not_verify_a_token_claiming_another_issuer(
@@ -296,9 +280,7 @@ def test_a_jku_that_is_not_allow_listed_is_never_fetched_and_the_pinned_keys_dec
     clock: FakeClock,
 ) -> None:
     server.docs["/evil.json"] = jwks(es_key[1])
-    verifier = make_verifier(
-        [TrustedIssuer(iss=ISS, jwks_file=jwks_file, allowed_jku=(server.url("/jwks.json"),))]
-    )
+    verifier = make_verifier([TrustedIssuer(iss=ISS, jwks_file=jwks_file, allowed_jku=(server.url("/jwks.json"),))])
     token = sign_token(
         es_key[0],
         "ES384",
@@ -313,8 +295,9 @@ def test_a_jku_that_is_not_allow_listed_is_never_fetched_and_the_pinned_keys_dec
     assert server.hits["/evil.json"] == 0  # never fetched
 
     outsider = ec.generate_private_key(ec.SECP384R1())
-    forged = sign_token(outsider, "ES384", es_key[1]["kid"], ISS, AUD, now=clock.now,
-                        headers={"jku": server.url("/evil.json")})
+    forged = sign_token(
+        outsider, "ES384", es_key[1]["kid"], ISS, AUD, now=clock.now, headers={"jku": server.url("/evil.json")}
+    )
     with pytest.raises(AuthError, match="signature invalid"):
         verifier.verify(bearer(forged), AUD)
     assert server.hits["/evil.json"] == 0
@@ -323,10 +306,10 @@ def test_a_jku_that_is_not_allow_listed_is_never_fetched_and_the_pinned_keys_dec
 def test_a_jku_without_pinned_keys_to_fall_back_on_is_rejected(
     server: JwksServer, es_key: Any, clock: FakeClock
 ) -> None:
-    verifier = JwtVerifier([TrustedIssuer(iss=ISS, allowed_jku=(server.url("/jwks.json"),))],
-                           clock=clock)
-    token = sign_token(es_key[0], "ES384", es_key[1]["kid"], ISS, AUD, now=clock.now,
-                       headers={"jku": server.url("/evil.json")})
+    verifier = JwtVerifier([TrustedIssuer(iss=ISS, allowed_jku=(server.url("/jwks.json"),))], clock=clock)
+    token = sign_token(
+        es_key[0], "ES384", es_key[1]["kid"], ISS, AUD, now=clock.now, headers={"jku": server.url("/evil.json")}
+    )
     with pytest.raises(AuthError, match="jku not allow-listed"):
         verifier.verify(bearer(token), AUD)
 
@@ -342,8 +325,10 @@ def test_an_allow_listed_jku_that_cannot_be_fetched_falls_back_to_the_pinned_key
     assert verifier.verify(bearer(token), AUD)["iss"] == ISS
 
 
-@pytest.mark.parametrize("claims", [{"tenant": ["a"]}, {"tenant": {"a": 1}}, {"exp": 10**400},
-                                    {"iat": 10**400}, {"nbf": 10**400}, {"exp": 10**20}])
+@pytest.mark.parametrize(
+    "claims",
+    [{"tenant": ["a"]}, {"tenant": {"a": 1}}, {"exp": 10**400}, {"iat": 10**400}, {"nbf": 10**400}, {"exp": 10**20}],
+)
 def test_a_wrongly_typed_tenant_or_a_huge_time_claim_is_rejected_not_crashed(
     make_verifier: Callable[..., JwtVerifier], es_key: Any, clock: FakeClock, claims: dict[str, Any]
 ) -> None:
@@ -375,9 +360,7 @@ def test_a_replayed_jti_is_rejected(verifier: JwtVerifier, es_key: Any, clock: F
 
 
 @pytest.mark.parametrize("value", [None, ""])
-def test_a_missing_authorization_header_is_rejected(
-    verifier: JwtVerifier, value: str | None
-) -> None:
+def test_a_missing_authorization_header_is_rejected(verifier: JwtVerifier, value: str | None) -> None:
     with pytest.raises(AuthError, match="missing"):
         verifier.verify(value, AUD)
 
@@ -413,16 +396,12 @@ def test_a_token_missing_a_required_claim_is_rejected(
 
 
 @pytest.mark.parametrize("exp", [float("nan"), float("inf"), "9999999999", True])
-def test_a_non_numeric_exp_is_rejected(
-    verifier: JwtVerifier, es_key: Any, clock: FakeClock, exp: Any
-) -> None:
+def test_a_non_numeric_exp_is_rejected(verifier: JwtVerifier, es_key: Any, clock: FakeClock, exp: Any) -> None:
     with pytest.raises(AuthError, match="exp"):
         verifier.verify(bearer(es_token(es_key, clock, exp=exp)), AUD)
 
 
-def test_a_token_whose_lifetime_is_too_long_is_rejected(
-    verifier: JwtVerifier, es_key: Any, clock: FakeClock
-) -> None:
+def test_a_token_whose_lifetime_is_too_long_is_rejected(verifier: JwtVerifier, es_key: Any, clock: FakeClock) -> None:
     with pytest.raises(AuthError, match="lifetime"):
         verifier.verify(bearer(es_token(es_key, clock, exp=int(clock.now) + 3601)), AUD)
 
@@ -443,31 +422,21 @@ def test_es256_is_rejected_unless_the_issuer_lists_it(tmp_path: Path, clock: Fak
     path.write_text(json.dumps(jwks(jwk)), encoding="utf-8")
     default = JwtVerifier([TrustedIssuer(iss=ISS, jwks_file=str(path))], clock=clock)
     with pytest.raises(AuthError, match="alg not allowed for issuer"):
-        default.verify(
-            bearer(sign_token(private, "ES256", jwk["kid"], ISS, AUD, now=clock.now)), AUD
-        )
-    opted_in = JwtVerifier(
-        [TrustedIssuer(iss=ISS, jwks_file=str(path), algorithms=("ES256",))], clock=clock
-    )
-    assert opted_in.verify(
-        bearer(sign_token(private, "ES256", jwk["kid"], ISS, AUD, now=clock.now)), AUD
-    )
+        default.verify(bearer(sign_token(private, "ES256", jwk["kid"], ISS, AUD, now=clock.now)), AUD)
+    opted_in = JwtVerifier([TrustedIssuer(iss=ISS, jwks_file=str(path), algorithms=("ES256",))], clock=clock)
+    assert opted_in.verify(bearer(sign_token(private, "ES256", jwk["kid"], ISS, AUD, now=clock.now)), AUD)
 
 
 @pytest.mark.parametrize("headers", [{"typ": "at+jwt"}, {"kid": ""}, {"crit": ["exp"], "exp": 1}])
 def test_a_bad_jose_header_is_rejected(
     verifier: JwtVerifier, es_key: Any, clock: FakeClock, headers: dict[str, Any]
 ) -> None:
-    token = sign_token(
-        es_key[0], "ES384", es_key[1]["kid"], ISS, AUD, now=clock.now, headers=headers
-    )
+    token = sign_token(es_key[0], "ES384", es_key[1]["kid"], ISS, AUD, now=clock.now, headers=headers)
     with pytest.raises(AuthError):
         verifier.verify(bearer(token), AUD)
 
 
-def test_a_token_without_kid_is_rejected(
-    verifier: JwtVerifier, es_key: Any, clock: FakeClock
-) -> None:
+def test_a_token_without_kid_is_rejected(verifier: JwtVerifier, es_key: Any, clock: FakeClock) -> None:
     now = int(clock.now)
     signing_input = compact(
         {"alg": "ES384", "typ": "JWT"},
@@ -520,15 +489,11 @@ def test_refreshes_on_unknown_kids_are_rate_limited_to_once_per_60_seconds(
     for _ in range(5):
         stranger, jwk = make_keypair("ES384")
         with pytest.raises(AuthError, match="unknown kid"):
-            verifier.verify(
-                bearer(sign_token(stranger, "ES384", jwk["kid"], ISS, AUD, now=clock.now)), AUD
-            )
+            verifier.verify(bearer(sign_token(stranger, "ES384", jwk["kid"], ISS, AUD, now=clock.now)), AUD)
     assert server.hits["/jwks.json"] == 2  # the first load plus one refresh
     clock.now += 61
     with pytest.raises(AuthError, match="unknown kid"):
-        verifier.verify(
-            bearer(sign_token(stranger, "ES384", jwk["kid"], ISS, AUD, now=clock.now)), AUD
-        )
+        verifier.verify(bearer(sign_token(stranger, "ES384", jwk["kid"], ISS, AUD, now=clock.now)), AUD)
     assert server.hits["/jwks.json"] == 3
 
 
@@ -538,11 +503,7 @@ def test_an_allow_listed_jku_supplies_the_keys_and_is_cached(
     server.docs["/jku.json"] = jwks(es_key[1])
     server.docs["/jwks.json"] = jwks()  # the out-of-band JWKS lacks the key: it must not be used
     verifier = make_verifier(
-        [
-            TrustedIssuer(
-                iss=ISS, jwks_url=server.url("/jwks.json"), allowed_jku=(server.url("/jku.json"),)
-            )
-        ]
+        [TrustedIssuer(iss=ISS, jwks_url=server.url("/jwks.json"), allowed_jku=(server.url("/jku.json"),))]
     )
     for _ in range(2):
         token = sign_token(
@@ -566,9 +527,7 @@ def test_an_issuer_configured_only_with_jku_rejects_tokens_without_jku(
         verifier.verify(bearer(es_token(es_key, clock)), AUD)
 
 
-@pytest.mark.parametrize(
-    "path", ["/missing.json", "/bad.json", "/notjwks.json", "/redirect", "/slow"]
-)
+@pytest.mark.parametrize("path", ["/missing.json", "/bad.json", "/notjwks.json", "/redirect", "/slow"])
 def test_a_jwks_fetch_failure_is_an_auth_error(
     make_verifier: Callable[..., JwtVerifier],
     server: JwksServer,
@@ -576,12 +535,8 @@ def test_a_jwks_fetch_failure_is_an_auth_error(
     clock: FakeClock,
     path: str,
 ) -> None:
-    server.docs.update(
-        {"/bad.json": "{not json", "/notjwks.json": {"keys": "x"}, "/slow": jwks(es_key[1])}
-    )
-    verifier = make_verifier(
-        [TrustedIssuer(iss=ISS, jwks_url=server.url(path))], http_timeout_s=0.3
-    )
+    server.docs.update({"/bad.json": "{not json", "/notjwks.json": {"keys": "x"}, "/slow": jwks(es_key[1])})
+    verifier = make_verifier([TrustedIssuer(iss=ISS, jwks_url=server.url(path))], http_timeout_s=0.3)
     with pytest.raises(AuthError, match="JWKS fetch failed"):
         verifier.verify(bearer(es_token(es_key, clock)), AUD)
     with pytest.raises(AuthError, match="JWKS unavailable"):  # no hammering of a failing endpoint
@@ -595,9 +550,7 @@ def test_an_unreachable_jwks_server_is_an_auth_error(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    verifier = make_verifier(
-        [TrustedIssuer(iss=ISS, jwks_url=f"http://127.0.0.1:{port}/jwks.json")]
-    )
+    verifier = make_verifier([TrustedIssuer(iss=ISS, jwks_url=f"http://127.0.0.1:{port}/jwks.json")])
     with pytest.raises(AuthError, match="JWKS fetch failed"):
         verifier.verify(bearer(es_token(es_key, clock)), AUD)
 
@@ -623,9 +576,7 @@ class StaticJwksAdapter(requests.adapters.HTTPAdapter):
         super().__init__()
         self.docs = docs
 
-    def send(
-        self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
-    ) -> requests.Response:
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
         response = requests.Response()
         response.status_code = 200 if request.url in self.docs else 404
         response.raw = io.BytesIO(json.dumps(self.docs.get(request.url, {})).encode())
@@ -637,16 +588,12 @@ class StaticJwksAdapter(requests.adapters.HTTPAdapter):
 def spec_example() -> Iterator[tuple[dict[str, Any], requests.Session]]:
     example = json.loads(SPEC_EXAMPLE.read_text(encoding="utf-8"))
     with requests.Session() as session:
-        session.mount(
-            "https://", StaticJwksAdapter({example["jwt_header"]["jku"]: example["jwks_public"]})
-        )
+        session.mount("https://", StaticJwksAdapter({example["jwt_header"]["jku"]: example["jwks_public"]}))
         yield example, session
 
 
 def spec_verifier(example: dict[str, Any], session: requests.Session, **kwargs: Any) -> JwtVerifier:
-    issuer = TrustedIssuer(
-        iss=example["jwt_payload"]["iss"], allowed_jku=(example["jwt_header"]["jku"],)
-    )
+    issuer = TrustedIssuer(iss=example["jwt_payload"]["iss"], allowed_jku=(example["jwt_header"]["jku"],))
     return JwtVerifier([issuer], session=session, **kwargs)
 
 
@@ -744,9 +691,7 @@ def test_the_jti_cache_is_bounded_and_evicts_expired_entries_first() -> None:
     assert not cache.add_if_absent("newer", expires_at=300.0, now=50.0)
 
 
-def test_the_verifier_stores_the_jti_until_exp_plus_skew(
-    es_key: Any, jwks_file: str, clock: FakeClock
-) -> None:
+def test_the_verifier_stores_the_jti_until_exp_plus_skew(es_key: Any, jwks_file: str, clock: FakeClock) -> None:
     seen: list[tuple[str, float, float]] = []
 
     class RecordingCache:

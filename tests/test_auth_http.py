@@ -37,9 +37,15 @@ def server(tmp_path_factory, keys):
     holder: dict = {}
     srv = make_server("127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True)
     base = f"http://127.0.0.1:{srv.server_port}"
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp / 'd.db'}", patient_hash_key=b"k" * 32,
-                    auth_required=True, public_base_url=base, cors_origins=("https://sandbox.cds-hooks.org",),
-                    trusted_issuers=json.dumps([{"iss": ISS, "jwks_file": str(tmp / "jwks.json")}]))
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=True,
+        public_base_url=base,
+        cors_origins=("https://sandbox.cds-hooks.org",),
+        trusted_issuers=json.dumps([{"iss": ISS, "jwks_file": str(tmp / "jwks.json")}]),
+    )
     holder["app"] = create_app(config)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
@@ -65,7 +71,10 @@ def test_discovery_and_feedback_need_their_own_audience(server, keys) -> None:
     private, jwk = keys["ES384"]
     assert requests.get(server + "/cds-services", timeout=5).status_code == 401
     token = sign_token(private, "ES384", jwk["kid"], ISS, server + "/cds-services")
-    assert requests.get(server + "/cds-services", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code == 200
+    assert (
+        requests.get(server + "/cds-services", headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code
+        == 200
+    )
     feedback = {"feedback": [{"card": "x", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
     url = server + "/cds-services/cryotherapy-order-sign/feedback"
     wrong = sign_token(private, "ES384", jwk["kid"], ISS, server + "/cds-services/cryotherapy-order-sign")
@@ -89,21 +98,41 @@ def _attacks(base: str, keys) -> dict[str, str | None]:
         "alg none": f"{none_header}.{payload}.",
         "HS384 with the public key": f"{hs_header}.{payload}.{hs_sig}",
         "expired": sign_token(private, "ES384", jwk["kid"], ISS, aud, iat=1_600_000_000, exp=1_600_000_300),
-        "not yet valid": sign_token(private, "ES384", jwk["kid"], ISS, aud, nbf=4_000_000_000, iat=4_000_000_000, exp=4_000_000_300),
+        "not yet valid": sign_token(
+            private, "ES384", jwk["kid"], ISS, aud, nbf=4_000_000_000, iat=4_000_000_000, exp=4_000_000_300
+        ),
         "wrong aud": sign_token(private, "ES384", jwk["kid"], ISS, base + "/cds-services/other"),
         "unknown issuer": sign_token(private, "ES384", jwk["kid"], "https://evil.example", aud),
         "unknown kid": sign_token(private, "ES384", "nope", ISS, aud),
         # An unlisted jku is never fetched: the pinned keys decide, and this key is not pinned.
-        "untrusted jku": sign_token(ec.generate_private_key(ec.SECP384R1()), "ES384", jwk["kid"], ISS, aud,
-                                    headers={"jku": "https://evil.example/jwks"}),
+        "untrusted jku": sign_token(
+            ec.generate_private_key(ec.SECP384R1()),
+            "ES384",
+            jwk["kid"],
+            ISS,
+            aud,
+            headers={"jku": "https://evil.example/jwks"},
+        ),
         "tampered payload": f"{header}.{tampered}.{signature}",
         "missing Authorization": None,
     }
 
 
-@pytest.mark.parametrize("attack", ["alg none", "HS384 with the public key", "expired", "not yet valid", "wrong aud",
-                                    "unknown issuer", "unknown kid", "untrusted jku", "tampered payload",
-                                    "missing Authorization"])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "alg none",
+        "HS384 with the public key",
+        "expired",
+        "not yet valid",
+        "wrong aud",
+        "unknown issuer",
+        "unknown kid",
+        "untrusted jku",
+        "tampered payload",
+        "missing Authorization",
+    ],
+)
 def test_the_jwt_attack_list_gets_a_bare_401(server, keys, attack) -> None:
     response = _call(server, _attacks(server, keys)[attack])
     assert response.status_code == 401
@@ -119,10 +148,20 @@ def test_a_replayed_jti_gets_401(server, keys) -> None:
 
 
 def test_cors_preflight_allows_the_listed_origin_only(server) -> None:
-    for path in ("/cds-services", "/cds-services/cryotherapy-order-select", "/cds-services/cryotherapy-order-select/feedback"):
-        allowed = requests.options(server + path, timeout=5, headers={
-            "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type"})
+    for path in (
+        "/cds-services",
+        "/cds-services/cryotherapy-order-select",
+        "/cds-services/cryotherapy-order-select/feedback",
+    ):
+        allowed = requests.options(
+            server + path,
+            timeout=5,
+            headers={
+                "Origin": "https://sandbox.cds-hooks.org",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
         assert allowed.status_code == 204
         assert allowed.headers["Access-Control-Allow-Origin"] == "https://sandbox.cds-hooks.org"
         assert "Authorization" in allowed.headers["Access-Control-Allow-Headers"]
@@ -134,11 +173,18 @@ def test_cors_preflight_allows_the_listed_origin_only(server) -> None:
 def test_a_public_web_client_may_reach_a_loopback_service_when_its_origin_is_allowed(server) -> None:
     """Chrome's Private Network Access preflight, as sent by https://sandbox.cds-hooks.org to a
     service on localhost."""
-    ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type",
-           "Access-Control-Request-Private-Network": "true"}
-    allowed = requests.options(server + "/cds-services/cryotherapy-order-select", timeout=5,
-                               headers={**ask, "Origin": "https://sandbox.cds-hooks.org"})
+    ask = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+        "Access-Control-Request-Private-Network": "true",
+    }
+    allowed = requests.options(
+        server + "/cds-services/cryotherapy-order-select",
+        timeout=5,
+        headers={**ask, "Origin": "https://sandbox.cds-hooks.org"},
+    )
     assert allowed.headers["Access-Control-Allow-Private-Network"] == "true"
-    other = requests.options(server + "/cds-services/cryotherapy-order-select", timeout=5,
-                             headers={**ask, "Origin": "https://evil.example"})
+    other = requests.options(
+        server + "/cds-services/cryotherapy-order-select", timeout=5, headers={**ask, "Origin": "https://evil.example"}
+    )
     assert "Access-Control-Allow-Private-Network" not in other.headers

@@ -33,8 +33,15 @@ PAGE = Path(__file__).resolve().parent / "browser" / "ehr_client.html"
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Flags for a closed network, as the machine notes prescribe (no background connections).
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _page_app(public_jwks: dict[str, Any]) -> Flask:
@@ -72,17 +79,28 @@ class Setup:
         origin = self.page_server.url
         holder: dict[str, Any] = {}
         self.service = LoopbackServer(lambda env, start: holder["app"](env, start))
-        holder["app"] = create_app(Config(
-            rules_dir=RULES_DIR, database_url=f"sqlite:///{self.db}", patient_hash_key=b"k" * 32,
-            auth_required=True, public_base_url=self.service.url,
-            cors_origins=(origin,) if allow_page_origin else ("https://ehr.elsewhere.example",),
-            trusted_issuers=json.dumps([{"iss": origin, "allowed_jku": [origin + "/.well-known/jwks.json"]}])))
+        holder["app"] = create_app(
+            Config(
+                rules_dir=RULES_DIR,
+                database_url=f"sqlite:///{self.db}",
+                patient_hash_key=b"k" * 32,
+                auth_required=True,
+                public_base_url=self.service.url,
+                cors_origins=(origin,) if allow_page_origin else ("https://ehr.elsewhere.example",),
+                trusted_issuers=json.dumps([{"iss": origin, "allowed_jku": [origin + "/.well-known/jwks.json"]}]),
+            )
+        )
 
     def client_config(self) -> dict[str, Any]:
         origin = self.page_server.url
-        return {"privateJwk": self.private_jwk, "kid": "browser-es384", "iss": origin,
-                "jku": origin + "/.well-known/jwks.json", "serviceBase": self.service.url,
-                "fhirServer": self.fhir.url}
+        return {
+            "privateJwk": self.private_jwk,
+            "kid": "browser-es384",
+            "iss": origin,
+            "jku": origin + "/.well-known/jwks.json",
+            "serviceBase": self.service.url,
+            "fhirServer": self.fhir.url,
+        }
 
     def stop(self) -> None:
         for server in (self.service, self.fhir, self.page_server):
@@ -112,7 +130,9 @@ def open_page(browser: Any) -> Iterator[Any]:
 
 
 def _cards_in_page(page: Any) -> list[tuple[str, str]]:
-    found = page.eval_on_selector_all("#cards li.card", "items => items.map(i => [i.dataset.rule, i.dataset.indicator])")
+    found = page.eval_on_selector_all(
+        "#cards li.card", "items => items.map(i => [i.dataset.rule, i.dataset.indicator])"
+    )
     return sorted((rule, indicator) for rule, indicator in found)
 
 
@@ -129,8 +149,8 @@ def test_the_browser_gets_our_cards_and_its_feedback_is_recorded(open_page, tmp_
         assert _cards_in_page(page) == [("CI-RAYNAUD", "critical")]
         assert "Raynaud" in page.inner_text("#cards li.card .summary")
 
-        page.click("#cards li.card button.suggestion")   # "Cancel the cryotherapy order"
-        page.click("#cards li.card button.override")     # then overridden (a second, separate answer)
+        page.click("#cards li.card button.suggestion")  # "Cancel the cryotherapy order"
+        page.click("#cards li.card button.override")  # then overridden (a second, separate answer)
         page.wait_for_function("() => document.querySelectorAll('#feedback li').length === 2")
         statuses = page.eval_on_selector_all("#feedback li", "items => items.map(i => i.dataset.status)")
         assert statuses == ["200", "200"]
@@ -142,7 +162,9 @@ def test_the_browser_gets_our_cards_and_its_feedback_is_recorded(open_page, tmp_
     assert rule == "CI-RAYNAUD"
     feedback = setup.rows("select card_uuid, outcome, override_code, known_card from feedback order by id")
     assert [(c == card_uuid, outcome, code, bool(known)) for c, outcome, code, known in feedback] == [
-        (True, "accepted", None, True), (True, "overridden", "specialist-cleared", True)]
+        (True, "accepted", None, True),
+        (True, "overridden", "specialist-cleared", True),
+    ]
     # The browser read the record from the FHIR server itself: nothing had to be fetched or was missing.
     [(gaps,)] = setup.rows("select data_gaps from decision")
     assert json.loads(gaps) in ({}, [])

@@ -22,8 +22,8 @@ from cds_hooks.audit.models import Feedback
 from cds_hooks.cardcheck import card_problems, text_problems
 from cds_hooks.cards import FINDINGS_EXTENSION, findings_of
 from cds_hooks.cards.text import evidence_sentence, long_date, render
-from cds_hooks.devtools.cases import DEFAULT_NOW, bundle_request, case_request, load_case
 from cds_hooks.config import Config, ConfigError, from_env
+from cds_hooks.devtools.cases import DEFAULT_NOW, bundle_request, case_request, load_case
 from cds_hooks.devtools.conformance import validate
 from cds_hooks.engine import make_evaluator
 from cds_hooks.hooks import parse_hook_request
@@ -48,18 +48,30 @@ def _pipeline(rulebook, terminology, evaluator, grouping: str = "order", base: s
 
 
 def _condition(code: str, display: str, onset: str = "2021-06-01") -> dict[str, Any]:
-    return {"resourceType": "Condition", "id": f"c-{code}", "code": {"coding": [{"system": SN, "code": code, "display": display}]},
-            "clinicalStatus": {"coding": [{"code": "active"}]}, "onsetDateTime": onset}
+    return {
+        "resourceType": "Condition",
+        "id": f"c-{code}",
+        "code": {"coding": [{"system": SN, "code": code, "display": display}]},
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "onsetDateTime": onset,
+    }
 
 
 HEART = [_condition("84114007", "Heart failure"), _condition("49436004", "Atrial fibrillation")]
-WARFARIN = {"resourceType": "MedicationRequest", "id": "m-warfarin", "status": "active", "intent": "order",
-            "medicationCodeableConcept": {"coding": [{"system": RX, "code": "11289", "display": "warfarin"}]}}
+WARFARIN = {
+    "resourceType": "MedicationRequest",
+    "id": "m-warfarin",
+    "status": "active",
+    "intent": "order",
+    "medicationCodeableConcept": {"coding": [{"system": RX, "code": "11289", "display": "warfarin"}]},
+}
 
 
 def _run(pipeline: Pipeline, case: dict[str, Any], hook: str = "order-select") -> list[dict[str, Any]]:
     service = SERVICES["cryotherapy-order-select" if hook == "order-select" else "cryotherapy-order-sign"]
-    cards: list[dict[str, Any]] = pipeline.run(service, parse_hook_request(case_request(case, hook), hook)).body["cards"]
+    cards: list[dict[str, Any]] = pipeline.run(service, parse_hook_request(case_request(case, hook), hook)).body[
+        "cards"
+    ]
     return cards
 
 
@@ -79,8 +91,11 @@ def test_two_contraindications_make_one_critical_card_naming_both(rulebook, term
     assert card["source"]["topic"]["code"] in rules
     assert "Heart failure, diagnosed 1 June 2021" in card["detail"]
     assert [s["label"] for s in card["suggestions"]] == ["Cancel the whole-body cryotherapy order"]
-    assert card["suggestions"][0]["actions"][0] == {"type": "delete", "resourceId": "ServiceRequest/cryo-1",
-                                                    "description": "Cancel the draft whole-body cryotherapy order"}
+    assert card["suggestions"][0]["actions"][0] == {
+        "type": "delete",
+        "resourceId": "ServiceRequest/cryo-1",
+        "description": "Cancel the draft whole-body cryotherapy order",
+    }
     # warfarin is a warning: its own tier card, never on the critical one
     warning = [c for c in cards if c["indicator"] == "warning"]
     assert len(warning) == 1 and ("DI-ANTICOAG", "warning") in findings_of(warning)
@@ -126,10 +141,16 @@ def test_per_rule_grouping_keeps_one_card_per_rule(rulebook, terminology, plain_
 
 def test_per_rule_grouping_keeps_the_immune_group_on_one_card(rulebook, terminology, plain_evaluator) -> None:
     hiv = _condition("86406008", "Human immunodeficiency virus infection")
-    prednisone = {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
-                  "medicationCodeableConcept": {"coding": [{"system": RX, "code": "8640", "display": "prednisone"}]}}
-    cards = _run(_pipeline(rulebook, terminology, plain_evaluator, grouping="rule"),
-                 {"order": "wbc", "resources": [hiv, prednisone]})
+    prednisone = {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": RX, "code": "8640", "display": "prednisone"}]},
+    }
+    cards = _run(
+        _pipeline(rulebook, terminology, plain_evaluator, grouping="rule"),
+        {"order": "wbc", "resources": [hiv, prednisone]},
+    )
     immune = [c for c in cards if {i["rule"] for i in c["extension"][FINDINGS_EXTENSION]} & {"CI-IMMUNO", "DI-IMMSUP"}]
     assert len(immune) == 1
     assert {i["rule"] for i in immune[0]["extension"][FINDINGS_EXTENSION]} == {"CI-IMMUNO", "DI-IMMSUP"}
@@ -163,41 +184,63 @@ def test_several_orders_get_their_own_cards_named_in_the_summary(rulebook, termi
 # -- clinician language -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", [
-    "SEED-B: anticoagulants", "Catalogue §5", "(assumption, configurable)", "ATC C02/C03", "Condition/bdf463c4-1",
-    "Ordered not recorded °C, not recorded min.", "{drug}, last taken", "long-term use, Z79.01",
-    "0b1f17ec-e88b-4d74-9d3c-abd13001d1e4", "see CI-CV", "Hb None g/dL", "date unknown",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "SEED-B: anticoagulants",
+        "Catalogue §5",
+        "(assumption, configurable)",
+        "ATC C02/C03",
+        "Condition/bdf463c4-1",
+        "Ordered not recorded °C, not recorded min.",
+        "{drug}, last taken",
+        "long-term use, Z79.01",
+        "0b1f17ec-e88b-4d74-9d3c-abd13001d1e4",
+        "see CI-CV",
+        "Hb None g/dL",
+        "date unknown",
+    ],
+)
 def test_the_detector_finds_what_a_clinician_must_not_read(bad: str) -> None:
     assert text_problems(bad), bad
 
 
-@pytest.mark.parametrize("good", [
-    "Atrial fibrillation, diagnosed 1 June 2021.", "Warfarin, last taken 3 days before the session (stop date not recorded).",
-    "Chamber temperature −150 °C is colder than the usual −100 to −140 °C: confirm the protocol.",
-    "Haemoglobin 7.2 g/dL on 3 March 2026.",
-])
+@pytest.mark.parametrize(
+    "good",
+    [
+        "Atrial fibrillation, diagnosed 1 June 2021.",
+        "Warfarin, last taken 3 days before the session (stop date not recorded).",
+        "Chamber temperature −150 °C is colder than the usual −100 to −140 °C: confirm the protocol.",
+        "Haemoglobin 7.2 g/dL on 3 March 2026.",
+    ],
+)
 def test_the_detector_passes_plain_clinical_text(good: str) -> None:
     assert text_problems(good) == []
 
 
 def test_codes_and_ids_are_allowed_only_in_the_collapsed_evidence_section() -> None:
-    card = {"summary": "Do not proceed with whole-body cryotherapy: heart failure.",
-            "detail": "- **Heart failure** — diagnosed 1 June 2021.\n\n<details><summary>Evidence</summary>\n\n"
-                      "- Heart failure: SNOMED CT 84114007, Condition/abc\n\n</details>"}
+    card = {
+        "summary": "Do not proceed with whole-body cryotherapy: heart failure.",
+        "detail": "- **Heart failure** — diagnosed 1 June 2021.\n\n<details><summary>Evidence</summary>\n\n"
+        "- Heart failure: SNOMED CT 84114007, Condition/abc\n\n</details>",
+    }
     assert card_problems(card) == []
     assert card_problems({**card, "detail": card["detail"].replace("<details>", "")})
 
 
 @pytest.mark.parametrize("grouping", ["order", "rule"])
-def test_no_rule_case_or_fixture_card_breaks_the_language_rules(grouping, rulebook, terminology, plain_evaluator) -> None:
+def test_no_rule_case_or_fixture_card_breaks_the_language_rules(
+    grouping, rulebook, terminology, plain_evaluator
+) -> None:
     problems = []
     for path in CASES:
         case = load_case(path)
         now = datetime.fromisoformat(str(case.get("now", DEFAULT_NOW)))
         pipeline = Pipeline(rulebook, terminology, plain_evaluator, clock=lambda now=now: now, card_grouping=grouping)
         for card in _run(pipeline, case, case.get("hook", "order-select")):
-            problems += [f"{path.parent.parent.name}/{path.stem}: {card['summary']!r}: {p}" for p in card_problems(card)]
+            problems += [
+                f"{path.parent.parent.name}/{path.stem}: {card['summary']!r}: {p}" for p in card_problems(card)
+            ]
     pipeline = _pipeline(rulebook, terminology, plain_evaluator, grouping)
     for path in sorted(FIXTURES.glob("*.json")):
         body = json.loads(path.read_text())
@@ -210,8 +253,12 @@ def test_no_rule_case_or_fixture_card_breaks_the_language_rules(grouping, rulebo
 def test_every_rule_text_renders_clean_with_nothing_known(rulebook) -> None:
     problems = []
     for rule in rulebook.rules:
-        for template in (rule.summary, rule.detail, rule.finding,
-                         *(t for v in rule.variants for t in (v.summary, v.finding, v.detail))):
+        for template in (
+            rule.summary,
+            rule.detail,
+            rule.finding,
+            *(t for v in rule.variants for t in (v.summary, v.finding, v.detail)),
+        ):
             text = render(template, {}, rulebook.parameters)
             problems += [f"{rule.id}: {template!r}: {p}" for p in text_problems(text)]
     assert problems == []
@@ -221,12 +268,16 @@ def test_unknown_values_are_left_out_and_parameters_follow_the_configuration() -
     template = "Anticoagulant[ ({drug})] in the past {param:anticoag_window_days} days. Last taken {date}. Review it."
     assert render(template, {}, {"anticoag_window_days": 10}) == "Anticoagulant in the past 10 days. Review it."
     assert render(template, {"drug": "Warfarin", "date": "1 June 2021"}, {"anticoag_window_days": 14}) == (
-        "Anticoagulant (Warfarin) in the past 14 days. Last taken 1 June 2021. Review it.")
+        "Anticoagulant (Warfarin) in the past 14 days. Last taken 1 June 2021. Review it."
+    )
 
 
 def test_a_configured_window_changes_the_card_text(terminology) -> None:
     rulebook = load_rulebook(RULES_DIR, {"anticoag_window_days": 10})
-    cards = _run(_pipeline(rulebook, terminology, make_evaluator(rulebook.engine_rules(), "plain")), {"order": "ln2", "resources": [WARFARIN]})
+    cards = _run(
+        _pipeline(rulebook, terminology, make_evaluator(rulebook.engine_rules(), "plain")),
+        {"order": "ln2", "resources": [WARFARIN]},
+    )
     text = json.dumps(cards)
     assert "within 10 days" in text and "within 14 days" not in text
 
@@ -234,14 +285,17 @@ def test_a_configured_window_changes_the_card_text(terminology) -> None:
 def test_evidence_sentences_give_the_date_in_words() -> None:
     assert long_date("2021-06-01") == "1 June 2021"
     assert long_date("garbage") is None
-    assert evidence_sentence({"kind": "condition", "label": "Atrial fibrillation (disorder)", "date": "2021-06-01"}) == (
-        "Atrial fibrillation, diagnosed 1 June 2021")
+    assert evidence_sentence(
+        {"kind": "condition", "label": "Atrial fibrillation (disorder)", "date": "2021-06-01"}
+    ) == ("Atrial fibrillation, diagnosed 1 June 2021")
     stopped = {"kind": "medication", "label": "warfarin", "current": False, "days_before_treatment": 3.2}
     assert evidence_sentence(stopped) == "Warfarin, last taken 3 days before the session"
     assert evidence_sentence({**stopped, "stop_date_recorded": False}) == (
-        "Warfarin, last taken 3 days before the session (stop date not recorded)")
+        "Warfarin, last taken 3 days before the session (stop date not recorded)"
+    )
     assert evidence_sentence({"kind": "lab", "test": "hb", "value": 7.2, "date": "2026-03-03"}) == (
-        "Haemoglobin 7.2 g/dL on 3 March 2026")
+        "Haemoglobin 7.2 g/dL on 3 March 2026"
+    )
     assert evidence_sentence({"kind": "order", "label": "x"}) is None
 
 
@@ -281,10 +335,13 @@ def test_links_are_absolute_and_at_most_three(rulebook, terminology, plain_evalu
 
 def test_rule_links_are_the_verified_references() -> None:
     """Every link a rule offers is one of the references checked against its publisher."""
-    verified = {"https://doi.org/10.3389/fresc.2025.1567402", "https://ijdvl.com/guidelines-for-cryotherapy",
-                "http://www.aafp.org/afp/2004/0515/p2365.html",
-                "https://fastlyheal.com/remove-spots-on-the-skin-with-liquid-nitrogen/",
-                "http://www.who.int/vmnis/indicators/haemoglobin/en/"}
+    verified = {
+        "https://doi.org/10.3389/fresc.2025.1567402",
+        "https://ijdvl.com/guidelines-for-cryotherapy",
+        "http://www.aafp.org/afp/2004/0515/p2365.html",
+        "https://fastlyheal.com/remove-spots-on-the-skin-with-liquid-nitrogen/",
+        "http://www.who.int/vmnis/indicators/haemoglobin/en/",
+    }
     rulebook = load_rulebook(RULES_DIR)
     assert {link["url"] for r in rulebook.rules for link in r.links} <= verified
 
@@ -292,8 +349,12 @@ def test_rule_links_are_the_verified_references() -> None:
 @pytest.fixture()
 def served(tmp_path: Path):
     """The service on a real loopback port (authentication off: these tests are about cards)."""
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}", patient_hash_key=b"k" * 32,
-                    auth_required=False)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+    )
     app = create_app(config)
     with LoopbackServer(app) as server:
         app.extensions["cryo_cds"].pipeline.cards.base_url = server.url
@@ -313,12 +374,20 @@ def test_every_card_source_url_is_a_rule_page_the_service_serves(served) -> None
 
 
 def test_rule_pages_need_no_login_and_show_version_parameters_and_sources(tmp_path: Path) -> None:
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}", patient_hash_key=b"k" * 32,
-                    auth_required=True, rule_params={"anticoag_window_days": 10})
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=True,
+        rule_params={"anticoag_window_days": 10},
+    )
     app = create_app(config)
     try:
         with LoopbackServer(app) as server:
-            assert requests.post(f"{server.url}/cds-services/cryotherapy-order-select", json={}, timeout=10).status_code == 401
+            assert (
+                requests.post(f"{server.url}/cds-services/cryotherapy-order-select", json={}, timeout=10).status_code
+                == 401
+            )
             page = requests.get(f"{server.url}/rules/DI-ANTICOAG", timeout=10)
             assert page.status_code == 200
             assert '<span id="rule-version">' in page.text and "anticoag_window_days" in page.text
@@ -348,28 +417,51 @@ def test_each_override_code_means_one_thing_on_every_card(rulebook) -> None:
 def test_a_rule_file_in_the_earlier_schema_still_loads(tmp_path: Path) -> None:
     folder = tmp_path / "CI-CTD"
     folder.mkdir()
-    (folder / "rule.yaml").write_text(yaml.safe_dump({
-        "id": "CI-CTD", "version": "1.0.0", "title": "Connective tissue disease", "sources": ["IJDVL09: collagen vascular disease"],
-        "severity": {"systemic": "warning"}, "summary": "Connective tissue disease: physician assessment first.",
-        "detail": "Cold may trigger vasospasm.", "variants": [{"name": "ctd", "when": [{"condition": {"in_raynaud": True}}]}],
-        "override_reasons": [{"code": "physician-assessed", "display": "Assessed"}, {"code": "ctd-inactive", "display": "Disease inactive"}],
-    }))
+    (folder / "rule.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "id": "CI-CTD",
+                "version": "1.0.0",
+                "title": "Connective tissue disease",
+                "sources": ["IJDVL09: collagen vascular disease"],
+                "severity": {"systemic": "warning"},
+                "summary": "Connective tissue disease: physician assessment first.",
+                "detail": "Cold may trigger vasospasm.",
+                "variants": [{"name": "ctd", "when": [{"condition": {"in_raynaud": True}}]}],
+                "override_reasons": [
+                    {"code": "physician-assessed", "display": "Assessed"},
+                    {"code": "ctd-inactive", "display": "Disease inactive"},
+                ],
+            }
+        )
+    )
     rule = load_rule(folder / "rule.yaml", {})
     assert rule.finding == "Connective tissue disease" and rule.links == ()
     assert [r["display"] for r in rule.override_reasons] == [overrides.SHARED["physician-assessed"], "Disease inactive"]
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"override_reasons": ["no-such-shared-code"]}, "not in the shared list"),
-    ({"links": [{"title": "x", "url": "ftp://example.org"}]}, "absolute http"),
-    ({"variant_text": {"nope": {"summary": "x"}}}, "unknown variant"),
-    ({"variant_text": {"ctd": {"colour": "x"}}}, "may set only"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"override_reasons": ["no-such-shared-code"]}, "not in the shared list"),
+        ({"links": [{"title": "x", "url": "ftp://example.org"}]}, "absolute http"),
+        ({"variant_text": {"nope": {"summary": "x"}}}, "unknown variant"),
+        ({"variant_text": {"ctd": {"colour": "x"}}}, "may set only"),
+    ],
+)
 def test_the_loader_names_wrong_text_fields(tmp_path: Path, change: dict[str, Any], message: str) -> None:
     folder = tmp_path / "CI-CTD"
     folder.mkdir()
-    raw = {"id": "CI-CTD", "version": "1.0.0", "title": "t", "sources": ["s"], "severity": {"systemic": "warning"},
-           "summary": "s", "detail": "d", "variants": [{"name": "ctd", "when": [{"condition": {"in_raynaud": True}}]}]}
+    raw = {
+        "id": "CI-CTD",
+        "version": "1.0.0",
+        "title": "t",
+        "sources": ["s"],
+        "severity": {"systemic": "warning"},
+        "summary": "s",
+        "detail": "d",
+        "variants": [{"name": "ctd", "when": [{"condition": {"in_raynaud": True}}]}],
+    }
     (folder / "rule.yaml").write_text(yaml.safe_dump({**raw, **change}))
     with pytest.raises(RuleError, match=message):
         load_rule(folder / "rule.yaml", {})
@@ -385,14 +477,28 @@ def test_feedback_with_only_a_code_is_stored_with_its_display_for_every_rule(ser
     [card] = [c for c in cards if c["indicator"] == "critical"]
     offered = {r["code"]: r["display"] for r in card["overrideReasons"]}
     assert "specialist-cleared" in offered
-    feedback = {"feedback": [{"card": card["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-12-04T10:00:00Z",
-                              "overrideReason": {"reason": {"code": "specialist-cleared"}}}]}
+    feedback = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-12-04T10:00:00Z",
+                "overrideReason": {"reason": {"code": "specialist-cleared"}},
+            }
+        ]
+    }
     assert requests.post(f"{url}/feedback", json=feedback, timeout=10).status_code == 200
     rows = {r["rule_id"]: r for r in rule_summary(app.extensions["cryo_cds"].store)}
     for rule in ("CI-CV", "CI-ARR"):
         assert rows[rule]["overridden"] == 1, rule
         assert rows[rule]["top_override_reasons"] == [
-            {"code": "specialist-cleared", "system": overrides.SYSTEM, "display": offered["specialist-cleared"], "count": 1}]
+            {
+                "code": "specialist-cleared",
+                "system": overrides.SYSTEM,
+                "display": offered["specialist-cleared"],
+                "count": 1,
+            }
+        ]
     with app.extensions["cryo_cds"].store.reading() as conn:
         [row] = conn.execute(select(Feedback.rule_ids, Feedback.override_display)).all()
     assert sorted(row.rule_ids) == ["CI-ARR", "CI-CV"] and row.override_display == offered["specialist-cleared"]

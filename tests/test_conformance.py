@@ -88,10 +88,7 @@ def test_an_empty_prefetch_template_and_a_null_title_are_reported_in_discovery()
     doc["services"][0]["prefetch"]["patientToGreet"] = ""
     doc["services"][1]["title"] = None
     assert validate("discovery", doc) == [
-        (
-            "/services/0/prefetch/patientToGreet: empty string: "
-            "omit an optional attribute instead (§1)"
-        ),
+        ("/services/0/prefetch/patientToGreet: empty string: omit an optional attribute instead (§1)"),
         "/services/1/title: null value: omit an optional attribute instead of sending null (§1)",
     ]
 
@@ -129,9 +126,7 @@ def test_a_prefetch_that_is_empty_or_holds_null_is_accepted() -> None:
 
 
 def test_the_legacy_opioid_request_shape_is_reported() -> None:
-    problems = validate(
-        "request", load("negative/docs-legacy-request-opioid-medication-prescribe-shape.json")
-    )
+    problems = validate("request", load("negative/docs-legacy-request-opioid-medication-prescribe-shape.json"))
     assert problems == [
         "/context: 'draftOrders' is a required property",
         "/prefetch/medication: 'resourceType' is a required property",
@@ -247,9 +242,7 @@ def test_the_official_empty_and_cards_responses_are_valid(name: str) -> None:
     assert validate("response", load(name)) == []
 
 
-@pytest.mark.parametrize(
-    "name", ["docs-response-radiology-system-action.json", "v2-response-system-actions.json"]
-)
+@pytest.mark.parametrize("name", ["docs-response-radiology-system-action.json", "v2-response-system-actions.json"])
 def test_system_action_responses_are_valid_as_system_actions_may_omit_description(
     name: str,
 ) -> None:
@@ -266,9 +259,7 @@ def test_the_autolaunchable_example_is_reported_for_its_missing_indicator() -> N
 
 
 def test_the_quickstart_success_indicator_is_reported() -> None:
-    problems = validate(
-        "response", load("negative/docs-quickstart-response-indicator-success.json")
-    )
+    problems = validate("response", load("negative/docs-quickstart-response-indicator-success.json"))
     only(problems, "/cards/0/indicator: 'success' is not one of ['info', 'warning', 'critical']")
 
 
@@ -276,9 +267,7 @@ def test_the_quickstart_bare_card_with_a_null_url_is_reported() -> None:
     card = load("negative/docs-quickstart-card-bare-url-null.json")
     as_is = validate("response", card)
     assert "(root): 'cards' is a required property" in as_is
-    assert (
-        "/source/url: null value: omit an optional attribute instead of sending null (§1)" in as_is
-    )
+    assert "/source/url: null value: omit an optional attribute instead of sending null (§1)" in as_is
     only(
         validate("response", response_with(card)),
         "/cards/0/source/url: null value: omit an optional attribute instead of sending null (§1)",
@@ -307,8 +296,7 @@ def test_a_summary_of_140_characters_is_reported_and_139_is_accepted() -> None:
     card["summary"] = "x" * 140
     only(
         validate("response", response_with(card)),
-        "/cards/0/summary: summary must be shorter than 140 characters (§card-attributes); "
-        "this one has 140",
+        "/cards/0/summary: summary must be shorter than 140 characters (§card-attributes); this one has 140",
     )
 
 
@@ -347,8 +335,7 @@ def test_app_context_on_an_absolute_link_is_reported() -> None:
     card["links"][0]["appContext"] = "x"
     only(
         validate("response", response_with(card)),
-        "/cards/0/links/0/type: appContext is only allowed on links whose type is 'smart' "
-        "(cds-resp-3)",
+        "/cards/0/links/0/type: appContext is only allowed on links whose type is 'smart' (cds-resp-3)",
     )
 
 
@@ -357,8 +344,7 @@ def test_a_suggestion_action_without_description_is_reported() -> None:
     del card["suggestions"][0]["actions"][0]["description"]
     only(
         validate("response", response_with(card)),
-        "/cards/0/suggestions/0/actions/0: an action in a suggestion must have a description "
-        "(cds-resp-5)",
+        "/cards/0/suggestions/0/actions/0: an action in a suggestion must have a description (cds-resp-5)",
     )
 
 
@@ -367,8 +353,7 @@ def test_an_empty_string_deep_in_a_card_is_reported() -> None:
     card["suggestions"][1]["actions"][0]["resource"]["note"][0]["text"] = ""
     only(
         validate("response", response_with(card)),
-        "/cards/0/suggestions/1/actions/0/resource/note/0/text: empty string: omit an optional "
-        "attribute instead (§1)",
+        "/cards/0/suggestions/1/actions/0/resource/note/0/text: empty string: omit an optional attribute instead (§1)",
     )
 
 
@@ -396,8 +381,7 @@ def test_a_duplicate_card_uuid_is_reported() -> None:
     second["summary"] = "Another card"
     only(
         validate("response", {"cards": [first, second]}),
-        "/cards/1/uuid: duplicate card uuid '0b2d8f52-3a55-4b4f-9d47-7a6a1f4c8f10' "
-        "(first used at /cards/0)",
+        "/cards/1/uuid: duplicate card uuid '0b2d8f52-3a55-4b4f-9d47-7a6a1f4c8f10' (first used at /cards/0)",
     )
 
 
@@ -406,8 +390,7 @@ def test_a_create_action_without_a_resource_is_reported() -> None:
     del card["suggestions"][1]["actions"][0]["resource"]
     only(
         validate("response", response_with(card)),
-        "/cards/0/suggestions/1/actions/0: create and update actions must carry the resource "
-        "(§action)",
+        "/cards/0/suggestions/1/actions/0: create and update actions must carry the resource (§action)",
     )
 
 
@@ -459,14 +442,11 @@ def test_an_outcome_timestamp_that_is_not_rfc3339_is_reported(timestamp: str) ->
     body["feedback"][0]["outcomeTimestamp"] = timestamp
     only(
         validate("feedback", body),
-        "/feedback/0/outcomeTimestamp: must be an RFC 3339 date-time such as "
-        "2021-12-11T10:05:31Z (§feedback)",
+        "/feedback/0/outcomeTimestamp: must be an RFC 3339 date-time such as 2021-12-11T10:05:31Z (§feedback)",
     )
 
 
-@pytest.mark.parametrize(
-    "timestamp", ["1985-04-12T23:20:50.52Z", "2021-12-11T10:05:31+01:00", "2016-12-31T23:59:60Z"]
-)
+@pytest.mark.parametrize("timestamp", ["1985-04-12T23:20:50.52Z", "2021-12-11T10:05:31+01:00", "2016-12-31T23:59:60Z"])
 def test_rfc3339_timestamps_with_fractions_or_offsets_are_accepted(timestamp: str) -> None:
     body = accepted_feedback()
     body["feedback"][0]["outcomeTimestamp"] = timestamp
@@ -567,9 +547,7 @@ def test_every_ref_in_the_openapi_document_resolves() -> None:
 
 
 def test_the_openapi_schemas_are_copies_of_the_json_schema_definitions() -> None:
-    copied = json.loads(
-        json.dumps(load_schema()["$defs"]).replace('"#/$defs/', '"#/components/schemas/')
-    )
+    copied = json.loads(json.dumps(load_schema()["$defs"]).replace('"#/$defs/', '"#/components/schemas/'))
     schemas = openapi()["components"]["schemas"]
     for name, definition in copied.items():
         assert schemas.get(name) == definition, f"components/schemas/{name} drifted"

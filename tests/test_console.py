@@ -19,10 +19,10 @@ from sqlalchemy import create_engine, text
 
 from cds_hooks.app import create_app
 from cds_hooks.audit import analytics
-from cds_hooks.devtools.cases import bundle_request, case_request, load_case
 from cds_hooks.config import Config
 from cds_hooks.console.explain import closest_miss, pattern_words
 from cds_hooks.console.render import markdown
+from cds_hooks.devtools.cases import bundle_request, case_request, load_case
 from cds_hooks.facts import build_facts
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.orders import find_cryo_orders
@@ -38,16 +38,31 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
 TOKEN = "console-test-token-abcdefghijklmnop"
 FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # the fixtures' date, noon as the sandbox uses
-PAGES = ["/console/", "/console/rules", "/console/rules/CI-ANEMIA", "/console/sandbox", "/console/dashboard",
-         "/console/decisions", "/console/rules?format=csv", "/console/dashboard/rules.csv"]
+PAGES = [
+    "/console/",
+    "/console/rules",
+    "/console/rules/CI-ANEMIA",
+    "/console/sandbox",
+    "/console/dashboard",
+    "/console/decisions",
+    "/console/rules?format=csv",
+    "/console/dashboard/rules.csv",
+]
 SERVICE = {"order-select": "cryotherapy-order-select", "order-sign": "cryotherapy-order-sign"}
 
 
 class Service:
     def __init__(self, tmp_path: Path, **config: Any) -> None:
         self.db = tmp_path / "decisions.db"
-        settings = {"rules_dir": RULES_DIR, "database_url": f"sqlite:///{self.db}", "patient_hash_key": b"k" * 32,
-                    "auth_required": True, "audit_token": TOKEN, "evaluator": "plain", **config}
+        settings = {
+            "rules_dir": RULES_DIR,
+            "database_url": f"sqlite:///{self.db}",
+            "patient_hash_key": b"k" * 32,
+            "auth_required": True,
+            "audit_token": TOKEN,
+            "evaluator": "plain",
+            **config,
+        }
         self.app = create_app(Config(**settings))
         self.app.extensions["cryo_cds"].pipeline.clock = lambda: FIXED
         self.server = LoopbackServer(self.app)
@@ -64,8 +79,9 @@ class Service:
     def login(self) -> requests.Session:
         session = requests.Session()
         page = session.get(f"{self.url}/console/login")
-        answer = session.post(f"{self.url}/console/login", data={"token": TOKEN, "csrf_token": csrf_of(page.text)},
-                              allow_redirects=False)
+        answer = session.post(
+            f"{self.url}/console/login", data={"token": TOKEN, "csrf_token": csrf_of(page.text)}, allow_redirects=False
+        )
         assert answer.status_code == 302, answer.text
         return session
 
@@ -99,8 +115,9 @@ def test_login_sets_a_signed_httponly_strict_cookie_without_the_token(service: S
     assert page.status_code == 200
     wrong = session.post(f"{service.url}/console/login", data={"token": "nope", "csrf_token": csrf_of(page.text)})
     assert wrong.status_code == 401 and "not valid" in wrong.text
-    answer = session.post(f"{service.url}/console/login", data={"token": TOKEN, "csrf_token": csrf_of(page.text)},
-                          allow_redirects=False)
+    answer = session.post(
+        f"{service.url}/console/login", data={"token": TOKEN, "csrf_token": csrf_of(page.text)}, allow_redirects=False
+    )
     assert answer.status_code == 302
     cookie = answer.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
@@ -134,14 +151,21 @@ def test_the_sandbox_gives_the_pipelines_cards_for_every_fixture_and_logs_nothin
     pipeline = service.app.extensions["cryo_cds"].pipeline
     for fixture in sorted(REQUESTS.glob("*.json")):
         body = json.loads(fixture.read_text())
-        endpoint = requests.post(f"{service.url}/cds-services/{SERVICE[body['hook']]}", json=body, timeout=30,
-                                 headers={"Authorization": "Bearer x"})
+        endpoint = requests.post(
+            f"{service.url}/cds-services/{SERVICE[body['hook']]}",
+            json=body,
+            timeout=30,
+            headers={"Authorization": "Bearer x"},
+        )
         assert endpoint.status_code == 401  # JWTs guard the hook endpoint, not the console
         cards = pipeline.run(SERVICES[SERVICE[body["hook"]]], parse_hook_request(body, body["hook"])).body["cards"]
         before = service.decisions()
         upload = {"upload": ("request.json", json.dumps(body), "application/json")}
-        answer = session.post(f"{service.url}/console/sandbox", files=upload,
-                              data={"csrf_token": token, "source": "upload:", "date": "2026-11-21"})
+        answer = session.post(
+            f"{service.url}/console/sandbox",
+            files=upload,
+            data={"csrf_token": token, "source": "upload:", "date": "2026-11-21"},
+        )
         assert answer.status_code == 200, fixture.name
         shown = re.findall(r'class="cds-card (\w+)" data-indicator="\w+" data-rule="([^"]*)"', answer.text)
         assert shown == [(c["indicator"], c["source"]["topic"]["code"]) for c in cards], fixture.name
@@ -157,11 +181,13 @@ def test_the_sandbox_equals_the_hook_endpoint_over_http(tmp_path: Path) -> None:
         token = csrf_of(session.get(f"{open_service.url}/console/sandbox").text)
         for fixture in ("07-heart-failure-afib-whole-body-order-sign.json", "01-pregnant-whole-body-order-select.json"):
             body = json.loads((REQUESTS / fixture).read_text())
-            cards = requests.post(f"{open_service.url}/cds-services/{SERVICE[body['hook']]}", json=body,
-                                  timeout=30).json()["cards"]
+            cards = requests.post(
+                f"{open_service.url}/cds-services/{SERVICE[body['hook']]}", json=body, timeout=30
+            ).json()["cards"]
             before = open_service.decisions()
-            page = session.post(f"{open_service.url}/console/sandbox",
-                                data={"csrf_token": token, "source": f"fixture:{fixture}"}).text
+            page = session.post(
+                f"{open_service.url}/console/sandbox", data={"csrf_token": token, "source": f"fixture:{fixture}"}
+            ).text
             shown = re.findall(r'class="cds-card (\w+)" data-indicator="\w+" data-rule="([^"]*)"', page)
             assert cards and shown == [(c["indicator"], c["source"]["topic"]["code"]) for c in cards]
             assert open_service.decisions() == before
@@ -172,16 +198,26 @@ def test_the_sandbox_equals_the_hook_endpoint_over_http(tmp_path: Path) -> None:
 def test_order_edits_reach_the_pipeline(service: Service) -> None:
     session = service.login()
     token = csrf_of(session.get(f"{service.url}/console/sandbox").text)
-    form = {"csrf_token": token, "source": "fixture:03-no-findings-whole-body-order-select.json",
-            "temperature_c": "-150", "duration": "5", "sessions_per_week": "3", "course": "12"}
+    form = {
+        "csrf_token": token,
+        "source": "fixture:03-no-findings-whole-body-order-select.json",
+        "temperature_c": "-150",
+        "duration": "5",
+        "sessions_per_week": "3",
+        "course": "12",
+    }
     page = session.post(f"{service.url}/console/sandbox", data=form).text
     order = sent_order(page)
-    assert order["occurrenceTiming"]["repeat"] | {"duration": 5.0, "frequency": 3, "count": 12} == \
-        order["occurrenceTiming"]["repeat"]
+    assert (
+        order["occurrenceTiming"]["repeat"] | {"duration": 5.0, "frequency": 3, "count": 12}
+        == order["occurrenceTiming"]["repeat"]
+    )
     assert {"value": -150.0, "unit": "°C", "system": "http://unitsofmeasure.org", "code": "Cel"} in [
-        e.get("valueQuantity") for e in order["extension"]]
-    swapped = session.post(f"{service.url}/console/sandbox",
-                           data={**form, "preset": "ln2", "body_site": "73897004"}).text
+        e.get("valueQuantity") for e in order["extension"]
+    ]
+    swapped = session.post(
+        f"{service.url}/console/sandbox", data={**form, "preset": "ln2", "body_site": "73897004"}
+    ).text
     assert "Local destructive" in swapped
     assert sent_order(swapped)["bodySite"][0]["coding"][0]["code"] == "73897004"
 
@@ -194,16 +230,19 @@ def sent_order(page: str) -> dict[str, Any]:
     return dict(body["context"]["draftOrders"]["entry"][0]["resource"])
 
 
-@pytest.mark.parametrize(("form", "message"), [
-    ({"source": "upload:"}, "Choose a file"),
-    ({"source": "fixture:../../pyproject.toml"}, "no file"),
-    ({"source": "patient:x.json"}, "No patient folder"),
-    ({"source": "nothing"}, "Pick a fixture"),
-    ({"source": "fixture:03-no-findings-whole-body-order-select.json", "course": "many"}, "must be a number"),
-    ({"source": "fixture:03-no-findings-whole-body-order-select.json", "date": "21/11/2026"}, "YYYY-MM-DD"),
-    ({"source": "fixture:03-no-findings-whole-body-order-select.json", "preset": "laser"}, "Unknown order preset"),
-    ({"source": "fixture:03-no-findings-whole-body-order-select.json", "hook": "patient-view"}, "Unknown hook"),
-])
+@pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({"source": "upload:"}, "Choose a file"),
+        ({"source": "fixture:../../pyproject.toml"}, "no file"),
+        ({"source": "patient:x.json"}, "No patient folder"),
+        ({"source": "nothing"}, "Pick a fixture"),
+        ({"source": "fixture:03-no-findings-whole-body-order-select.json", "course": "many"}, "must be a number"),
+        ({"source": "fixture:03-no-findings-whole-body-order-select.json", "date": "21/11/2026"}, "YYYY-MM-DD"),
+        ({"source": "fixture:03-no-findings-whole-body-order-select.json", "preset": "laser"}, "Unknown order preset"),
+        ({"source": "fixture:03-no-findings-whole-body-order-select.json", "hook": "patient-view"}, "Unknown hook"),
+    ],
+)
 def test_bad_sandbox_input_is_a_clear_400(service: Service, form: dict[str, str], message: str) -> None:
     session = service.login()
     token = csrf_of(session.get(f"{service.url}/console/sandbox").text)
@@ -215,11 +254,17 @@ def test_bad_sandbox_input_is_a_clear_400(service: Service, form: dict[str, str]
 def test_bad_uploads_are_a_clear_400(service: Service) -> None:
     session = service.login()
     token = csrf_of(session.get(f"{service.url}/console/sandbox").text)
-    for content, message in ((b"{not json", "not valid JSON"), (b"[1, 2]", "neither a CDS Hooks request"),
-                             (b'{"resourceType": "Bundle", "entry": []}', "no Patient"),
-                             (b'{"hook": "order-select", "context": 3}', "context")):
-        answer = session.post(f"{service.url}/console/sandbox", data={"csrf_token": token, "source": "upload:"},
-                              files={"upload": ("x.json", content, "application/json")})
+    for content, message in (
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "neither a CDS Hooks request"),
+        (b'{"resourceType": "Bundle", "entry": []}', "no Patient"),
+        (b'{"hook": "order-select", "context": 3}', "context"),
+    ):
+        answer = session.post(
+            f"{service.url}/console/sandbox",
+            data={"csrf_token": token, "source": "upload:"},
+            files={"upload": ("x.json", content, "application/json")},
+        )
         assert answer.status_code == 400, content
         assert message in answer.text, content
 
@@ -248,7 +293,9 @@ def test_the_console_is_open_without_login_on_loopback_when_auth_is_off(tmp_path
         token = csrf_of(session.get(f"{open_service.url}/console/sandbox").text)
         form = {"source": "fixture:05-raynaud-local-ln2-order-select.json"}
         assert session.post(f"{open_service.url}/console/sandbox", data=form).status_code == 403
-        assert session.post(f"{open_service.url}/console/sandbox", data={**form, "csrf_token": token}).status_code == 200
+        assert (
+            session.post(f"{open_service.url}/console/sandbox", data={**form, "csrf_token": token}).status_code == 200
+        )
     finally:
         open_service.server.stop()
 
@@ -270,13 +317,18 @@ def test_csv_exports_equal_the_analytics(service: Service) -> None:
     session = service.login()
     period = "from=2026-11-01&to=2026-11-30"
     rows = session.get(f"{service.url}/console/dashboard/rules.csv?{period}").text.strip().splitlines()
-    expected = analytics.rule_summary(open_app.store, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
+    expected = analytics.rule_summary(
+        open_app.store, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    )
     assert len(rows) == len(expected) + 1 and len(expected) > 10
     header = rows[0].split(",")
     for line, want in zip(rows[1:], expected, strict=True):
         got = dict(zip(header, line.split(","), strict=True))
         assert (got["rule_id"], int(got["evaluations"]), int(got["fires"])) == (
-            want["rule_id"], want["evaluations"], want["fires"])
+            want["rule_id"],
+            want["evaluations"],
+            want["fires"],
+        )
     decisions = session.get(f"{service.url}/console/decisions?{period}&q=CI-PREG").text
     assert "1 decision" in decisions
     empty = session.get(f"{service.url}/console/dashboard/rules.csv?from=2026-10-01&to=2026-10-31").text
@@ -303,8 +355,10 @@ def test_a_silent_rule_shows_the_test_that_failed_as_its_closest_miss() -> None:
     lab = next(p for p in miss.when if p.words.startswith("lab:"))
     assert not lab.matched and lab.nearest is not None
     assert any(f.startswith("value < 8.0") for f in lab.failed)
-    assert pattern_words({"lab": {"value": {"lt": {"param": "hb_severe_g_dl"}}}}, {"hb_severe_g_dl": 8.0}) == \
-        "lab: value < 8.0 (hb_severe_g_dl)"
+    assert (
+        pattern_words({"lab": {"value": {"lt": {"param": "hb_severe_g_dl"}}}}, {"hb_severe_g_dl": 8.0})
+        == "lab: value < 8.0 (hb_severe_g_dl)"
+    )
 
 
 def test_a_patient_from_the_patients_folder_runs_with_a_new_order(tmp_path: Path, monkeypatch: Any) -> None:
@@ -318,10 +372,19 @@ def test_a_patient_from_the_patients_folder_runs_with_a_new_order(tmp_path: Path
         assert f'value="patient:{name}"' in page
         body = bundle_request(json.loads((patients / name).read_text()), "wbc", "order-select")
         pipeline = with_patients.app.extensions["cryo_cds"].pipeline
-        cards = pipeline.run(SERVICES["cryotherapy-order-select"], parse_hook_request(body, "order-select")).body["cards"]
-        answer = session.post(f"{with_patients.url}/console/sandbox", data={
-            "csrf_token": csrf_of(page), "source": f"patient:{name}", "preset": "wbc", "hook": "order-select",
-            "date": "2026-11-21"})
+        cards = pipeline.run(SERVICES["cryotherapy-order-select"], parse_hook_request(body, "order-select")).body[
+            "cards"
+        ]
+        answer = session.post(
+            f"{with_patients.url}/console/sandbox",
+            data={
+                "csrf_token": csrf_of(page),
+                "source": f"patient:{name}",
+                "preset": "wbc",
+                "hook": "order-select",
+                "date": "2026-11-21",
+            },
+        )
         assert answer.status_code == 200
         shown = re.findall(r'class="cds-card (\w+)" data-indicator="\w+" data-rule="([^"]*)"', answer.text)
         assert cards and shown == [(c["indicator"], c["source"]["topic"]["code"]) for c in cards]

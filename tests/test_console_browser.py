@@ -28,6 +28,7 @@ from .conftest import RULES_DIR
 from .support.loopback import LoopbackServer
 from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
+
 def _screenshot_script() -> Any:
     """benchmarks/console_screenshots.py as a module: the test drives the same script users run."""
     import importlib.util
@@ -50,8 +51,16 @@ class Console:
         shots = _screenshot_script()
         self.token = shots.TOKEN
         self.db = tmp / "decisions.db"
-        hooks = LoopbackServer(create_app(Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{self.db}",
-                                                 patient_hash_key=b"s" * 32, auth_required=False)))
+        hooks = LoopbackServer(
+            create_app(
+                Config(
+                    rules_dir=RULES_DIR,
+                    database_url=f"sqlite:///{self.db}",
+                    patient_hash_key=b"s" * 32,
+                    auth_required=False,
+                )
+            )
+        )
         try:
             self.seeded = shots.seed(hooks.url, max_cases=24)
         finally:
@@ -107,7 +116,9 @@ def test_login_refuses_a_wrong_token_then_every_page_opens(page: Any, console: C
     assert set(rows) >= {rule.id for rule in console.app.extensions["cryo_cds"].pipeline.rulebook.rules}
     page.click("#rules-table th:nth-child(8)")  # fires, ascending then descending
     page.click("#rules-table th:nth-child(8)")
-    fires = page.eval_on_selector_all("#rules-table tbody td[data-col=fires]", "cells => cells.map(c => +c.textContent)")
+    fires = page.eval_on_selector_all(
+        "#rules-table tbody td[data-col=fires]", "cells => cells.map(c => +c.textContent)"
+    )
     assert fires == sorted(fires, reverse=True) and fires[0] > 0
     page.click("#rules-table tbody tr:first-child a")
     page.wait_for_function("document.querySelector('#trend-chart')?.dataset.drawn === '1'")
@@ -142,21 +153,27 @@ def test_a_sandbox_run_shows_the_pipelines_cards_and_why(page: Any, console: Con
         pipeline.clock = saved
     assert cards and shown == [[c["indicator"], c["source"]["topic"]["code"]] for c in cards]
     findings = page.eval_on_selector_all("#why .finding", "fs => fs.map(f => f.dataset.rule)")
-    assert set(findings) >= {c["source"]["topic"]["code"] for c in cards if c["source"]["topic"]["code"] != "MD-INCOMPLETE"}
+    assert set(findings) >= {
+        c["source"]["topic"]["code"] for c in cards if c["source"]["topic"]["code"] != "MD-INCOMPLETE"
+    }
     assert page.locator("#why .miss").count() > 0
 
 
-def test_the_dashboard_shows_the_numbers_of_the_audit_cli(page: Any, console: Console, monkeypatch: Any,
-                                                         capsys: Any) -> None:
+def test_the_dashboard_shows_the_numbers_of_the_audit_cli(
+    page: Any, console: Console, monkeypatch: Any, capsys: Any
+) -> None:
     today = datetime.now(UTC).date()
     start, end = today - timedelta(days=1), today + timedelta(days=1)
     _log_in(page, console)
     page.wait_for_url(f"{console.url}/console/rules")
     page.goto(f"{console.url}/console/dashboard?from={start}&to={end}")
-    rows = page.eval_on_selector_all("#summary-table tbody tr[data-rule]", """rows => rows.map(r => {
+    rows = page.eval_on_selector_all(
+        "#summary-table tbody tr[data-rule]",
+        """rows => rows.map(r => {
         const o = {rule_id: r.dataset.rule, rule_version: r.dataset.version};
         r.querySelectorAll('td[data-col]').forEach(c => { o[c.dataset.col] = +c.textContent; });
-        return o; })""")
+        return o; })""",
+    )
     monkeypatch.setenv("CDS_HOOKS_DATABASE_URL", f"sqlite:///{console.db}")
     monkeypatch.setenv("CDS_HOOKS_PATIENT_HASH_KEY", "s" * 32)
     since = datetime.combine(start, datetime.min.time(), tzinfo=UTC).isoformat()
@@ -167,8 +184,9 @@ def test_the_dashboard_shows_the_numbers_of_the_audit_cli(page: Any, console: Co
     assert cli.main(["audit", "summary", "--since", since, "--until", until, "--json"]) == 0
     expected = json.loads(capsys.readouterr().out)
     keys = ("evaluations", "fires", "cards", "accepted", "overridden", "comments")
-    assert rows == [{"rule_id": r["rule_id"], "rule_version": r["rule_version"], **{k: r[k] for k in keys}}
-                    for r in expected]
+    assert rows == [
+        {"rule_id": r["rule_id"], "rule_version": r["rule_version"], **{k: r[k] for k in keys}} for r in expected
+    ]
     assert sum(r["fires"] for r in rows) > 0 and sum(r["overridden"] for r in rows) > 0
     assert int(page.inner_text("[data-total=decisions]")) == console.seeded["calls"]
 
@@ -191,6 +209,11 @@ def test_a_fresh_browser_is_sent_to_login(page: Any, console: Console) -> None:
 
 
 def test_the_cli_is_called_as_installed() -> None:
-    out = subprocess.run([sys.executable, "-c", "from cds_hooks import cli; raise SystemExit(cli.main(['--help']))"],
-                         capture_output=True, text=True, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", "from cds_hooks import cli; raise SystemExit(cli.main(['--help']))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0 and "audit" in out.stdout

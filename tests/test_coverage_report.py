@@ -50,13 +50,13 @@ def test_the_command_lists_every_catalogue_rule_with_its_cases(capsys, rulebook)
     assert {(r["real_data_patients"], r["real_data_total_requests"]) for r in rows} == {(6, 12)}
     # What those six records fire (see tests/test_real_data.py for the card-by-card reading).
     fired = {r["id"]: r["real_data_requests"] for r in rows}
-    assert fired["CI-ICE-TEST"] == 6       # every wbc request
-    assert fired["PR-SYS-EXAM"] == 6       # every wbc request
-    assert fired["CI-DMNEURO"] == 4        # Parker Casper, Morris Lockman: both orders
-    assert fired["DI-ANTICOAG"] == 6       # Parker, Derek, Jerrell: both orders
-    assert fired["CI-PREG"] == 2           # Nereida Rogahn: both orders
-    assert fired["CI-ARR"] == 3            # AF, wbc only
-    assert fired["PR-SYS-SAFETY"] == 1     # only Clemente Kreiger's wbc has no critical card
+    assert fired["CI-ICE-TEST"] == 6  # every wbc request
+    assert fired["PR-SYS-EXAM"] == 6  # every wbc request
+    assert fired["CI-DMNEURO"] == 4  # Parker Casper, Morris Lockman: both orders
+    assert fired["DI-ANTICOAG"] == 6  # Parker, Derek, Jerrell: both orders
+    assert fired["CI-PREG"] == 2  # Nereida Rogahn: both orders
+    assert fired["CI-ARR"] == 3  # AF, wbc only
+    assert fired["PR-SYS-SAFETY"] == 1  # only Clemente Kreiger's wbc has no critical card
     for never in ("TD-SYS-TEMP", "TD-FREEZE", "LC-HAIR", "MD-NO-DATA", "CI-RAYNAUD", "CI-DEVICE-CARDIAC"):
         assert fired[never] == 0, never
 
@@ -81,20 +81,50 @@ def test_default_paths_are_the_fixtures_and_shared_data_if_present() -> None:
 
 
 def test_reader_takes_one_patient_bundles_and_ndjson_patients(tmp_path) -> None:
-    (tmp_path / "one.json").write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
-        {"resource": {"resourceType": "Patient", "id": "a"}},
-        {"resource": {"resourceType": "Encounter", "id": "e", "status": "finished",
-                      "period": {"start": "2020-02-03T10:00:00Z"}}}]}))
+    (tmp_path / "one.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [
+                    {"resource": {"resourceType": "Patient", "id": "a"}},
+                    {
+                        "resource": {
+                            "resourceType": "Encounter",
+                            "id": "e",
+                            "status": "finished",
+                            "period": {"start": "2020-02-03T10:00:00Z"},
+                        }
+                    },
+                ],
+            }
+        )
+    )
     (tmp_path / "same-bytes-copy.json").write_bytes((tmp_path / "one.json").read_bytes())
-    (tmp_path / "org.json").write_text(json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"resource": {"resourceType": "Organization", "id": "o"}}]}))
+    (tmp_path / "org.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"resource": {"resourceType": "Organization", "id": "o"}}],
+            }
+        )
+    )
     (tmp_path / "patient.json").write_text(json.dumps({"resourceType": "Patient", "id": "b"}))
     (tmp_path / "broken.json").write_text("{nope")
     bulk = tmp_path / "bulk"
     bulk.mkdir()
     (bulk / "Patient.000.ndjson").write_text("\n".join(json.dumps({"resourceType": "Patient", "id": p}) for p in "xy"))
-    (bulk / "Condition.000.ndjson").write_text(json.dumps(
-        {"resourceType": "Condition", "id": "c", "subject": {"reference": "Patient/y"}, "onsetDateTime": "2019-05-01"}))
+    (bulk / "Condition.000.ndjson").write_text(
+        json.dumps(
+            {
+                "resourceType": "Condition",
+                "id": "c",
+                "subject": {"reference": "Patient/y"},
+                "onsetDateTime": "2019-05-01",
+            }
+        )
+    )
     (bulk / "log.ndjson").write_text(json.dumps({"eventId": "kickoff"}))
     found = read_patient_bundles([tmp_path])
     # the byte-identical copy, the organisation bundle, the bare Patient, broken JSON and the log are skipped
@@ -110,6 +140,6 @@ def test_coverage_rows_with_a_fixed_clock(rulebook, terminology) -> None:
     # In 2026 the records are years old: no BP day, HbA1c or Hb in the windows any more.
     morris = FIXTURES / "Morris_Lockman_cd9e9826-aea1-4682-adc0-c1d97633bf31.json"
     rows = {r["id"]: r for r in coverage_rows(TEST_CONFIG, [morris], now=datetime(2026, 11, 21, tzinfo=UTC))}
-    assert rows["CI-HTN"]["real_data_requests"] == 1          # info: hypertension, no BP in 12 months
-    assert rows["CI-DM-UNCTRL"]["real_data_requests"] == 1    # info: diabetes, no HbA1c in 6 months
+    assert rows["CI-HTN"]["real_data_requests"] == 1  # info: hypertension, no BP in 12 months
+    assert rows["CI-DM-UNCTRL"]["real_data_requests"] == 1  # info: diabetes, no HbA1c in 6 months
     assert rows["CI-DMNEURO"]["real_data_requests"] == 2

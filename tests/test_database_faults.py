@@ -6,6 +6,7 @@ cut every connection; SQLite is locked by another connection."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -81,10 +82,8 @@ class FaultyProxy:
             pass
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def hang(self) -> None:
         self._flowing.clear()
@@ -94,10 +93,8 @@ class FaultyProxy:
         with self._lock:
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         self._flowing.set()  # wake pumps so they see the cut
 
@@ -123,8 +120,14 @@ def _timed(client: Any, method: str, path: str, **kwargs: Any) -> tuple[Any, flo
 
 
 def _app(database_url: str, spool: Path) -> Any:
-    config = Config(rules_dir=RULES_DIR, database_url=database_url, patient_hash_key=b"k" * 32,
-                    auth_required=False, db_timeout_s=TIMEOUT_S, spool_dir=spool)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=database_url,
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        db_timeout_s=TIMEOUT_S,
+        spool_dir=spool,
+    )
     return create_app(config)
 
 
@@ -199,8 +202,15 @@ def _sample(text_body: str, name: str) -> float:
 
 
 def _app_with_token(database_url: str, spool: Path) -> Any:
-    config = Config(rules_dir=RULES_DIR, database_url=database_url, patient_hash_key=b"k" * 32,
-                    auth_required=False, db_timeout_s=TIMEOUT_S, spool_dir=spool, audit_token="t" * 32)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=database_url,
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        db_timeout_s=TIMEOUT_S,
+        spool_dir=spool,
+        audit_token="t" * 32,
+    )
     return create_app(config)
 
 
@@ -272,8 +282,9 @@ def test_a_decision_that_committed_late_is_not_written_twice_by_the_drain(tmp_pa
     with store.reading() as conn:
         row = dict(conn.execute(select(Decision.__table__)).mappings().one())
     assert store.spool is not None
-    store.spool.put(row["decision_id"], {"decision": row, "decision_order": [], "rule_evaluation": [],
-                                         "card": [], "rule_hit": []})
+    store.spool.put(
+        row["decision_id"], {"decision": row, "decision_order": [], "rule_evaluation": [], "card": [], "rule_hit": []}
+    )
     assert store.drain_spool() == 1
     assert _count(url)[0] == 1 and store.spool.depth() == 0
     store.dispose()

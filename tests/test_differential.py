@@ -30,7 +30,7 @@ STRING_VALUES = {
     "gender": ["male", "female", "other", "unknown"],
     "test": list(dict.fromkeys(LAB_TESTS + EXAM_TESTS)),
     "site_match": list(SITE_MATCHES),
-    "polarity": list(PREGNANCY_POLARITIES) + ["unknown"],
+    "polarity": [*list(PREGNANCY_POLARITIES), "unknown"],
 }
 
 
@@ -74,7 +74,9 @@ def random_patient(rng: random.Random, anchors: dict[str, set[float]]) -> list[d
     return facts
 
 
-def test_durable_rules_and_plain_evaluator_agree_on_random_patients(rulebook, durable_evaluator, plain_evaluator) -> None:
+def test_durable_rules_and_plain_evaluator_agree_on_random_patients(
+    rulebook, durable_evaluator, plain_evaluator
+) -> None:
     rng = random.Random(20261121)
     anchors = _constants(rulebook)
     mismatches, fired = [], Counter()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cds_hooks.app import create_app
-from cds_hooks.devtools.cases import build_order
 from cds_hooks.config import Config
+from cds_hooks.devtools.cases import build_order
 from cds_hooks.devtools.conformance import validate
 
 from .conftest import RULES_DIR
@@ -50,9 +50,14 @@ def signed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("replay")
     private, jwk = make_keypair("ES384", kid="replay")
     (tmp / "jwks.json").write_text(json.dumps(jwks(jwk)))
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp / 'd.db'}", patient_hash_key=b"k" * 32,
-                    public_base_url=BASE, fetch_budget_s=1.0,
-                    trusted_issuers=json.dumps([{"iss": ISS, "jwks_file": str(tmp / "jwks.json")}]))
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        public_base_url=BASE,
+        fetch_budget_s=1.0,
+        trusted_issuers=json.dumps([{"iss": ISS, "jwks_file": str(tmp / "jwks.json")}]),
+    )
     client = create_app(config).test_client()
 
     def post(path: str, body) -> object:
@@ -98,7 +103,7 @@ def test_example_request_with_a_cryotherapy_order_added_is_answered(signed, path
     order = build_order("wbc", "added-cryo")
     context["draftOrders"].setdefault("entry", []).append({"resource": order})
     if body["hook"] == "order-select":
-        context["selections"] = list(context.get("selections") or []) + ["ServiceRequest/added-cryo"]
+        context["selections"] = [*list(context.get("selections") or []), "ServiceRequest/added-cryo"]
     if "fhirServer" in body:
         body["fhirServer"] = UNREACHABLE_FHIR  # never reach out beyond this machine
     response = signed(f"/cds-services/{_service_for(body['hook'])}", body)

@@ -20,8 +20,13 @@ SELECT = "/cds-services/cryotherapy-order-select"
 
 @pytest.fixture()
 def client(tmp_path: Path):
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}",
-                    patient_hash_key=b"k" * 32, auth_required=False, audit_token=AUDIT_TOKEN)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        audit_token=AUDIT_TOKEN,
+    )
     app = create_app(config)
     yield app.test_client()
     app.extensions["cryo_cds"].store.dispose()
@@ -39,16 +44,34 @@ def _audit(client, path: str):
 def test_accepted_and_overridden_feedback_is_stored_once_and_summarised(client) -> None:
     card = _raynaud_cards(client)[0]
     suggestion = card["suggestions"][0]["uuid"]
-    accepted = {"feedback": [{"card": card["uuid"], "outcome": "accepted", "acceptedSuggestions": [{"id": suggestion}],
-                              "outcomeTimestamp": "2026-11-21T10:00:00Z"}]}
+    accepted = {
+        "feedback": [
+            {
+                "card": card["uuid"],
+                "outcome": "accepted",
+                "acceptedSuggestions": [{"id": suggestion}],
+                "outcomeTimestamp": "2026-11-21T10:00:00Z",
+            }
+        ]
+    }
     assert validate("feedback", accepted) == []
     for _ in range(2):  # a repeated POST is idempotent
         response = client.post(f"{SELECT}/feedback", json=accepted)
         assert response.status_code == 200 and response.get_json() == {}
     second = _raynaud_cards(client)[0]
-    overridden = {"feedback": [{"card": second["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:05:00Z",
-                                "overrideReason": {"reason": {"code": "physician-assessed", "system": "x"},
-                                                   "userComment": "specialist agreed"}}]}
+    overridden = {
+        "feedback": [
+            {
+                "card": second["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": "2026-11-21T10:05:00Z",
+                "overrideReason": {
+                    "reason": {"code": "physician-assessed", "system": "x"},
+                    "userComment": "specialist agreed",
+                },
+            }
+        ]
+    }
     assert client.post(f"{SELECT}/feedback", json=overridden).status_code == 200
     rows = {r["rule_id"]: r for r in _audit(client, "/audit/summary").get_json()["rules"]}
     raynaud = rows["CI-RAYNAUD"]
@@ -66,12 +89,21 @@ def test_feedback_for_an_unknown_card_is_accepted_and_flagged(client) -> None:
     assert client.post(f"{SELECT}/feedback", json=body).status_code == 200
 
 
-@pytest.mark.parametrize(("item", "phrase"), [
-    ({"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-21T10:00:00Z"}, "acceptedSuggestions is required"),
-    ({"card": "c", "outcome": "ignored", "outcomeTimestamp": "2026-11-21T10:00:00Z"}, "outcome must be"),
-    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}, "RFC 3339"),
-    ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z", "overrideReason": {}}, "overrideReason needs"),
-])
+@pytest.mark.parametrize(
+    ("item", "phrase"),
+    [
+        (
+            {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2026-11-21T10:00:00Z"},
+            "acceptedSuggestions is required",
+        ),
+        ({"card": "c", "outcome": "ignored", "outcomeTimestamp": "2026-11-21T10:00:00Z"}, "outcome must be"),
+        ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}, "RFC 3339"),
+        (
+            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-21T10:00:00Z", "overrideReason": {}},
+            "overrideReason needs",
+        ),
+    ],
+)
 def test_invalid_feedback_gets_a_400_naming_the_problem(client, item, phrase) -> None:
     response = client.post(f"{SELECT}/feedback", json={"feedback": [item]})
     assert response.status_code == 400

@@ -40,8 +40,13 @@ def fhir_server() -> Iterator[tuple[LoopbackServer, list[str]]]:
 
 
 def _client(tmp_path: Path, budget_s: float = 4.0):
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}",
-                    patient_hash_key=b"k" * 32, auth_required=False, fetch_budget_s=budget_s)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        fetch_budget_s=budget_s,
+    )
     return create_app(config).test_client()
 
 
@@ -58,8 +63,13 @@ def test_without_prefetch_the_service_fetches_and_returns_the_same_cards(tmp_pat
     fetched = copy.deepcopy(body)
     del fetched["prefetch"]
     fetched["fhirServer"] = server.url
-    fetched["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
-                                    "scope": "patient/*.read", "subject": "cryo-cds"}
+    fetched["fhirAuthorization"] = {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cryo-cds",
+    }
     with caplog.at_level(logging.DEBUG):
         without_prefetch = _cards(client.post("/cds-services/cryotherapy-order-sign", json=fetched))
     assert without_prefetch == with_prefetch
@@ -133,8 +143,13 @@ def test_a_slow_fhir_server_is_cut_off_by_the_time_budget(tmp_path) -> None:
 
 def test_a_fhir_server_outside_the_allow_list_is_not_queried(tmp_path, fhir_server) -> None:
     server, seen_auth = fhir_server
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}", patient_hash_key=b"k" * 32,
-                    auth_required=False, fhir_server_allow=("https://fhir.hospital.example/",))
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        fhir_server_allow=("https://fhir.hospital.example/",),
+    )
     body = json.loads(PACEMAKER.read_text())
     del body["prefetch"]
     body["fhirServer"] = server.url

@@ -35,9 +35,11 @@ PREFETCH_TEMPLATES = [
     "MedicationRequest?patient={id}",
     "MedicationStatement?patient={id}",
     "MedicationAdministration?patient={id}",
-    ("Observation?patient={id}&code=http://loinc.org|8480-6,http://loinc.org|85354-9,"
-     "http://loinc.org|55284-4,http://loinc.org|8462-4,http://loinc.org|718-7,"
-     "http://loinc.org|2160-0,http://loinc.org|33914-3,http://loinc.org|82810-3"),
+    (
+        "Observation?patient={id}&code=http://loinc.org|8480-6,http://loinc.org|85354-9,"
+        "http://loinc.org|55284-4,http://loinc.org|8462-4,http://loinc.org|718-7,"
+        "http://loinc.org|2160-0,http://loinc.org|33914-3,http://loinc.org|82810-3"
+    ),
     "Device?patient={id}",
     "DeviceUseStatement?patient={id}",
     "AllergyIntolerance?patient={id}",
@@ -97,58 +99,134 @@ def mixed_folder(tmp_path: Path) -> Path:
     (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
     (tmp_path / "README.md").write_text("# not data\n", encoding="utf-8")
     ndjson = [
-        {"resourceType": "MedicationRequest", "id": "mr-1", "status": "active", "intent": "order",
-         "subject": ref, "authoredOn": "2024-05-01",
-         "medicationCodeableConcept": {"coding": [
-             {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "855332"}]}},
+        {
+            "resourceType": "MedicationRequest",
+            "id": "mr-1",
+            "status": "active",
+            "intent": "order",
+            "subject": ref,
+            "authoredOn": "2024-05-01",
+            "medicationCodeableConcept": {
+                "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "855332"}]
+            },
+        },
         {"resourceType": "Device", "id": "dev-1", "status": "active", "patient": ref},
         {"resourceType": "AllergyIntolerance", "id": "al-1", "patient": ref},
         {"transactionTime": "2025-01-01T00:00:00Z", "type": "bulk export log line"},
     ]
     (tmp_path / "bulk" / "export.ndjson").parent.mkdir()
     (tmp_path / "bulk" / "export.ndjson").write_text(
-        "\n".join(json.dumps(line) for line in ndjson) + "\n", encoding="utf-8")
-    write_json(tmp_path / "no-type-bundle.json", {"resourceType": "Bundle", "entry": [
-        {"fullUrl": "http://example.org/fhir/Observation/no-id",
-         "resource": {"resourceType": "Observation", "status": "final", "subject": ref,
-                      "code": {"text": "an observation without an id"}}},
-    ]})
-    write_json(tmp_path / "cds" / "order-select.json", {
-        "hook": "order-select", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
-        "context": {"userId": "Practitioner/1", "patientId": "pat-1", "selections": [],
-                    "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [
-                        {"resource": {"resourceType": "ServiceRequest", "id": "draft-1",
-                                      "status": "draft", "intent": "order", "subject": ref}}]}},
-        "prefetch": {
-            "conditions": {"resourceType": "Bundle", "type": "searchset", "entry": [
-                {"resource": {"resourceType": "Condition", "id": "cond-1", "subject": ref,
-                              "onsetDateTime": "2020-03-01",
-                              "code": {"coding": [{"system": "http://snomed.info/sct",
-                                                   "code": "38341003"}]}}}]},
-            "appointments": {"resourceType": "Bundle", "type": "searchset", "entry": [
-                {"resource": {"resourceType": "Appointment", "id": "appt-1", "status": "booked",
-                              "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:30:00Z",
-                              "participant": [{"actor": ref, "status": "accepted"}]}}]},
-            "procedure": {"resourceType": "Procedure", "id": "proc-1", "status": "completed",
-                          "subject": ref, "performedPeriod": {"start": "2019-06-01T10:00:00Z"}},
-            "nothing": None,
+        "\n".join(json.dumps(line) for line in ndjson) + "\n", encoding="utf-8"
+    )
+    write_json(
+        tmp_path / "no-type-bundle.json",
+        {
+            "resourceType": "Bundle",
+            "entry": [
+                {
+                    "fullUrl": "http://example.org/fhir/Observation/no-id",
+                    "resource": {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "subject": ref,
+                        "code": {"text": "an observation without an id"},
+                    },
+                },
+            ],
         },
-    })
+    )
+    write_json(
+        tmp_path / "cds" / "order-select.json",
+        {
+            "hook": "order-select",
+            "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+            "context": {
+                "userId": "Practitioner/1",
+                "patientId": "pat-1",
+                "selections": [],
+                "draftOrders": {
+                    "resourceType": "Bundle",
+                    "type": "collection",
+                    "entry": [
+                        {
+                            "resource": {
+                                "resourceType": "ServiceRequest",
+                                "id": "draft-1",
+                                "status": "draft",
+                                "intent": "order",
+                                "subject": ref,
+                            }
+                        }
+                    ],
+                },
+            },
+            "prefetch": {
+                "conditions": {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "entry": [
+                        {
+                            "resource": {
+                                "resourceType": "Condition",
+                                "id": "cond-1",
+                                "subject": ref,
+                                "onsetDateTime": "2020-03-01",
+                                "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+                            }
+                        }
+                    ],
+                },
+                "appointments": {
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "entry": [
+                        {
+                            "resource": {
+                                "resourceType": "Appointment",
+                                "id": "appt-1",
+                                "status": "booked",
+                                "start": "2026-12-01T09:00:00Z",
+                                "end": "2026-12-01T09:30:00Z",
+                                "participant": [{"actor": ref, "status": "accepted"}],
+                            }
+                        }
+                    ],
+                },
+                "procedure": {
+                    "resourceType": "Procedure",
+                    "id": "proc-1",
+                    "status": "completed",
+                    "subject": ref,
+                    "performedPeriod": {"start": "2019-06-01T10:00:00Z"},
+                },
+                "nothing": None,
+            },
+        },
+    )
     return tmp_path
 
 
 # ---------------------------------------------------------------- metadata and read
 
 
-def test_metadata_is_an_r4_capability_statement_listing_every_loaded_type(
-        synthea: str, http: requests.Session) -> None:
+def test_metadata_is_an_r4_capability_statement_listing_every_loaded_type(synthea: str, http: requests.Session) -> None:
     body = fhir(http.get(f"{synthea}/metadata"))
     assert body["resourceType"] == "CapabilityStatement"
     assert (body["fhirVersion"], body["kind"]) == ("4.0.1", "instance")
     resources = {r["type"]: r for r in body["rest"][0]["resource"]}
     assert set(resources) == {
-        "Patient", "Organization", "Practitioner", "Encounter", "Observation", "Immunization",
-        "DiagnosticReport", "Claim", "ExplanationOfBenefit", "Condition", "Procedure"}
+        "Patient",
+        "Organization",
+        "Practitioner",
+        "Encounter",
+        "Observation",
+        "Immunization",
+        "DiagnosticReport",
+        "Claim",
+        "ExplanationOfBenefit",
+        "Condition",
+        "Procedure",
+    }
     for resource in resources.values():
         assert [i["code"] for i in resource["interaction"]] == ["read", "search-type"]
     observation_params = {p["name"]: p["type"] for p in resources["Observation"]["searchParam"]}
@@ -162,14 +240,13 @@ def test_reading_a_patient_by_id_returns_that_patient(synthea: str, http: reques
     assert (body["resourceType"], body["id"]) == ("Patient", PATIENT_ID)
 
 
-def test_reading_an_unknown_id_is_a_404_operation_outcome(
-        synthea: str, http: requests.Session) -> None:
-    assert "Patient/no-such-patient" in outcome_text(
-        http.get(f"{synthea}/Patient/no-such-patient"), 404)
+def test_reading_an_unknown_id_is_a_404_operation_outcome(synthea: str, http: requests.Session) -> None:
+    assert "Patient/no-such-patient" in outcome_text(http.get(f"{synthea}/Patient/no-such-patient"), 404)
 
 
 def test_an_unknown_resource_type_is_a_404_but_a_real_type_with_no_data_is_an_empty_bundle(
-        synthea: str, http: requests.Session) -> None:
+    synthea: str, http: requests.Session
+) -> None:
     assert "Observations" in outcome_text(http.get(f"{synthea}/Observations"), 404)
     body = fhir(http.get(f"{synthea}/DeviceUseStatement", params={"patient": PATIENT_ID}))
     assert body["total"] == 0 and "entry" not in body
@@ -179,9 +256,9 @@ def test_an_unknown_resource_type_is_a_404_but_a_real_type_with_no_data_is_an_em
 
 
 def test_searching_by_patient_finds_the_synthea_patients_resources_after_urn_uuid_rewriting(
-        synthea: str, http: requests.Session) -> None:
-    body = fhir(http.get(f"{synthea}/Observation",
-                         params={"patient": PATIENT_ID, "_count": "100"}))
+    synthea: str, http: requests.Session
+) -> None:
+    body = fhir(http.get(f"{synthea}/Observation", params={"patient": PATIENT_ID, "_count": "100"}))
     assert body["type"] == "searchset"
     assert body["total"] == len(body["entry"]) == OBSERVATION_COUNT
     for entry in body["entry"]:
@@ -190,32 +267,31 @@ def test_searching_by_patient_finds_the_synthea_patients_resources_after_urn_uui
         assert entry["resource"]["subject"]["reference"] == f"Patient/{PATIENT_ID}"
         assert entry["resource"]["encounter"]["reference"].startswith("Encounter/")
     # `Patient/x` and `subject` work as well; another patient gets nothing.
-    assert fhir(http.get(f"{synthea}/Condition", params={"patient": f"Patient/{PATIENT_ID}"}))[
-        "total"] == 1
+    assert fhir(http.get(f"{synthea}/Condition", params={"patient": f"Patient/{PATIENT_ID}"}))["total"] == 1
     assert fhir(http.get(f"{synthea}/Encounter", params={"subject": PATIENT_ID}))["total"] == 3
-    assert fhir(http.get(f"{synthea}/Observation", params={"patient": "someone-else"}))[
-        "total"] == 0
+    assert fhir(http.get(f"{synthea}/Observation", params={"patient": "someone-else"}))["total"] == 0
 
 
 def test_observation_search_finds_the_bp_panel_by_its_systolic_component_code(
-        synthea: str, http: requests.Session) -> None:
-    body = fhir(http.get(f"{synthea}/Observation",
-                         params={"patient": PATIENT_ID, "code": "http://loinc.org|8480-6"}))
+    synthea: str, http: requests.Session
+) -> None:
+    body = fhir(http.get(f"{synthea}/Observation", params={"patient": PATIENT_ID, "code": "http://loinc.org|8480-6"}))
     assert body["total"] == BP_PANEL_COUNT
     for entry in body["entry"]:
         assert entry["resource"]["code"]["coding"][0]["code"] == "55284-4"
     # Token forms: bare code = any system; `|code` = no system; `system|` = any code in it.
     query = {"patient": PATIENT_ID, "_count": "100"}
-    assert fhir(http.get(f"{synthea}/Observation", params={**query, "code": "8480-6"}))[
-        "total"] == BP_PANEL_COUNT
-    assert fhir(http.get(f"{synthea}/Observation", params={**query, "code": "|8480-6"}))[
-        "total"] == 0
-    assert fhir(http.get(f"{synthea}/Observation", params={**query, "code": "http://loinc.org|"}))[
-        "total"] == OBSERVATION_COUNT
+    assert fhir(http.get(f"{synthea}/Observation", params={**query, "code": "8480-6"}))["total"] == BP_PANEL_COUNT
+    assert fhir(http.get(f"{synthea}/Observation", params={**query, "code": "|8480-6"}))["total"] == 0
+    assert (
+        fhir(http.get(f"{synthea}/Observation", params={**query, "code": "http://loinc.org|"}))["total"]
+        == OBSERVATION_COUNT
+    )
 
 
 def test_paging_follows_next_links_until_done_and_yields_every_resource_exactly_once(
-        synthea: str, http: requests.Session) -> None:
+    synthea: str, http: requests.Session
+) -> None:
     url: str | None = f"{synthea}/Observation?patient={PATIENT_ID}&_count=7"
     seen: list[str] = []
     pages = 0
@@ -235,7 +311,8 @@ def test_paging_follows_next_links_until_done_and_yields_every_resource_exactly_
 
 
 def test_count_above_the_maximum_is_capped_and_count_zero_gives_only_the_total(
-        synthea: str, http: requests.Session) -> None:
+    synthea: str, http: requests.Session
+) -> None:
     capped = fhir(http.get(f"{synthea}/Observation", params={"_count": "100000"}))
     assert "_count=500" in capped["link"][0]["url"]
     only_total = fhir(http.get(f"{synthea}/Observation", params={"_count": "0"}))
@@ -243,7 +320,8 @@ def test_count_above_the_maximum_is_capped_and_count_zero_gives_only_the_total(
 
 
 def test_date_search_compares_prefixed_dates_with_effective_and_period_values(
-        synthea: str, http: requests.Session) -> None:
+    synthea: str, http: requests.Session
+) -> None:
     def total(rtype: str, *dates: str) -> int:
         return int(fhir(http.get(f"{synthea}/{rtype}", params={"date": list(dates)}))["total"])
 
@@ -258,44 +336,49 @@ def test_date_search_compares_prefixed_dates_with_effective_and_period_values(
 
 
 def test_status_search_is_a_comma_separated_or(synthea: str, http: requests.Session) -> None:
-    assert fhir(http.get(f"{synthea}/Observation", params={"status": "final"}))[
-        "total"] == OBSERVATION_COUNT
-    assert fhir(http.get(f"{synthea}/Encounter", params={"status": "planned,finished"}))[
-        "total"] == 3
+    assert fhir(http.get(f"{synthea}/Observation", params={"status": "final"}))["total"] == OBSERVATION_COUNT
+    assert fhir(http.get(f"{synthea}/Encounter", params={"status": "planned,finished"}))["total"] == 3
     assert fhir(http.get(f"{synthea}/Encounter", params={"status": "planned"}))["total"] == 0
 
 
-@pytest.mark.parametrize("query, name", [
-    ("Observation?patient=x&value-quantity=gt5", "value-quantity"),
-    ("Observation?code:text=blood", "code:text"),
-    ("Condition?status=active", "status"),  # Condition has clinicalStatus, not status
-    ("Patient?code=123", "code"),
-])
+@pytest.mark.parametrize(
+    "query, name",
+    [
+        ("Observation?patient=x&value-quantity=gt5", "value-quantity"),
+        ("Observation?code:text=blood", "code:text"),
+        ("Condition?status=active", "status"),  # Condition has clinicalStatus, not status
+        ("Patient?code=123", "code"),
+    ],
+)
 def test_an_unknown_search_parameter_is_a_400_naming_it(
-        synthea: str, http: requests.Session, query: str, name: str) -> None:
+    synthea: str, http: requests.Session, query: str, name: str
+) -> None:
     text = outcome_text(http.get(f"{synthea}/{query}"), 400)
     assert f"'{name}'" in text
 
 
-@pytest.mark.parametrize("query", [
-    "Observation?date=yesterday", "Observation?date=sa2020", "Observation?_count=-1",
-    "Observation?_offset=abc", "Observation?patient=",
-])
-def test_bad_search_values_are_a_400_operation_outcome(
-        synthea: str, http: requests.Session, query: str) -> None:
+@pytest.mark.parametrize(
+    "query",
+    [
+        "Observation?date=yesterday",
+        "Observation?date=sa2020",
+        "Observation?_count=-1",
+        "Observation?_offset=abc",
+        "Observation?patient=",
+    ],
+)
+def test_bad_search_values_are_a_400_operation_outcome(synthea: str, http: requests.Session, query: str) -> None:
     outcome_text(http.get(f"{synthea}/{query}"), 400)
 
 
-def test_methods_other_than_get_are_a_405_operation_outcome(
-        synthea: str, http: requests.Session) -> None:
+def test_methods_other_than_get_are_a_405_operation_outcome(synthea: str, http: requests.Session) -> None:
     resp = http.post(f"{synthea}/Patient", json={"resourceType": "Patient"})
     outcome_text(resp, 405)
     assert "GET" in resp.headers["Allow"]
 
 
 @pytest.mark.parametrize("template", PREFETCH_TEMPLATES)
-def test_every_prefetch_template_of_the_cds_service_works(
-        synthea: str, http: requests.Session, template: str) -> None:
+def test_every_prefetch_template_of_the_cds_service_works(synthea: str, http: requests.Session, template: str) -> None:
     body = fhir(http.get(f"{synthea}/{template.format(id=PATIENT_ID)}"))
     expected = {"Patient/{id}": 1, "Condition?patient={id}": 1, "Procedure?patient={id}": 1}
     if template.startswith("Observation"):
@@ -307,20 +390,29 @@ def test_every_prefetch_template_of_the_cds_service_works(
 # ---------------------------------------------------------------- CORS
 
 
-def test_a_cors_preflight_is_answered_204_with_the_allowed_headers(
-        synthea: str, http: requests.Session) -> None:
-    resp = http.options(f"{synthea}/Observation?patient=x", headers={
-        "Origin": "https://ehr.example.org", "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Headers": "authorization"})
+def test_a_cors_preflight_is_answered_204_with_the_allowed_headers(synthea: str, http: requests.Session) -> None:
+    resp = http.options(
+        f"{synthea}/Observation?patient=x",
+        headers={
+            "Origin": "https://ehr.example.org",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
     assert resp.status_code == 204 and resp.content == b""
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
     allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"authorization", "content-type"} <= allowed
     assert "GET" in resp.headers["Access-Control-Allow-Methods"]
     assert "Access-Control-Allow-Private-Network" not in resp.headers  # not asked for
-    private = http.options(f"{synthea}/Patient/x", headers={
-        "Origin": "https://sandbox.cds-hooks.org", "Access-Control-Request-Method": "GET",
-        "Access-Control-Request-Private-Network": "true"})
+    private = http.options(
+        f"{synthea}/Patient/x",
+        headers={
+            "Origin": "https://sandbox.cds-hooks.org",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Private-Network": "true",
+        },
+    )
     assert private.headers["Access-Control-Allow-Private-Network"] == "true"
     # Ordinary and error responses carry the header too.
     for path in ("metadata", "Patient/nobody"):
@@ -343,7 +435,8 @@ def test_a_list_of_cors_origins_allows_only_those_origins(http: requests.Session
 
 
 def test_a_folder_with_non_fhir_json_still_loads_and_serves_its_fhir(
-        mixed_folder: Path, http: requests.Session, caplog: pytest.LogCaptureFixture) -> None:
+    mixed_folder: Path, http: requests.Session, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="cds_hooks.devtools.fhir_server"):
         index = load_resources([mixed_folder])
     warned = " ".join(record.getMessage() for record in caplog.records)
@@ -352,13 +445,15 @@ def test_a_folder_with_non_fhir_json_still_loads_and_serves_its_fhir(
     assert "README.md" not in warned
     with running(create_fhir_app(index)) as base:
         assert fhir(http.get(f"{base}/Patient/pat-1"))["id"] == "pat-1"
-        for rtype in ("MedicationRequest", "Device", "AllergyIntolerance", "Condition",
-                      "Observation", "Procedure"):
+        for rtype in ("MedicationRequest", "Device", "AllergyIntolerance", "Condition", "Observation", "Procedure"):
             body = fhir(http.get(f"{base}/{rtype}", params={"patient": "pat-1"}))
             assert body["total"] == 1, rtype
-        warfarin = fhir(http.get(f"{base}/MedicationRequest", params={
-            "patient": "Patient/pat-1",
-            "code": "http://www.nlm.nih.gov/research/umls/rxnorm|855332"}))
+        warfarin = fhir(
+            http.get(
+                f"{base}/MedicationRequest",
+                params={"patient": "Patient/pat-1", "code": "http://www.nlm.nih.gov/research/umls/rxnorm|855332"},
+            )
+        )
         assert warfarin["total"] == 1
         for query in ({"actor": "Patient/pat-1"}, {"patient": "pat-1"}, {"date": "ge2026-12"}):
             assert fhir(http.get(f"{base}/Appointment", params=query))["total"] == 1
@@ -366,35 +461,50 @@ def test_a_folder_with_non_fhir_json_still_loads_and_serves_its_fhir(
 
 
 def test_a_cds_hooks_request_file_loads_its_prefetch_but_not_its_draft_orders(
-        mixed_folder: Path, http: requests.Session) -> None:
+    mixed_folder: Path, http: requests.Session
+) -> None:
     index = load_resources([mixed_folder / "cds" / "order-select.json"])
     assert {rtype: sorted(ids) for rtype, ids in index.by_type.items()} == {
-        "Condition": ["cond-1"], "Appointment": ["appt-1"], "Procedure": ["proc-1"]}
+        "Condition": ["cond-1"],
+        "Appointment": ["appt-1"],
+        "Procedure": ["proc-1"],
+    }
     with running(create_fhir_app(index)) as base:
         outcome_text(http.get(f"{base}/ServiceRequest/draft-1"), 404)
         assert fhir(http.get(f"{base}/ServiceRequest", params={"patient": "pat-1"}))["total"] == 0
 
 
-def test_a_resource_without_an_id_gets_the_same_generated_id_on_every_load(
-        mixed_folder: Path) -> None:
+def test_a_resource_without_an_id_gets_the_same_generated_id_on_every_load(mixed_folder: Path) -> None:
     first = load_resources([mixed_folder]).of_type("Observation")
     second = load_resources([mixed_folder]).of_type("Observation")
     assert len(first) == 1 and first[0]["id"].startswith("gen-")
     assert first[0]["id"] == second[0]["id"]
 
 
-def test_urn_uuid_references_are_resolved_across_files_and_unknown_ones_are_left_alone(
-        tmp_path: Path) -> None:
+def test_urn_uuid_references_are_resolved_across_files_and_unknown_ones_are_left_alone(tmp_path: Path) -> None:
     organization = {"resourceType": "Organization", "id": "org-1"}
     patient_uuid = "9e1b0b5e-0000-4000-8000-000000000001"
-    patient_without_id = {"resourceType": "Patient",
-                          "managingOrganization": {"reference": "urn:uuid:org-1"},
-                          "generalPractitioner": [{"reference": "urn:uuid:not-loaded"}]}
-    write_json(tmp_path / "a-org.json", {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"fullUrl": "urn:uuid:org-1", "resource": organization}]})
-    write_json(tmp_path / "b-patient.json", {"resourceType": "Bundle", "type": "collection",
-                                             "entry": [{"fullUrl": f"urn:uuid:{patient_uuid}",
-                                                        "resource": patient_without_id}]})
+    patient_without_id = {
+        "resourceType": "Patient",
+        "managingOrganization": {"reference": "urn:uuid:org-1"},
+        "generalPractitioner": [{"reference": "urn:uuid:not-loaded"}],
+    }
+    write_json(
+        tmp_path / "a-org.json",
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"fullUrl": "urn:uuid:org-1", "resource": organization}],
+        },
+    )
+    write_json(
+        tmp_path / "b-patient.json",
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"fullUrl": f"urn:uuid:{patient_uuid}", "resource": patient_without_id}],
+        },
+    )
     index = load_resources([tmp_path])
     patient = index.get("Patient", patient_uuid)
     assert patient is not None
@@ -445,10 +555,23 @@ def test_fixture_01s_patient_is_the_pregnant_woman_of_fixture_01(all_fixtures: s
 def test_identical_copies_in_several_files_keep_their_ids(tmp_path: Path) -> None:
     organization = {"resourceType": "Organization", "id": "org-1", "name": "Clinic"}
     for name in ("a.json", "b.json"):
-        write_json(tmp_path / name, {"resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": organization},
-            {"resource": {"resourceType": "Patient", "id": f"pat-{name[0]}",
-                          "managingOrganization": {"reference": "Organization/org-1"}}}]})
+        write_json(
+            tmp_path / name,
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [
+                    {"resource": organization},
+                    {
+                        "resource": {
+                            "resourceType": "Patient",
+                            "id": f"pat-{name[0]}",
+                            "managingOrganization": {"reference": "Organization/org-1"},
+                        }
+                    },
+                ],
+            },
+        )
     index = load_resources([tmp_path])
     assert sorted(index.by_type["Organization"]) == ["org-1"]
     assert sorted(index.by_type["Patient"]) == ["pat-a", "pat-b"]
@@ -472,13 +595,16 @@ def test_post_search_with_a_form_body_answers_like_get(synthea: str, http: reque
     assert [e["fullUrl"] for e in by_post["entry"]] == [e["fullUrl"] for e in by_get["entry"]]
     assert [link["url"] for link in by_post["link"]] == [link["url"] for link in by_get["link"]]
     # URL and body parameters are combined.
-    mixed = fhir(http.post(f"{synthea}/Observation/_search?patient={PATIENT_ID}",
-                           data={"code": "http://loinc.org|55284-4"}))
+    mixed = fhir(
+        http.post(f"{synthea}/Observation/_search?patient={PATIENT_ID}", data={"code": "http://loinc.org|55284-4"})
+    )
     assert mixed["total"] == BP_PANEL_COUNT
 
 
 def test_post_search_refuses_a_json_body_and_unknown_parameters(synthea: str, http: requests.Session) -> None:
     assert "form-urlencoded" in outcome_text(
-        http.post(f"{synthea}/Observation/_search", json={"patient": PATIENT_ID}), 415)
+        http.post(f"{synthea}/Observation/_search", json={"patient": PATIENT_ID}), 415
+    )
     assert "Unknown search parameter 'colour'" in outcome_text(
-        http.post(f"{synthea}/Observation/_search", data={"colour": "red"}), 400)
+        http.post(f"{synthea}/Observation/_search", data={"colour": "red"}), 400
+    )

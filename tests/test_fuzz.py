@@ -57,8 +57,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cds_hooks.app import create_app
-from cds_hooks.devtools.cases import ORDER_PRESETS, PATIENT_ID, case_request
 from cds_hooks.config import Config
+from cds_hooks.devtools.cases import ORDER_PRESETS, PATIENT_ID, case_request
 from cds_hooks.devtools.conformance import validate
 from cds_hooks.errors import BadRequest
 from cds_hooks.hooks import parse_hook_request
@@ -80,9 +80,18 @@ SCHEMATHESIS_CASES: Counter[str] = Counter()
 # test_schemathesis_answers_conform_to_the_openapi_document reports them.
 CONFORMANCE_FAILURES: dict[tuple[str, int, str], list[Any]] = {}
 
-FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=False,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large, HealthCheck.large_base_example])
+FUZZ = settings(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 
 
 def fuzz(max_examples: int) -> settings:
@@ -92,6 +101,7 @@ def fuzz(max_examples: int) -> settings:
 # --------------------------------------------------------------------------------------------
 # The service under test
 # --------------------------------------------------------------------------------------------
+
 
 class _ExceptionTrap(logging.Handler):
     """Keeps what the app's last-resort error handler logs (log.exception), so a 500 is
@@ -169,7 +179,8 @@ class Service:
             lines = stack.strip().splitlines()
             end = next((i for i, line in enumerate(lines) if __file__ in line), len(lines))  # the service's part
             return f"the service process was killed by {signal.Signals(os.WTERMSIG(status)).name}\n" + "\n".join(
-                lines[:end])
+                lines[:end]
+            )
         if not payload:
             return f"the service process exited with status {os.WEXITSTATUS(status)} without answering\n{stack}"
         code, body, mimetype, server_traceback = pickle.loads(payload)
@@ -180,8 +191,12 @@ class Service:
 def service() -> Iterator[Service]:
     shm = Path("/dev/shm")  # the decision log commits every call: keep it off the disk when possible
     tmp = Path(tempfile.mkdtemp(prefix="cryo-fuzz-", dir=shm if shm.is_dir() and os.access(shm, os.W_OK) else None))
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp / 'decisions.db'}",
-                    patient_hash_key=b"k" * 32, auth_required=False)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp / 'decisions.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+    )
     trap = _ExceptionTrap()
     app_log = logging.getLogger("cds_hooks.app")
     app_log.addHandler(trap)
@@ -204,19 +219,25 @@ def _dumps(body: Any) -> bytes:
 
 def _strict_json(data: bytes) -> Any:
     """RFC 8259 JSON only: NaN and Infinity are not JSON."""
+
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
+
     return json.loads(data, parse_constant=refuse)
 
 
 def _shorten(data: bytes, limit: int = 6000) -> str:
     text = data.decode("utf-8", "replace")
-    return text if len(text) <= limit else f"{text[:limit // 2]} ...[{len(text) - limit} more]... {text[-limit // 2:]}"
+    return (
+        text if len(text) <= limit else f"{text[: limit // 2]} ...[{len(text) - limit} more]... {text[-limit // 2 :]}"
+    )
 
 
 def _server_failure(answer: Answer, request: bytes) -> str:
-    return (f"HTTP {answer.status} for a request of {len(request)} bytes:\n{_shorten(request)}"
-            f"\n\nresponse: {answer.text()}\n\nserver traceback:\n{answer.server_traceback or '(none logged)'}")
+    return (
+        f"HTTP {answer.status} for a request of {len(request)} bytes:\n{_shorten(request)}"
+        f"\n\nresponse: {answer.text()}\n\nserver traceback:\n{answer.server_traceback or '(none logged)'}"
+    )
 
 
 def _assert_no_server_error(answer: Answer, request: bytes) -> None:
@@ -279,21 +300,64 @@ def _catalogue() -> tuple[list[tuple[str, str, str]], list[str]]:
 
 
 CATALOGUE_CODES, CATALOGUE_WORDS = _catalogue()
-CLINICAL_WORDS = ["cold urticaria", "cold-induced", "cryofibrinogenaemia", "liquid nitrogen spray",
-                  "whole body cryotherapy", "cryochamber", "cryoprecipitate", "cryoablation", "ice pack",
-                  "cold pack", "pregnant", "warfarin 5 mg", "prednisolone eye drops", "hydrocortisone cream",
-                  "laser resurfacing", "chemical peel", "physical therapy", "pacemaker", "common cold", "x"]
-SYSTEMS = [SNOMED, ICD10CM, LOINC, RXNORM, CPT, ATC, "https://example.org/fhir/cryo-cds/CodeSystem/local",
-           "http://snomed.info/sct/", "urn:oid:2.16.840.1.113883.6.96", "http://hl7.org/fhir/sid/icd-10",
-           "urn:oid:2.16.840.1.113883.6.1", "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
-           "http://terminology.hl7.org/CodeSystem/condition-clinical", "http://unitsofmeasure.org", ""]
+CLINICAL_WORDS = [
+    "cold urticaria",
+    "cold-induced",
+    "cryofibrinogenaemia",
+    "liquid nitrogen spray",
+    "whole body cryotherapy",
+    "cryochamber",
+    "cryoprecipitate",
+    "cryoablation",
+    "ice pack",
+    "cold pack",
+    "pregnant",
+    "warfarin 5 mg",
+    "prednisolone eye drops",
+    "hydrocortisone cream",
+    "laser resurfacing",
+    "chemical peel",
+    "physical therapy",
+    "pacemaker",
+    "common cold",
+    "x",
+]
+SYSTEMS = [
+    SNOMED,
+    ICD10CM,
+    LOINC,
+    RXNORM,
+    CPT,
+    ATC,
+    "https://example.org/fhir/cryo-cds/CodeSystem/local",
+    "http://snomed.info/sct/",
+    "urn:oid:2.16.840.1.113883.6.96",
+    "http://hl7.org/fhir/sid/icd-10",
+    "urn:oid:2.16.840.1.113883.6.1",
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+    "http://terminology.hl7.org/CodeSystem/condition-clinical",
+    "http://unitsofmeasure.org",
+    "",
+]
 # Status values per resource type (the ones the facts step distinguishes, and some it ignores).
 STATUSES = {
     "clinical": ["active", "recurrence", "relapse", "inactive", "remission", "resolved", "unknown"],
     "verification": ["confirmed", "unconfirmed", "provisional", "differential", "refuted", "entered-in-error"],
     "Observation": ["final", "amended", "corrected", "preliminary", "registered", "cancelled", "entered-in-error"],
-    "medication": ["active", "on-hold", "completed", "stopped", "intended", "cancelled", "entered-in-error",
-                   "not-taken", "unknown", "draft", "not-done", "in-progress"],
+    "medication": [
+        "active",
+        "on-hold",
+        "completed",
+        "stopped",
+        "intended",
+        "cancelled",
+        "entered-in-error",
+        "not-taken",
+        "unknown",
+        "draft",
+        "not-done",
+        "in-progress",
+    ],
     "Procedure": ["completed", "in-progress", "preparation", "not-done", "stopped", "entered-in-error"],
     "Device": ["active", "inactive", "unknown", "entered-in-error"],
     "DeviceUseStatement": ["active", "completed", "stopped", "intended", "on-hold"],
@@ -302,12 +366,56 @@ STATUSES = {
     "interpretation": ["POS", "NEG", "A", "AA", "N", "ND", "DET", "H", "L"],
 }
 ALL_STATUSES = sorted({s for values in STATUSES.values() for s in values} | {"", "ACTIVE", "bogus"})
-UNITS = ["Cel", "°C", "K", "[degF]", "degF", "°F", "s", "sec", "min", "h", "ms", "d", "wk", "mo", "a",
-         "g/dL", "g/dl", "g/L", "mg/dL", "mmol/L", "%", "mmol/mol", "percent", "10*3/uL", "10*9/L", "/uL",
-         "cells/uL", "/mm3", "/min", "mm[Hg]", "1", "", "bogus"]
-REFERENCES = [f"Patient/{PATIENT_ID}", "Medication/r1", "Medication/r2", "Device/r1", "Device/r2",
-              "Condition/r1", "Condition/r3", "#c1", "#nope", "Medication/r1/_history/2",
-              "https://fhir.example.org/r4/Device/r2", "Device", "/"]
+UNITS = [
+    "Cel",
+    "°C",
+    "K",
+    "[degF]",
+    "degF",
+    "°F",
+    "s",
+    "sec",
+    "min",
+    "h",
+    "ms",
+    "d",
+    "wk",
+    "mo",
+    "a",
+    "g/dL",
+    "g/dl",
+    "g/L",
+    "mg/dL",
+    "mmol/L",
+    "%",
+    "mmol/mol",
+    "percent",
+    "10*3/uL",
+    "10*9/L",
+    "/uL",
+    "cells/uL",
+    "/mm3",
+    "/min",
+    "mm[Hg]",
+    "1",
+    "",
+    "bogus",
+]
+REFERENCES = [
+    f"Patient/{PATIENT_ID}",
+    "Medication/r1",
+    "Medication/r2",
+    "Device/r1",
+    "Device/r2",
+    "Condition/r1",
+    "Condition/r3",
+    "#c1",
+    "#nope",
+    "Medication/r1/_history/2",
+    "https://fhir.example.org/r4/Device/r2",
+    "Device",
+    "/",
+]
 IDS = ["r1", "r2", "r3", "c1", "cryo-1", "cryo-2", "x" * 64, "a.b-c"]
 EXTENSION_URLS = [TEMPERATURE_URL, DURATION_URL, CYCLES_URL, "https://example.org/other"]
 FIXED_NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)  # the service's clock in this module (cases.DEFAULT_NOW)
@@ -319,36 +427,68 @@ TEXT = st.one_of(st.sampled_from(CATALOGUE_WORDS), st.sampled_from(CLINICAL_WORD
 # Engine-safe numbers: |x| <= 10,000 with at most two decimals. A timing period is never
 # closer to 0 than 0.5 (sessions per day = frequency / period, times a course of up to
 # 10,000 years, stays below 1e16).
-NUMBER = st.one_of(st.integers(-10_000, 10_000),
-                   st.decimals(min_value=-10_000, max_value=10_000, places=2,
-                               allow_nan=False, allow_infinity=False).map(float))
-PERIOD_NUMBER = st.one_of(st.integers(-100, 10_000),
-                          st.decimals(min_value="0.5", max_value=10_000, places=2).map(float))
-JUNK_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-10_000, 10_000), PLAIN_TEXT, st.just(""),
-                        st.just({}), st.dictionaries(PLAIN_TEXT, st.integers(0, 9), min_size=1, max_size=2))
-JUNK = st.one_of(JUNK_SCALAR, st.just([]), st.just([{}]), st.just([None]),
-                 st.lists(st.integers(0, 9), min_size=1, max_size=2))
+NUMBER = st.one_of(
+    st.integers(-10_000, 10_000),
+    st.decimals(min_value=-10_000, max_value=10_000, places=2, allow_nan=False, allow_infinity=False).map(float),
+)
+PERIOD_NUMBER = st.one_of(
+    st.integers(-100, 10_000), st.decimals(min_value="0.5", max_value=10_000, places=2).map(float)
+)
+JUNK_SCALAR = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10_000, 10_000),
+    PLAIN_TEXT,
+    st.just(""),
+    st.just({}),
+    st.dictionaries(PLAIN_TEXT, st.integers(0, 9), min_size=1, max_size=2),
+)
+JUNK = st.one_of(
+    JUNK_SCALAR, st.just([]), st.just([{}]), st.just([None]), st.lists(st.integers(0, 9), min_size=1, max_size=2)
+)
 
 
 def _date_text(when: datetime, style: str) -> str:
-    return {"date": when.date().isoformat(), "month": when.strftime("%Y-%m"), "year": when.strftime("%Y"),
-            "utc": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "zoned": when.astimezone(timezone(timedelta(hours=-5))).isoformat(timespec="seconds")}[style]
+    return {
+        "date": when.date().isoformat(),
+        "month": when.strftime("%Y-%m"),
+        "year": when.strftime("%Y"),
+        "utc": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "zoned": when.astimezone(timezone(timedelta(hours=-5))).isoformat(timespec="seconds"),
+    }[style]
 
 
 # Dates around the clock (where the rules' windows are), valid but extreme ones, and invalid ones.
-NEAR_DATE = st.builds(_date_text, st.integers(-800 * 24, 120 * 24).map(lambda h: FIXED_NOW + timedelta(hours=h)),
-                      st.sampled_from(["date", "date", "utc", "zoned", "month", "year"]))
+NEAR_DATE = st.builds(
+    _date_text,
+    st.integers(-800 * 24, 120 * 24).map(lambda h: FIXED_NOW + timedelta(hours=h)),
+    st.sampled_from(["date", "date", "utc", "zoned", "month", "year"]),
+)
 EXTREME_DATE = st.one_of(
     st.tuples(st.datetimes(), st.sampled_from(["Z", "+00:00", "+14:00", "-12:00", "+05:30"])).map(
-        lambda p: p[0].isoformat(timespec="seconds") + p[1]),
+        lambda p: p[0].isoformat(timespec="seconds") + p[1]
+    ),
     st.dates().map(lambda d: d.isoformat()),
     st.integers(1, 9999).map(lambda y: f"{y:04d}"),
     st.sampled_from(["0001-01-01", "9999-12-31", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"]),
 )
-BAD_DATE = st.one_of(st.sampled_from(["2020-13", "2020-02-30", "2020-00-10", "20200517", "2020-5-1", "0000",
-                                      "2020-05-17T25:00:00Z", "2020-05-17T10:00:00", "yesterday", ""]),
-                     PLAIN_TEXT)
+BAD_DATE = st.one_of(
+    st.sampled_from(
+        [
+            "2020-13",
+            "2020-02-30",
+            "2020-00-10",
+            "20200517",
+            "2020-5-1",
+            "0000",
+            "2020-05-17T25:00:00Z",
+            "2020-05-17T10:00:00",
+            "yesterday",
+            "",
+        ]
+    ),
+    PLAIN_TEXT,
+)
 
 
 @dataclass(frozen=True)
@@ -361,8 +501,9 @@ class Family:
         """``valid``; in the dirty family sometimes a value of the wrong JSON type."""
         return st.one_of(valid, valid, valid, JUNK) if self.dirty else valid
 
-    def fields(self, required: dict[str, st.SearchStrategy[Any]] | None = None,
-               **optional: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    def fields(
+        self, required: dict[str, st.SearchStrategy[Any]] | None = None, **optional: st.SearchStrategy[Any]
+    ) -> st.SearchStrategy[dict[str, Any]]:
         return st.fixed_dictionaries(required or {}, optional=optional)
 
     def list_of(self, item: st.SearchStrategy[Any], max_size: int = 2) -> st.SearchStrategy[Any]:
@@ -385,22 +526,44 @@ class Family:
     @property
     def coding(self) -> st.SearchStrategy[Any]:
         catalogue = st.sampled_from(CATALOGUE_CODES).map(
-            lambda c: {"system": c[0], "code": c[1], **({"display": c[2]} if c[2] else {})})
+            lambda c: {"system": c[0], "code": c[1], **({"display": c[2]} if c[2] else {})}
+        )
         if not self.dirty:
-            return st.one_of(catalogue, catalogue, catalogue, self.fields(
-                {"system": st.sampled_from(SYSTEMS[:-1]), "code": st.sampled_from(CATALOGUE_CODES).map(lambda c: c[1])},
-                display=TEXT))
-        return st.one_of(catalogue, self.fields(
-            system=self.wrong(st.sampled_from(SYSTEMS)), code=self.wrong(st.sampled_from(CATALOGUE_CODES).map(
-                lambda c: c[1])), display=self.wrong(TEXT), userSelected=self.wrong(st.booleans())), JUNK)
+            return st.one_of(
+                catalogue,
+                catalogue,
+                catalogue,
+                self.fields(
+                    {
+                        "system": st.sampled_from(SYSTEMS[:-1]),
+                        "code": st.sampled_from(CATALOGUE_CODES).map(lambda c: c[1]),
+                    },
+                    display=TEXT,
+                ),
+            )
+        return st.one_of(
+            catalogue,
+            self.fields(
+                system=self.wrong(st.sampled_from(SYSTEMS)),
+                code=self.wrong(st.sampled_from(CATALOGUE_CODES).map(lambda c: c[1])),
+                display=self.wrong(TEXT),
+                userSelected=self.wrong(st.booleans()),
+            ),
+            JUNK,
+        )
 
     @property
     def concept(self) -> st.SearchStrategy[Any]:
         if not self.dirty:
-            return st.one_of(self.fields({"coding": st.lists(self.coding, min_size=1, max_size=3)}, text=TEXT),
-                             self.fields({"text": TEXT}))
-        return st.one_of(self.fields(coding=self.wrong(st.lists(self.coding, max_size=3)), text=self.wrong(TEXT)),
-                         st.just({"coding": [{}]}), st.just({"coding": [{}], "text": "cold pack"}))
+            return st.one_of(
+                self.fields({"coding": st.lists(self.coding, min_size=1, max_size=3)}, text=TEXT),
+                self.fields({"text": TEXT}),
+            )
+        return st.one_of(
+            self.fields(coding=self.wrong(st.lists(self.coding, max_size=3)), text=self.wrong(TEXT)),
+            st.just({"coding": [{}]}),
+            st.just({"coding": [{}], "text": "cold pack"}),
+        )
 
     @property
     def concepts(self) -> st.SearchStrategy[Any]:
@@ -416,25 +579,38 @@ class Family:
 
     @property
     def quantity(self) -> st.SearchStrategy[Any]:
-        return self.wrong(self.fields(
-            {"value": self.wrong(NUMBER)}, unit=self.wrong(st.sampled_from(UNITS) | TEXT),
-            code=self.wrong(st.sampled_from(UNITS)), system=st.sampled_from(["http://unitsofmeasure.org"])))
+        return self.wrong(
+            self.fields(
+                {"value": self.wrong(NUMBER)},
+                unit=self.wrong(st.sampled_from(UNITS) | TEXT),
+                code=self.wrong(st.sampled_from(UNITS)),
+                system=st.sampled_from(["http://unitsofmeasure.org"]),
+            )
+        )
 
     @property
     def timing(self) -> st.SearchStrategy[Any]:
         positive = st.integers(1, 1_000) if not self.dirty else st.integers(-2, 1_000)
         repeat = self.fields(
-            frequency=self.wrong(positive), period=self.wrong(PERIOD_NUMBER), periodUnit=self.wrong(st.sampled_from(UNITS)),
-            duration=self.wrong(NUMBER), durationUnit=self.wrong(st.sampled_from(UNITS)), count=self.wrong(positive),
-            boundsPeriod=self.period, boundsDuration=self.quantity)
+            frequency=self.wrong(positive),
+            period=self.wrong(PERIOD_NUMBER),
+            periodUnit=self.wrong(st.sampled_from(UNITS)),
+            duration=self.wrong(NUMBER),
+            durationUnit=self.wrong(st.sampled_from(UNITS)),
+            count=self.wrong(positive),
+            boundsPeriod=self.period,
+            boundsDuration=self.quantity,
+        )
         return self.wrong(self.fields(event=self.list_of(self.date, 3), repeat=self.wrong(repeat)))
 
     @property
     def extensions(self) -> st.SearchStrategy[Any]:
         url = self.wrong(st.sampled_from(EXTENSION_URLS))
-        extension = st.one_of(self.fields({"url": url, "valueQuantity": self.quantity}),
-                              self.fields({"url": url, "valueInteger": self.wrong(st.integers(-10, 10_000))}),
-                              self.fields({"url": url, "valueString": self.wrong(TEXT)}))
+        extension = st.one_of(
+            self.fields({"url": url, "valueQuantity": self.quantity}),
+            self.fields({"url": url, "valueInteger": self.wrong(st.integers(-10, 10_000))}),
+            self.fields({"url": url, "valueString": self.wrong(TEXT)}),
+        )
         return self.list_of(st.one_of(extension, JUNK) if self.dirty else extension, 3)
 
     @property
@@ -445,23 +621,31 @@ class Family:
     def dosage(self) -> st.SearchStrategy[Any]:
         return self.wrong(self.fields(route=self.concept, text=self.wrong(TEXT), timing=self.timing))
 
-    def resource(self, kind: str, required: dict[str, st.SearchStrategy[Any]] | None = None,
-                 **optional: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    def resource(
+        self, kind: str, required: dict[str, st.SearchStrategy[Any]] | None = None, **optional: st.SearchStrategy[Any]
+    ) -> st.SearchStrategy[dict[str, Any]]:
         extra = {"id": self.wrong(st.sampled_from(IDS)), "extension": self.extensions} if self.dirty else {}
         return self.fields({"resourceType": st.just(kind), **(required or {})}, **extra, **optional)
 
     @property
     def medication(self) -> st.SearchStrategy[dict[str, Any]]:
-        return self.resource("Medication", code=self.concept, form=self.concept,
-                             ingredient=self.list_of(self.wrong(self.fields(itemCodeableConcept=self.concept))))
+        return self.resource(
+            "Medication",
+            code=self.concept,
+            form=self.concept,
+            ingredient=self.list_of(self.wrong(self.fields(itemCodeableConcept=self.concept))),
+        )
 
     def resources(self) -> dict[str, st.SearchStrategy[dict[str, Any]]]:
         contained = self.list_of(self.medication.map(lambda m: {**m, "id": "c1"}), 1)
-        medication_of = st.one_of(self.fields({"medicationCodeableConcept": self.concept}),
-                                  self.fields({"medicationReference": self.reference}, contained=contained))
+        medication_of = st.one_of(
+            self.fields({"medicationCodeableConcept": self.concept}),
+            self.fields({"medicationReference": self.reference}, contained=contained),
+        )
         if self.dirty:
-            medication_of = self.fields(medicationCodeableConcept=self.concept, medicationReference=self.reference,
-                                        contained=contained)
+            medication_of = self.fields(
+                medicationCodeableConcept=self.concept, medicationReference=self.reference, contained=contained
+            )
 
         def with_medication(strategy: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
             return st.tuples(strategy, medication_of).map(lambda p: {**p[1], **p[0]})
@@ -469,79 +653,173 @@ class Family:
         date, concept, concepts, period, quantity = self.date, self.concept, self.concepts, self.period, self.quantity
         return {
             "Condition": self.resource(
-                "Condition", {"code": concept}, clinicalStatus=self.status_concept("clinical"),
-                verificationStatus=self.status_concept("verification"), onsetDateTime=date, onsetPeriod=period,
-                recordedDate=date, abatementDateTime=date, abatementPeriod=period,
-                abatementString=self.wrong(TEXT), bodySite=concepts),
+                "Condition",
+                {"code": concept},
+                clinicalStatus=self.status_concept("clinical"),
+                verificationStatus=self.status_concept("verification"),
+                onsetDateTime=date,
+                onsetPeriod=period,
+                recordedDate=date,
+                abatementDateTime=date,
+                abatementPeriod=period,
+                abatementString=self.wrong(TEXT),
+                bodySite=concepts,
+            ),
             "Observation": self.resource(
-                "Observation", {"status": self.status("Observation"), "code": concept}, effectiveDateTime=date,
-                effectivePeriod=period, issued=self.wrong(EXTREME_DATE if self.dirty else NEAR_DATE.filter(
-                    lambda d: "T" in d)), valueQuantity=quantity, valueCodeableConcept=concept,
+                "Observation",
+                {"status": self.status("Observation"), "code": concept},
+                effectiveDateTime=date,
+                effectivePeriod=period,
+                issued=self.wrong(EXTREME_DATE if self.dirty else NEAR_DATE.filter(lambda d: "T" in d)),
+                valueQuantity=quantity,
+                valueCodeableConcept=concept,
                 interpretation=self.list_of(self.status_concept("interpretation")),
-                component=self.list_of(self.fields(code=concept, valueQuantity=quantity), 3)),
-            "MedicationRequest": with_medication(self.resource(
-                "MedicationRequest", {"status": self.status("medication"), "intent": self.wrong(st.just("order"))},
-                authoredOn=date, dosageInstruction=self.list_of(self.dosage),
-                dispenseRequest=self.wrong(self.fields(validityPeriod=period, expectedSupplyDuration=quantity)))),
-            "MedicationStatement": with_medication(self.resource(
-                "MedicationStatement", {"status": self.status("medication")}, effectiveDateTime=date,
-                effectivePeriod=period, dateAsserted=date, dosage=self.list_of(self.dosage))),
-            "MedicationAdministration": with_medication(self.resource(
-                "MedicationAdministration", {"status": self.status("medication")}, effectiveDateTime=date,
-                effectivePeriod=period, dosage=self.dosage)),
+                component=self.list_of(self.fields(code=concept, valueQuantity=quantity), 3),
+            ),
+            "MedicationRequest": with_medication(
+                self.resource(
+                    "MedicationRequest",
+                    {"status": self.status("medication"), "intent": self.wrong(st.just("order"))},
+                    authoredOn=date,
+                    dosageInstruction=self.list_of(self.dosage),
+                    dispenseRequest=self.wrong(self.fields(validityPeriod=period, expectedSupplyDuration=quantity)),
+                )
+            ),
+            "MedicationStatement": with_medication(
+                self.resource(
+                    "MedicationStatement",
+                    {"status": self.status("medication")},
+                    effectiveDateTime=date,
+                    effectivePeriod=period,
+                    dateAsserted=date,
+                    dosage=self.list_of(self.dosage),
+                )
+            ),
+            "MedicationAdministration": with_medication(
+                self.resource(
+                    "MedicationAdministration",
+                    {"status": self.status("medication")},
+                    effectiveDateTime=date,
+                    effectivePeriod=period,
+                    dosage=self.dosage,
+                )
+            ),
             "Medication": self.medication,
             "Device": self.resource("Device", status=self.status("Device"), type=concept),
             "DeviceUseStatement": self.resource(
-                "DeviceUseStatement", {"status": self.status("DeviceUseStatement"), "device": self.reference},
-                contained=self.list_of(self.resource("Device", type=concept).map(lambda d: {**d, "id": "c1"}), 1)),
+                "DeviceUseStatement",
+                {"status": self.status("DeviceUseStatement"), "device": self.reference},
+                contained=self.list_of(self.resource("Device", type=concept).map(lambda d: {**d, "id": "c1"}), 1),
+            ),
             "AllergyIntolerance": self.resource(
-                "AllergyIntolerance", code=concept, clinicalStatus=self.status_concept("clinical"),
-                verificationStatus=self.status_concept("verification"), recordedDate=date, onsetDateTime=date),
-            "Procedure": self.resource("Procedure", {"status": self.status("Procedure")}, code=concept,
-                                       performedDateTime=date, performedPeriod=period, bodySite=concepts),
+                "AllergyIntolerance",
+                code=concept,
+                clinicalStatus=self.status_concept("clinical"),
+                verificationStatus=self.status_concept("verification"),
+                recordedDate=date,
+                onsetDateTime=date,
+            ),
+            "Procedure": self.resource(
+                "Procedure",
+                {"status": self.status("Procedure")},
+                code=concept,
+                performedDateTime=date,
+                performedPeriod=period,
+                bodySite=concepts,
+            ),
             "ServiceRequest": self.resource(
-                "ServiceRequest", {"status": self.status("ServiceRequest"), "intent": self.wrong(st.just("order"))},
-                code=concept, authoredOn=date, occurrenceDateTime=date, occurrencePeriod=period,
-                occurrenceTiming=self.timing, bodySite=concepts, reasonCode=concepts, orderDetail=concepts,
-                note=self.notes, quantityQuantity=quantity, reasonReference=self.list_of(self.reference)),
-            "Appointment": self.resource("Appointment", {"status": self.status("Appointment")}, start=date,
-                                         serviceType=concepts, reasonCode=concepts, appointmentType=concept,
-                                         description=self.wrong(TEXT)),
-            "Patient": self.resource("Patient", gender=self.wrong(st.sampled_from(["female", "male", "other"])),
-                                     birthDate=date),
+                "ServiceRequest",
+                {"status": self.status("ServiceRequest"), "intent": self.wrong(st.just("order"))},
+                code=concept,
+                authoredOn=date,
+                occurrenceDateTime=date,
+                occurrencePeriod=period,
+                occurrenceTiming=self.timing,
+                bodySite=concepts,
+                reasonCode=concepts,
+                orderDetail=concepts,
+                note=self.notes,
+                quantityQuantity=quantity,
+                reasonReference=self.list_of(self.reference),
+            ),
+            "Appointment": self.resource(
+                "Appointment",
+                {"status": self.status("Appointment")},
+                start=date,
+                serviceType=concepts,
+                reasonCode=concepts,
+                appointmentType=concept,
+                description=self.wrong(TEXT),
+            ),
+            "Patient": self.resource(
+                "Patient", gender=self.wrong(st.sampled_from(["female", "male", "other"])), birthDate=date
+            ),
         }
 
     def order_overrides(self) -> st.SearchStrategy[dict[str, Any]]:
         """Changes to a preset draft order: codes, sites, timing, extensions, text."""
         return self.fields(
-            code=self.concept, bodySite=self.concepts, occurrenceTiming=self.timing, extension=self.extensions,
-            note=self.notes, orderDetail=self.concepts, reasonCode=self.concepts,
-            reasonReference=self.list_of(self.reference), status=self.status("ServiceRequest"),
-            intent=self.wrong(st.sampled_from(["order", "plan", "proposal"])), occurrenceDateTime=self.date,
-            occurrencePeriod=self.period, quantityQuantity=self.quantity, authoredOn=self.date,
-            text=self.wrong(self.fields({"status": st.just("generated"), "div": st.just("<div>cryo</div>")})))
+            code=self.concept,
+            bodySite=self.concepts,
+            occurrenceTiming=self.timing,
+            extension=self.extensions,
+            note=self.notes,
+            orderDetail=self.concepts,
+            reasonCode=self.concepts,
+            reasonReference=self.list_of(self.reference),
+            status=self.status("ServiceRequest"),
+            intent=self.wrong(st.sampled_from(["order", "plan", "proposal"])),
+            occurrenceDateTime=self.date,
+            occurrencePeriod=self.period,
+            quantityQuantity=self.quantity,
+            authoredOn=self.date,
+            text=self.wrong(self.fields({"status": st.just("generated"), "div": st.just("<div>cryo</div>")})),
+        )
 
 
 CLEAN, DIRTY = Family(dirty=False), Family(dirty=True)
 CLEAN_RESOURCES, DIRTY_RESOURCES = CLEAN.resources(), DIRTY.resources()
 ODD_RESOURCE = st.one_of(
-    st.fixed_dictionaries({"resourceType": st.sampled_from(["OperationOutcome", "Bundle", "Basic", "Foo",
-                                                            "condition", ""])},
-                          optional={"id": st.sampled_from(IDS), "code": DIRTY.concept, "issue": JUNK, "entry": JUNK}),
+    st.fixed_dictionaries(
+        {"resourceType": st.sampled_from(["OperationOutcome", "Bundle", "Basic", "Foo", "condition", ""])},
+        optional={"id": st.sampled_from(IDS), "code": DIRTY.concept, "issue": JUNK, "entry": JUNK},
+    ),
     st.fixed_dictionaries({"resourceType": JUNK}, optional={"code": DIRTY.concept}),
     st.fixed_dictionaries({}, optional={"code": DIRTY.concept, "status": DIRTY.status("Observation")}),
 )
 RECORD_TYPES = [k for k in sorted(CLEAN_RESOURCES) if k != "Patient"]
 # Two clean resources for every dirty one: rules only fire on resources that are valid FHIR.
-RECORD_RESOURCE = st.one_of(*(CLEAN_RESOURCES[k] for k in RECORD_TYPES), *(CLEAN_RESOURCES[k] for k in RECORD_TYPES),
-                            *(DIRTY_RESOURCES[k] for k in RECORD_TYPES))
+RECORD_RESOURCE = st.one_of(
+    *(CLEAN_RESOURCES[k] for k in RECORD_TYPES),
+    *(CLEAN_RESOURCES[k] for k in RECORD_TYPES),
+    *(DIRTY_RESOURCES[k] for k in RECORD_TYPES),
+)
 ANY_RESOURCE = st.one_of(RECORD_RESOURCE, CLEAN_RESOURCES["Patient"], DIRTY_RESOURCES["Patient"], ODD_RESOURCE)
-OPERATION_OUTCOME = st.fixed_dictionaries({"resourceType": st.just("OperationOutcome")}, optional={
-    "issue": DIRTY.wrong(st.lists(DIRTY.wrong(st.fixed_dictionaries({}, optional={
-        "severity": DIRTY.wrong(st.sampled_from(["fatal", "error", "warning", "information"])),
-        "code": DIRTY.wrong(TEXT), "diagnostics": DIRTY.wrong(TEXT)})), max_size=2))})
-ENTRY = st.one_of(ANY_RESOURCE.map(lambda r: {"resource": r}),
-                  st.fixed_dictionaries({}, optional={"resource": JUNK, "fullUrl": DIRTY.wrong(TEXT)}), JUNK)
+OPERATION_OUTCOME = st.fixed_dictionaries(
+    {"resourceType": st.just("OperationOutcome")},
+    optional={
+        "issue": DIRTY.wrong(
+            st.lists(
+                DIRTY.wrong(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "severity": DIRTY.wrong(st.sampled_from(["fatal", "error", "warning", "information"])),
+                            "code": DIRTY.wrong(TEXT),
+                            "diagnostics": DIRTY.wrong(TEXT),
+                        },
+                    )
+                ),
+                max_size=2,
+            )
+        )
+    },
+)
+ENTRY = st.one_of(
+    ANY_RESOURCE.map(lambda r: {"resource": r}),
+    st.fixed_dictionaries({}, optional={"resource": JUNK, "fullUrl": DIRTY.wrong(TEXT)}),
+    JUNK,
+)
 HOOK_INSTANCE = st.uuids().map(str)
 
 
@@ -550,8 +828,18 @@ def _bundle(entries: list[Any], **extra: Any) -> dict[str, Any]:
 
 
 PREFETCH_MUTATIONS = ["keep"] * 10 + [
-    "null", "operation-outcome", "no-type", "odd-entries", "entry-not-array", "next-page", "bare-resource",
-    "outcome-entry", "odd-fields", "no-resourceType", "other-resourceType"]
+    "null",
+    "operation-outcome",
+    "no-type",
+    "odd-entries",
+    "entry-not-array",
+    "next-page",
+    "bare-resource",
+    "outcome-entry",
+    "odd-fields",
+    "no-resourceType",
+    "other-resourceType",
+]
 
 
 @st.composite
@@ -573,14 +861,19 @@ def prefetch_value(draw: st.DrawFn, value: dict[str, Any]) -> dict[str, Any] | N
     if mutation == "entry-not-array":
         return {**value, "entry": draw(JUNK_SCALAR)}
     if mutation == "next-page":
-        return {**value, "link": draw(DIRTY.wrong(st.just([{"relation": "next", "url": "https://fhir.example.org/p2"}])))}
+        return {
+            **value,
+            "link": draw(DIRTY.wrong(st.just([{"relation": "next", "url": "https://fhir.example.org/p2"}]))),
+        }
     if mutation == "bare-resource":
         return entries[0]["resource"] if entries and draw(st.booleans()) else draw(ANY_RESOURCE)
     if mutation == "outcome-entry":
-        return _bundle(entries + [{"resource": draw(OPERATION_OUTCOME)}])
+        return _bundle([*entries, {"resource": draw(OPERATION_OUTCOME)}])
     if mutation == "odd-fields":
-        return {**value, **draw(st.fixed_dictionaries({}, optional={k: JUNK for k in ("type", "total", "link", "meta",
-                                                                                      "issue")}))}
+        return {
+            **value,
+            **draw(st.fixed_dictionaries({}, optional=dict.fromkeys(("type", "total", "link", "meta", "issue"), JUNK))),
+        }
     if mutation == "no-resourceType":
         return {k: v for k, v in value.items() if k != "resourceType"}
     return {**value, "resourceType": draw(st.sampled_from(["OperationOutcome", "Patient", "Foo", ""]) | PLAIN_TEXT)}
@@ -605,18 +898,29 @@ def mutated_prefetch_requests(draw: st.DrawFn) -> dict[str, Any]:
         else:
             prefetch[key] = draw(prefetch_value(prefetch[key]))
     # keys the service did not ask for are read too, by resource type
-    extra = draw(st.dictionaries(st.sampled_from(["other", "conditionsAll", "obs2"]) | PLAIN_TEXT,
-                                 st.one_of(st.none(), st.lists(ENTRY, max_size=3).map(_bundle), ANY_RESOURCE),
-                                 max_size=2))
+    extra = draw(
+        st.dictionaries(
+            st.sampled_from(["other", "conditionsAll", "obs2"]) | PLAIN_TEXT,
+            st.one_of(st.none(), st.lists(ENTRY, max_size=3).map(_bundle), ANY_RESOURCE),
+            max_size=2,
+        )
+    )
     for key, value in extra.items():
         prefetch.setdefault(key, value)
     return body
 
 
 ORDER_SPEC = st.tuples(
-    st.sampled_from(sorted(ORDER_PRESETS)) | st.none(), st.one_of(CLEAN.order_overrides(), DIRTY.order_overrides()),
-    st.lists(st.sampled_from(["code", "bodySite", "occurrenceTiming", "extension", "reasonCode", "status", "intent",
-                              "subject", "note"]), unique=True, max_size=3))
+    st.sampled_from(sorted(ORDER_PRESETS)) | st.none(),
+    st.one_of(CLEAN.order_overrides(), DIRTY.order_overrides()),
+    st.lists(
+        st.sampled_from(
+            ["code", "bodySite", "occurrenceTiming", "extension", "reasonCode", "status", "intent", "subject", "note"]
+        ),
+        unique=True,
+        max_size=3,
+    ),
+)
 
 
 def _order_spec(spec: tuple[str | None, dict[str, Any], list[str]]) -> dict[str, Any]:
@@ -630,8 +934,17 @@ def draft_order_requests(draw: st.DrawFn) -> dict[str, Any]:
     case = {
         "order": _order_spec(draw(ORDER_SPEC)),
         "extra_orders": [_order_spec(s) for s in draw(st.lists(ORDER_SPEC, max_size=2))],
-        "drafts": draw(st.lists(st.one_of(CLEAN_RESOURCES["ServiceRequest"], CLEAN_RESOURCES["MedicationRequest"],
-                                          CLEAN_RESOURCES["Procedure"], ANY_RESOURCE), max_size=3)),
+        "drafts": draw(
+            st.lists(
+                st.one_of(
+                    CLEAN_RESOURCES["ServiceRequest"],
+                    CLEAN_RESOURCES["MedicationRequest"],
+                    CLEAN_RESOURCES["Procedure"],
+                    ANY_RESOURCE,
+                ),
+                max_size=3,
+            )
+        ),
         "resources": draw(st.lists(RECORD_RESOURCE, max_size=3)),
     }
     body = case_request(case, hook)
@@ -642,25 +955,81 @@ def draft_order_requests(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         del draft["type"]
     if hook == "order-select" and draw(st.booleans()):  # selections that name nothing, or a non-order
-        extra = draw(st.lists(st.sampled_from(["ServiceRequest/nope", "MedicationRequest/r1", "ServiceRequest/r1",
-                                               "Procedure/r2", "ServiceRequest/cryo-2"]), max_size=2))
+        extra = draw(
+            st.lists(
+                st.sampled_from(
+                    [
+                        "ServiceRequest/nope",
+                        "MedicationRequest/r1",
+                        "ServiceRequest/r1",
+                        "Procedure/r2",
+                        "ServiceRequest/cryo-2",
+                    ]
+                ),
+                max_size=2,
+            )
+        )
         body["context"]["selections"] = body["context"]["selections"] + extra
     return body
 
 
-JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                      st.text(max_size=20),
-                      st.sampled_from(["order-select", "order-sign", "Bundle", "Patient/p1", "Bearer", "accepted",
-                                       "overridden", "2026-11-21T12:00:00Z", str(uuid.UUID(int=7))]))
+JSON_LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "order-select",
+            "order-sign",
+            "Bundle",
+            "Patient/p1",
+            "Bearer",
+            "accepted",
+            "overridden",
+            "2026-11-21T12:00:00Z",
+            str(uuid.UUID(int=7)),
+        ]
+    ),
+)
 JSON_KEYS = st.text(max_size=8) | st.sampled_from(
-    ["hook", "hookInstance", "context", "prefetch", "fhirServer", "fhirAuthorization", "extension", "userId",
-     "patientId", "encounterId", "draftOrders", "selections", "resourceType", "entry", "resource", "access_token",
-     "token_type", "expires_in", "feedback", "card", "outcome", "outcomeTimestamp", "acceptedSuggestions",
-     "overrideReason", "reason", "userComment", "id"])
-JSON_VALUE = st.recursive(JSON_LEAF, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-    JSON_KEYS, inner, max_size=5), max_leaves=30)
+    [
+        "hook",
+        "hookInstance",
+        "context",
+        "prefetch",
+        "fhirServer",
+        "fhirAuthorization",
+        "extension",
+        "userId",
+        "patientId",
+        "encounterId",
+        "draftOrders",
+        "selections",
+        "resourceType",
+        "entry",
+        "resource",
+        "access_token",
+        "token_type",
+        "expires_in",
+        "feedback",
+        "card",
+        "outcome",
+        "outcomeTimestamp",
+        "acceptedSuggestions",
+        "overrideReason",
+        "reason",
+        "userComment",
+        "id",
+    ]
+)
+JSON_VALUE = st.recursive(
+    JSON_LEAF, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(JSON_KEYS, inner, max_size=5), max_leaves=30
+)
 DEEP_JSON = st.tuples(st.integers(1, 200_000), st.sampled_from(["[", '{"a":'])).map(
-    lambda p: p[1] * p[0] + ("1" if p[1] != "[" else "") + ("]" if p[1] == "[" else "}") * p[0])
+    lambda p: p[1] * p[0] + ("1" if p[1] != "[" else "") + ("]" if p[1] == "[" else "}") * p[0]
+)
 POST_PATHS = [SELECT, SIGN, SELECT + "/feedback", SIGN + "/feedback"]
 
 
@@ -679,6 +1048,7 @@ def _expected_status(path: str, body: Any) -> set[int]:
 # Hypothesis tests (their max_examples add up to >= MIN_CASES)
 # --------------------------------------------------------------------------------------------
 
+
 @fuzz(400)
 @given(body=JSON_VALUE, path=st.sampled_from(POST_PATHS))
 def test_arbitrary_json_body_gets_a_json_4xx(service: Service, body: Any, path: str) -> None:
@@ -692,16 +1062,33 @@ def test_arbitrary_json_body_gets_a_json_4xx(service: Service, body: Any, path: 
 
 
 @fuzz(150)
-@given(payload=st.one_of(st.binary(max_size=300), JSON_VALUE.map(lambda v: json.dumps(v).encode()),
-                         DEEP_JSON.map(str.encode), st.just(b""), st.just(b"\xef\xbb\xbf{}"),
-                         st.just(b'{"a": NaN}')),
-       content_type=st.sampled_from(["application/json", "application/fhir+json", "application/json; charset=utf-8",
-                                     "text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
-                                     "application/xml", ""]) | st.text(st.characters(min_codepoint=32,
-                                                                                     max_codepoint=126), max_size=30),
-       path=st.sampled_from(POST_PATHS))
-def test_any_bytes_with_any_content_type_get_a_json_4xx(service: Service, payload: bytes, content_type: str,
-                                                        path: str) -> None:
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        JSON_VALUE.map(lambda v: json.dumps(v).encode()),
+        DEEP_JSON.map(str.encode),
+        st.just(b""),
+        st.just(b"\xef\xbb\xbf{}"),
+        st.just(b'{"a": NaN}'),
+    ),
+    content_type=st.sampled_from(
+        [
+            "application/json",
+            "application/fhir+json",
+            "application/json; charset=utf-8",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "application/xml",
+            "",
+        ]
+    )
+    | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+    path=st.sampled_from(POST_PATHS),
+)
+def test_any_bytes_with_any_content_type_get_a_json_4xx(
+    service: Service, payload: bytes, content_type: str, path: str
+) -> None:
     HYPOTHESIS_CASES["raw-bytes"] += 1
     answer = service.post(path, payload, content_type)
     _assert_no_server_error(answer, payload)
@@ -746,14 +1133,28 @@ def extreme_number_requests(draw: st.DrawFn) -> dict[str, Any]:
     if where == "temperature":
         order["extension"] = [{"url": TEMPERATURE_URL, "valueQuantity": {"value": number, "code": "Cel"}}]
     elif where in ("duration", "period", "count"):
-        order["occurrenceTiming"] = {"repeat": {"frequency": 2, "period": 1, "periodUnit": "wk", "count": 8,
-                                                "duration": 3, "durationUnit": "min",
-                                                where: number if where != "count" else int(abs(number)) + 1}}
+        order["occurrenceTiming"] = {
+            "repeat": {
+                "frequency": 2,
+                "period": 1,
+                "periodUnit": "wk",
+                "count": 8,
+                "duration": 3,
+                "durationUnit": "min",
+                where: number if where != "count" else int(abs(number)) + 1,
+            }
+        }
     else:
         code = "8480-6" if where == "systolic" else "8867-4"
-        resources.append({"resourceType": "Observation", "status": "final", "effectiveDateTime": "2026-11-20",
-                          "code": {"coding": [{"system": LOINC, "code": code}]},
-                          "valueQuantity": {"value": number, "unit": "mm[Hg]" if where == "systolic" else "/min"}})
+        resources.append(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "effectiveDateTime": "2026-11-20",
+                "code": {"coding": [{"system": LOINC, "code": code}]},
+                "valueQuantity": {"value": number, "unit": "mm[Hg]" if where == "systolic" else "/min"},
+            }
+        )
     body = case_request({"order": order, "resources": resources}, "order-sign")
     body["hookInstance"] = draw(HOOK_INSTANCE)
     return body
@@ -775,10 +1176,14 @@ def test_extreme_numbers_do_not_kill_the_service(service: Service, body: dict[st
 # --------------------------------------------------------------------------------------------
 
 SCHEMA = schemathesis.openapi.from_path(OPENAPI)
-SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], deterministic=True,
-                                database="none")
-CONFORMANCE_CHECKS: list[Callable[..., Any]] = [response_schema_conformance, status_code_conformance,
-                                                content_type_conformance]
+SCHEMA.config.generation.update(
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], deterministic=True, database="none"
+)
+CONFORMANCE_CHECKS: list[Callable[..., Any]] = [
+    response_schema_conformance,
+    status_code_conformance,
+    content_type_conformance,
+]
 
 
 def _run_schemathesis_case(service: Service, case: schemathesis.Case) -> None:
@@ -788,8 +1193,14 @@ def _run_schemathesis_case(service: Service, case: schemathesis.Case) -> None:
     try:
         case.validate_response(response, checks=CONFORMANCE_CHECKS)
     except FailureGroup as failure:
-        first_line = next((line.strip() for line in str(failure).splitlines()
-                           if line.strip() and not line.startswith(("Schemathesis", "-"))), repr(failure))
+        first_line = next(
+            (
+                line.strip()
+                for line in str(failure).splitlines()
+                if line.strip() and not line.startswith(("Schemathesis", "-"))
+            ),
+            repr(failure),
+        )
         key = (case.operation.label, response.status_code, first_line[:300])
         seen = CONFORMANCE_FAILURES.setdefault(key, [0, None])
         seen[0] += 1
@@ -818,8 +1229,10 @@ def test_schemathesis_discovery_and_health(service: Service, case: schemathesis.
 def test_schemathesis_answers_conform_to_the_openapi_document() -> None:
     if not SCHEMATHESIS_CASES:
         pytest.skip("the schemathesis tests did not run")
-    report = [f"{label} -> {status}: {message}  ({count}x)\n  e.g. {example}"
-              for (label, status, message), (count, example) in sorted(CONFORMANCE_FAILURES.items())]
+    report = [
+        f"{label} -> {status}: {message}  ({count}x)\n  e.g. {example}"
+        for (label, status, message), (count, example) in sorted(CONFORMANCE_FAILURES.items())
+    ]
     assert not report, "answers that do not conform to cds_hooks/openapi.yaml:\n" + "\n".join(report)
 
 
@@ -828,8 +1241,10 @@ def test_each_run_generates_at_least_1000_cases_per_tool() -> None:
     if not families <= set(HYPOTHESIS_CASES) or not SCHEMATHESIS_CASES:
         pytest.skip("run the whole module to count the generated cases")
     hypothesis_total, schemathesis_total = sum(HYPOTHESIS_CASES.values()), sum(SCHEMATHESIS_CASES.values())
-    print(f"\ngenerated cases: hypothesis {hypothesis_total} {dict(HYPOTHESIS_CASES)}; "
-          f"schemathesis {schemathesis_total} {dict(SCHEMATHESIS_CASES)}")
+    print(
+        f"\ngenerated cases: hypothesis {hypothesis_total} {dict(HYPOTHESIS_CASES)}; "
+        f"schemathesis {schemathesis_total} {dict(SCHEMATHESIS_CASES)}"
+    )
     hint = " (a test that fails stops generating early: fix the failures first)"
     assert hypothesis_total >= MIN_CASES, f"{dict(HYPOTHESIS_CASES)}{hint}"
     assert schemathesis_total >= MIN_CASES, f"{dict(SCHEMATHESIS_CASES)}{hint}"

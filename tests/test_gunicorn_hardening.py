@@ -20,11 +20,20 @@ def test_metrics_add_up_across_workers_and_the_access_log_stays_clean(tmp_path: 
     load = load_harness
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CDS_HOOKS_AUDIT_TOKEN": AUDIT_TOKEN,
-           "CDS_HOOKS_SPOOL_DIR": str(tmp_path / "spool")}
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "CDS_HOOKS_AUDIT_TOKEN": AUDIT_TOKEN,
+        "CDS_HOOKS_SPOOL_DIR": str(tmp_path / "spool"),
+    }
     body = json.loads((FIXTURES / "02-pacemaker-whole-body-order-sign.json").read_text())
-    with load.gunicorn(f"sqlite:///{tmp_path / 'd.db'}", 2, 2, tmp_path, env_extra=env,
-                       args_extra=("-c", "python:cds_hooks.gunicorn_conf", "--access-logfile", "-")) as server:
+    with load.gunicorn(
+        f"sqlite:///{tmp_path / 'd.db'}",
+        2,
+        2,
+        tmp_path,
+        env_extra=env,
+        args_extra=("-c", "python:cds_hooks.gunicorn_conf", "--access-logfile", "-"),
+    ) as server:
         for _ in range(CALLS):
             with requests.Session() as session:  # a new connection each time: both workers serve
                 response = session.post(server.base + "/cds-services/cryotherapy-order-sign", json=body, timeout=30)
@@ -32,13 +41,15 @@ def test_metrics_add_up_across_workers_and_the_access_log_stays_clean(tmp_path: 
         refused = requests.get(server.base + "/cds-services?access_token=SECRET-IN-URL", timeout=10)
         assert refused.status_code == 400
         requests.get(server.base + "/x%0AFORGED-LINE", timeout=10)
-        scraped = requests.get(server.base + "/metrics", headers={"Authorization": f"Bearer {AUDIT_TOKEN}"},
-                               timeout=10)
+        scraped = requests.get(server.base + "/metrics", headers={"Authorization": f"Bearer {AUDIT_TOKEN}"}, timeout=10)
         log_text = server.log_text()
     assert scraped.status_code == 200
-    total = sum(sample.value for family in text_string_to_metric_families(scraped.text)
-                for sample in family.samples
-                if sample.name == "cryo_cds_calls_total" and sample.labels.get("status") == "200")
+    total = sum(
+        sample.value
+        for family in text_string_to_metric_families(scraped.text)
+        for sample in family.samples
+        if sample.name == "cryo_cds_calls_total" and sample.labels.get("status") == "200"
+    )
     assert total == CALLS
     assert "SECRET-IN-URL" not in log_text
     assert not any(line.startswith("FORGED-LINE") for line in log_text.splitlines())

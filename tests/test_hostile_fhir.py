@@ -4,6 +4,7 @@ sends the access token anywhere but the origin of ``fhirServer``."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import socket
@@ -64,13 +65,12 @@ class HostileServer:
                     return
                 data += chunk
             lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-            auth = next((line.split(":", 1)[1].strip() for line in lines[1:]
-                         if line.lower().startswith("authorization:")), "")
+            auth = next(
+                (line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("authorization:")), ""
+            )
             self.requests.append((lines[0].split(" ")[1], auth))
-            try:
+            with contextlib.suppress(OSError):  # the client hung up: what a well-behaved fetcher does
                 self._behave(conn, self.stop)
-            except OSError:
-                pass  # the client hung up: what a well-behaved fetcher does
 
     def close(self) -> None:
         self.stop.set()
@@ -110,6 +110,7 @@ class Firehose:
 def redirect_to(location: str) -> Callable[[socket.socket, threading.Event], None]:
     def behave(conn: socket.socket, _stop: threading.Event) -> None:
         conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode())
+
     return behave
 
 
@@ -119,9 +120,15 @@ def client(tmp_path: Path) -> Iterator[Any]:
 
 
 def _client(tmp_path: Path, **overrides: Any) -> Iterator[Any]:
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}",
-                    patient_hash_key=b"k" * 32, auth_required=False, fetch_budget_s=BUDGET_S,
-                    fetch_max_bytes=1024 * 1024, **overrides)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        fetch_budget_s=BUDGET_S,
+        fetch_max_bytes=1024 * 1024,
+        **overrides,
+    )
     app = create_app(config)
     yield app.test_client()
     app.extensions["cryo_cds"].store.dispose()
@@ -131,8 +138,13 @@ def _call_without_prefetch(client: Any, fhir_server: str) -> tuple[Any, float]:
     body = json.loads(PACEMAKER.read_text())
     del body["prefetch"]
     body["fhirServer"] = fhir_server
-    body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 300,
-                                 "scope": "patient/*.read", "subject": "cryo-cds"}
+    body["fhirAuthorization"] = {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "cryo-cds",
+    }
     started = time.monotonic()
     response = client.post(SERVICE, json=body)
     return response, time.monotonic() - started
@@ -214,25 +226,34 @@ def test_next_links_to_another_origin_are_not_followed_and_get_no_token(client, 
     assert seen_by_other == []
 
 
-def test_a_prefetched_page_whose_next_link_leaves_the_origin_is_not_followed(client, paged_fhir_with_foreign_next) -> None:
+def test_a_prefetched_page_whose_next_link_leaves_the_origin_is_not_followed(
+    client, paged_fhir_with_foreign_next
+) -> None:
     server, other, seen_by_other = paged_fhir_with_foreign_next
     body = json.loads(PACEMAKER.read_text())
     body["fhirServer"] = server.url
     body["fhirAuthorization"] = {"access_token": TOKEN, "token_type": "Bearer"}
-    body["prefetch"]["observations"] = {"resourceType": "Bundle", "type": "searchset", "entry": [],
-                                        "link": [{"relation": "next", "url": other.url + "/Observation?p=2"}]}
+    body["prefetch"]["observations"] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [],
+        "link": [{"relation": "next", "url": other.url + "/Observation?p=2"}],
+    }
     response = client.post(SERVICE, json=body)
     assert response.status_code == 200
     assert seen_by_other == []
 
 
-@pytest.mark.parametrize("fhir_server", [
-    "http://127.0.0.1:1@evil.example/fhir",
-    "http://user:pw@127.0.0.1/fhir",
-    "http://127.0.0.1\\@evil.example/",
-    "ftp://127.0.0.1/fhir",
-    "http:///fhir",
-])
+@pytest.mark.parametrize(
+    "fhir_server",
+    [
+        "http://127.0.0.1:1@evil.example/fhir",
+        "http://user:pw@127.0.0.1/fhir",
+        "http://127.0.0.1\\@evil.example/",
+        "ftp://127.0.0.1/fhir",
+        "http:///fhir",
+    ],
+)
 def test_user_info_and_other_url_tricks_are_refused_with_400(client, fhir_server) -> None:
     response, _elapsed = _call_without_prefetch(client, fhir_server)
     assert response.status_code == 400
@@ -243,8 +264,13 @@ def test_the_allow_list_compares_parsed_host_port_and_path(tmp_path: Path) -> No
     allowed = parse_allow_list(["http://127.0.0.1:800/fhir"])
     assert any(e.admits(parse_target("http://127.0.0.1:800/fhir")) for e in allowed)
     assert any(e.admits(parse_target("HTTP://127.0.0.1:800/fhir/r4/")) for e in allowed)
-    for other in ("http://127.0.0.1:8000/fhir", "http://127.0.0.1:800/fhirx", "https://127.0.0.1:800/fhir",
-                  "http://127.0.0.10:800/fhir", "http://127.0.0.1:800/"):
+    for other in (
+        "http://127.0.0.1:8000/fhir",
+        "http://127.0.0.1:800/fhirx",
+        "https://127.0.0.1:800/fhir",
+        "http://127.0.0.10:800/fhir",
+        "http://127.0.0.1:800/",
+    ):
         assert not any(e.admits(parse_target(other)) for e in allowed), other
 
 
@@ -262,15 +288,18 @@ def test_a_server_outside_the_allow_list_is_not_asked(tmp_path: Path) -> None:
     assert server.requests == []
 
 
-@pytest.mark.parametrize(("address", "strict", "lenient"), [
-    ("169.254.169.254", "link-local", "link-local"),
-    ("fe80::1", "link-local", "link-local"),
-    ("0.0.0.0", "link-local", "link-local"),
-    ("127.0.0.1", "private", None),
-    ("::ffff:10.0.0.1", "private", None),
-    ("192.168.1.5", "private", None),
-    ("8.8.8.8", None, None),
-])
+@pytest.mark.parametrize(
+    ("address", "strict", "lenient"),
+    [
+        ("169.254.169.254", "link-local", "link-local"),
+        ("fe80::1", "link-local", "link-local"),
+        ("0.0.0.0", "link-local", "link-local"),
+        ("127.0.0.1", "private", None),
+        ("::ffff:10.0.0.1", "private", None),
+        ("192.168.1.5", "private", None),
+        ("8.8.8.8", None, None),
+    ],
+)
 def test_without_an_allow_list_only_public_addresses_are_fetched_from(address, strict, lenient) -> None:
     for allow_private, expected in ((False, strict), (True, lenient)):
         why = address_refused(address, allow_private=allow_private)
@@ -289,9 +318,15 @@ def test_with_jwt_on_and_no_allow_list_a_loopback_server_is_refused_unless_allow
     hook_request = parse_hook_request(body, "order-sign")
     try:
         for allow_private in (False, True):
-            config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}",
-                            patient_hash_key=b"k" * 32, auth_required=True, trusted_issuers="[]",
-                            fetch_budget_s=0.3, fhir_allow_private=allow_private)
+            config = Config(
+                rules_dir=RULES_DIR,
+                database_url=f"sqlite:///{tmp_path / 'd.db'}",
+                patient_hash_key=b"k" * 32,
+                auth_required=True,
+                trusted_issuers="[]",
+                fetch_budget_s=0.3,
+                fhir_allow_private=allow_private,
+            )
             app = create_app(config)
             state: ServiceState = app.extensions["cryo_cds"]
             fetcher = state.record_source(hook_request)
@@ -314,16 +349,24 @@ def test_an_issuers_own_fhir_servers_replace_the_global_list(tmp_path: Path) -> 
 
     jwks = tmp_path / "jwks.json"
     jwks.write_text('{"keys": []}')
-    issuers = json.dumps([{"iss": "https://ehr.example", "jwks_file": str(jwks),
-                           "fhir_servers": ["http://127.0.0.1:9999/fhir"]}])
-    config = Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{tmp_path / 'd.db'}", patient_hash_key=b"k" * 32,
-                    trusted_issuers=issuers, fhir_server_allow=("http://127.0.0.1:7777",))
+    issuers = json.dumps(
+        [{"iss": "https://ehr.example", "jwks_file": str(jwks), "fhir_servers": ["http://127.0.0.1:9999/fhir"]}]
+    )
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        patient_hash_key=b"k" * 32,
+        trusted_issuers=issuers,
+        fhir_server_allow=("http://127.0.0.1:7777",),
+    )
     app = create_app(config)
     state = app.extensions["cryo_cds"]
     body = copy.deepcopy(json.loads(PACEMAKER.read_text()))
     claims = {"iss": "https://ehr.example"}
-    for url, issuer_ok, global_ok in (("http://127.0.0.1:9999/fhir/r4", True, False),
-                                      ("http://127.0.0.1:7777/r4", False, True)):
+    for url, issuer_ok, global_ok in (
+        ("http://127.0.0.1:9999/fhir/r4", True, False),
+        ("http://127.0.0.1:7777/r4", False, True),
+    ):
         body["fhirServer"] = url
         hook_request = parse_hook_request(body, "order-sign")
         assert (state.record_source(hook_request, claims) is not None) == issuer_ok

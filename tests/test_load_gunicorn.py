@@ -23,7 +23,6 @@ from .support import load
 CALLS, CLIENTS, WORKERS = 600, 16, 2
 
 
-
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_gunicorn_load_with_a_worker_killed_loses_no_record(db: str, tmp_path: Path) -> None:
     if db == "postgresql":

@@ -25,8 +25,15 @@ HAND = [{"coding": [{"system": SCT, "code": "33712006", "display": "Skin of hand
 
 
 def _order(code: dict[str, Any], **extra: Any) -> Any:
-    raw = {"resourceType": "ServiceRequest", "id": "o1", "status": "draft", "intent": "order",
-           "subject": {"reference": "Patient/p1"}, "code": code, **extra}
+    raw = {
+        "resourceType": "ServiceRequest",
+        "id": "o1",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "code": code,
+        **extra,
+    }
     resource, problem = parse_resource(raw)
     assert resource is not None, problem
     return resource
@@ -42,29 +49,39 @@ def _cpt97010(text: str | None = None, display: str | None = DESCRIPTOR, **extra
     return _order(code, **extra)
 
 
-@pytest.mark.parametrize(("text", "modality"), [
-    ("Aerocryotherapy", SYSTEMIC),
-    ("Aerocryotherapy session, 3 minutes", SYSTEMIC),
-    ("Cryostimulation session", SYSTEMIC),
-    ("cryostimulation", SYSTEMIC),
-    ("General cryotherapies, course of 10", SYSTEMIC),
-    ("Whole-body cryotherapies", SYSTEMIC),
-    ("Cryotherapies to both knees", LOCAL_COLD),
-    ("Cryosurgical treatment of the knee", LOCAL_COLD),
-    ("Cryomassaging of the scalp", LOCAL_COLD),
-    ("Cold compresses to the ankle", LOCAL_COLD),
-    ("cold packs, left shoulder", LOCAL_COLD),
-])
+@pytest.mark.parametrize(
+    ("text", "modality"),
+    [
+        ("Aerocryotherapy", SYSTEMIC),
+        ("Aerocryotherapy session, 3 minutes", SYSTEMIC),
+        ("Cryostimulation session", SYSTEMIC),
+        ("cryostimulation", SYSTEMIC),
+        ("General cryotherapies, course of 10", SYSTEMIC),
+        ("Whole-body cryotherapies", SYSTEMIC),
+        ("Cryotherapies to both knees", LOCAL_COLD),
+        ("Cryosurgical treatment of the knee", LOCAL_COLD),
+        ("Cryomassaging of the scalp", LOCAL_COLD),
+        ("Cold compresses to the ankle", LOCAL_COLD),
+        ("cold packs, left shoulder", LOCAL_COLD),
+    ],
+)
 def test_text_only_orders_are_recognised_by_word_prefix(terminology: Terminology, text: str, modality: str) -> None:
     order = _order({"text": text})
     assert detect(order, terminology) == "text"
     assert classify(order, terminology) == modality
 
 
-@pytest.mark.parametrize("text", [
-    "Cryoprecipitate transfusion", "Hot pack to the neck", "Cold agglutinin titre", "Cryo",
-    "Ice cream", "Hydrotherapy",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Cryoprecipitate transfusion",
+        "Hot pack to the neck",
+        "Cold agglutinin titre",
+        "Cryo",
+        "Ice cream",
+        "Hydrotherapy",
+    ],
+)
 def test_text_that_is_not_a_cryotherapy_order(terminology: Terminology, text: str) -> None:
     assert detect(_order({"text": text}), terminology) is None
 
@@ -75,22 +92,26 @@ def test_liquid_nitrogen_text_with_a_lesion_site_is_destructive(terminology: Ter
     assert classify(order, terminology) == LOCAL_DESTRUCTIVE
 
 
-@pytest.mark.parametrize(("kwargs", "recognised"), [
-    ({"text": "Ice pack to right knee"}, True),
-    ({"text": "Cold pack, 15 min"}, True),
-    ({"text": "Icing after exercise"}, True),
-    ({"note": [{"text": "cold pack, not heat"}]}, True),
-    ({"orderDetail": [{"text": "cold"}]}, True),
-    ({"text": "Hot pack to lower back"}, False),
-    ({"text": "Heat therapy, moist heat pack"}, False),
-    ({"text": "Hot or cold packs"}, False),          # the CPT descriptor copied into code.text
-    ({"text": DESCRIPTOR}, False),
-    ({"text": "Hot/cold pack"}, False),
-    ({}, False),                                       # only the CPT display says "cold"
-    ({"display": "HOT OR COLD PACKS THERAPY"}, False),
-])
-def test_cpt_97010_is_cold_only_by_the_orders_own_words(terminology: Terminology, kwargs: dict[str, Any],
-                                                       recognised: bool) -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "recognised"),
+    [
+        ({"text": "Ice pack to right knee"}, True),
+        ({"text": "Cold pack, 15 min"}, True),
+        ({"text": "Icing after exercise"}, True),
+        ({"note": [{"text": "cold pack, not heat"}]}, True),
+        ({"orderDetail": [{"text": "cold"}]}, True),
+        ({"text": "Hot pack to lower back"}, False),
+        ({"text": "Heat therapy, moist heat pack"}, False),
+        ({"text": "Hot or cold packs"}, False),  # the CPT descriptor copied into code.text
+        ({"text": DESCRIPTOR}, False),
+        ({"text": "Hot/cold pack"}, False),
+        ({}, False),  # only the CPT display says "cold"
+        ({"display": "HOT OR COLD PACKS THERAPY"}, False),
+    ],
+)
+def test_cpt_97010_is_cold_only_by_the_orders_own_words(
+    terminology: Terminology, kwargs: dict[str, Any], recognised: bool
+) -> None:
     kwargs = dict(kwargs)
     display = kwargs.pop("display", DESCRIPTOR)
     order = _cpt97010(kwargs.pop("text", None), display, **kwargs)
@@ -102,15 +123,25 @@ def test_cpt_97010_is_cold_only_by_the_orders_own_words(terminology: Terminology
 
 
 def test_cpt_97010_beside_a_cold_therapy_snomed_code_is_cold(terminology: Terminology) -> None:
-    order = _order({"coding": [{"system": CPT, "code": "97010", "display": DESCRIPTOR},
-                               {"system": SCT, "code": "182660006", "display": "Cold therapy"}]})
+    order = _order(
+        {
+            "coding": [
+                {"system": CPT, "code": "97010", "display": DESCRIPTOR},
+                {"system": SCT, "code": "182660006", "display": "Cold therapy"},
+            ]
+        }
+    )
     assert detect(order, terminology) is not None
     assert classify(order, terminology) == LOCAL_COLD
 
 
 def test_an_unreadable_hot_pack_draft_does_not_look_like_cryotherapy(terminology: Terminology) -> None:
-    raw = {"resourceType": "ServiceRequest", "status": "draft", "intent": 7,
-           "code": {"coding": [{"system": CPT, "code": "97010", "display": DESCRIPTOR}], "text": "Hot pack"}}
+    raw = {
+        "resourceType": "ServiceRequest",
+        "status": "draft",
+        "intent": 7,
+        "code": {"coding": [{"system": CPT, "code": "97010", "display": DESCRIPTOR}], "text": "Hot pack"},
+    }
     assert not looks_like_cryotherapy(raw, terminology)
     raw["code"]["text"] = "Ice pack"
     assert looks_like_cryotherapy(raw, terminology)

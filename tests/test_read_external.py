@@ -62,8 +62,12 @@ def test_every_example_resource_is_accounted_for(result, capsys) -> None:
         if item.outcome != "read":
             assert item.why, item
         if item.outcome == "not a resource":  # the manifest, a bulk-export log, DELETE entries
-            assert ("MANIFEST" in item.where or "log.ndjson" in item.where or "DELETE" in item.why
-                    or "empty Bundle" in item.why), item
+            assert (
+                "MANIFEST" in item.where
+                or "log.ndjson" in item.where
+                or "DELETE" in item.why
+                or "empty Bundle" in item.why
+            ), item
 
 
 def test_synthea_us_core_and_ips_are_read_strictly(result) -> None:
@@ -73,8 +77,11 @@ def test_synthea_us_core_and_ips_are_read_strictly(result) -> None:
 
 
 def test_the_vendor_defects_are_read_leniently(result) -> None:
-    lenient = {(item.where.split("#")[0].rsplit("/", 1)[-1], item.ref): item.why
-               for item in result.items if item.outcome == "lenient"}
+    lenient = {
+        (item.where.split("#")[0].rsplit("/", 1)[-1], item.ref): item.why
+        for item in result.items
+        if item.outcome == "lenient"
+    }
     assert "stray spaces" in lenient[("R4_OBSERVATION_ENTERED_IN_ERROR_STATUS.json", "Observation/L-197412603")]
     assert "recordedDate" in lenient[("R4_PATIENT_CONDITION_ENTRY.json", "Condition/p73875571")]
     assert ("R4_PATIENT_CONDITION_BUNDLE.json", "Condition/p73875571") in lenient  # a Condition straight in entry[]
@@ -82,8 +89,17 @@ def test_the_vendor_defects_are_read_leniently(result) -> None:
 
 def test_the_cli_prints_the_table_and_refuses_a_missing_folder(capsys, tmp_path) -> None:
     tool = _tool()
-    (tmp_path / "one.json").write_text(json.dumps({"resourceType": "Observation", "id": "x", "status": "final",
-                                                   "code": {"text": "t"}, "effectiveDateTime": "2024-01-01T10:00"}))
+    (tmp_path / "one.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Observation",
+                "id": "x",
+                "status": "final",
+                "code": {"text": "t"},
+                "effectiveDateTime": "2024-01-01T10:00",
+            }
+        )
+    )
     assert tool.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| **all 1** | 0 | 1 | 0 | 0 |" in out and "no time-zone offset" in out

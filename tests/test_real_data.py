@@ -53,11 +53,19 @@ def cards_of(body: dict[str, Any]) -> set[tuple[str, str]]:
 
 # --------------------------------------------------------------------------- 1. the corpus
 
+
 def _corpus() -> list[Any]:
     if not FHIR_DATA.is_dir():
-        return [pytest.param(None, id="shared-absent", marks=pytest.mark.skip(
-            reason=f"{FHIR_DATA} is absent (the shared data set sits beside the repo in CI); "
-                   "the expected-card tests below still run from fhir_fixtures/external"))]
+        return [
+            pytest.param(
+                None,
+                id="shared-absent",
+                marks=pytest.mark.skip(
+                    reason=f"{FHIR_DATA} is absent (the shared data set sits beside the repo in CI); "
+                    "the expected-card tests below still run from fhir_fixtures/external"
+                ),
+            )
+        ]
     params = []
     for folder in BUNDLE_FOLDERS:
         for path in sorted((FHIR_DATA / folder).glob("*.json")):
@@ -101,12 +109,15 @@ def test_the_corpus_is_the_whole_synthea_set() -> None:
 
 @pytest.mark.parametrize("source", _corpus())
 def test_corpus_patient_gets_valid_identical_cards_from_both_evaluators(
-        source, rulebook, terminology, durable_evaluator, plain_evaluator) -> None:
+    source, rulebook, terminology, durable_evaluator, plain_evaluator
+) -> None:
     bundle = _load(source)
     now = record_date(bundle)
     assert now is not None, "no dated resource to pin the clock on"
-    pipelines = {name: make_pipeline(rulebook, terminology, ev, now)
-                 for name, ev in (("durable", durable_evaluator), ("plain", plain_evaluator))}
+    pipelines = {
+        name: make_pipeline(rulebook, terminology, ev, now)
+        for name, ev in (("durable", durable_evaluator), ("plain", plain_evaluator))
+    }
     for order in ("wbc", "ln2"):
         body = bundle_request(bundle, order, ORDER_SELECT)
         assert validate("request", body) == []
@@ -146,25 +157,25 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # Last encounter: Encounter for problem + inpatient stay 2021-02-19; died 2021-02-21.
         "now": "2021-02-19T19:27:45+00:00",
         "wbc": {
-            ("CI-CV", "critical"),        # Coronary Heart Disease 53741008 active since 2016 (CL-CV)
-            ("CI-ARR", "critical"),       # Atrial Fibrillation 49436004 active since 2017 (CL-ARR)
-            ("CI-HTN", "warning"),        # BP day 2020-09-03 (latest <= 365 d): 161/97 -> SBP >= 140, < 180/100
-            ("CI-DMNEURO", "warning"),    # Neuropathy due to T2DM 368581000119106 active since 2019 (systemic warning)
-            ("CI-ANEMIA", "info"),        # Anemia 271737000 active; last Hb 718-7 on 2019-08-29 (> 90 d): info
-            ("CI-ELDERLY", "info"),       # born 1952-07-31: 68 at now
-            ("CI-ICE-TEST", "info"),      # no ice test
-            ("DI-ANTICOAG", "warning"),   # warfarin sodium 5 MG (855332) MedicationRequest active since 2017
-            ("DI-ANTIPLT", "info"),       # clopidogrel 75 MG (309362) active since 2016
-            ("DI-VASO", "warning"),       # active hydrochlorothiazide, amlodipine, verapamil, metoprolol, furosemide
-            ("PR-SYS-EXAM", "warning"),   # no ECG / CBC panel / urine test within 90 d
+            ("CI-CV", "critical"),  # Coronary Heart Disease 53741008 active since 2016 (CL-CV)
+            ("CI-ARR", "critical"),  # Atrial Fibrillation 49436004 active since 2017 (CL-ARR)
+            ("CI-HTN", "warning"),  # BP day 2020-09-03 (latest <= 365 d): 161/97 -> SBP >= 140, < 180/100
+            ("CI-DMNEURO", "warning"),  # Neuropathy due to T2DM 368581000119106 active since 2019 (systemic warning)
+            ("CI-ANEMIA", "info"),  # Anemia 271737000 active; last Hb 718-7 on 2019-08-29 (> 90 d): info
+            ("CI-ELDERLY", "info"),  # born 1952-07-31: 68 at now
+            ("CI-ICE-TEST", "info"),  # no ice test
+            ("DI-ANTICOAG", "warning"),  # warfarin sodium 5 MG (855332) MedicationRequest active since 2017
+            ("DI-ANTIPLT", "info"),  # clopidogrel 75 MG (309362) active since 2016
+            ("DI-VASO", "warning"),  # active hydrochlorothiazide, amlodipine, verapamil, metoprolol, furosemide
+            ("PR-SYS-EXAM", "warning"),  # no ECG / CBC panel / urine test within 90 d
             # silent: CI-DM-UNCTRL (HbA1c 6.0 % on 2020-09-03, 169 d <= 180 d, not > 9 %); DI-NSAID
             # (ibuprofen requests stopped 2012/2015); DI-CNS (oxycodone stopped 2012); CI-SITE-WOUND
             # (second-degree burn resolved and burns are excluded); PR-SYS-SAFETY (critical present).
         },
         "ln2": {
-            ("CI-DMNEURO", "critical"),   # diabetic neuropathy: local critical (SEED-B "avoid local therapy")
-            ("DI-ANTICOAG", "warning"),   # warfarin active
-            ("DI-ANTIPLT", "info"),       # clopidogrel active
+            ("CI-DMNEURO", "critical"),  # diabetic neuropathy: local critical (SEED-B "avoid local therapy")
+            ("DI-ANTICOAG", "warning"),  # warfarin active
+            ("DI-ANTIPLT", "info"),  # clopidogrel active
             # silent: CI-ANEMIA (no Hb < 8 g/dL in 90 d); LC-AFTERCARE (dropped under the critical).
         },
     },
@@ -173,21 +184,21 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # Last encounter: check-up 2020-05-11 (alive).
         "now": "2020-05-11T08:54:18+00:00",
         "wbc": {
-            ("CI-ARR", "critical"),       # Atrial Fibrillation 49436004 active since 2020-04-22
-            ("CI-ANEMIA", "info"),        # Anemia 271737000 active; only Hb 2016-03-30 (> 90 d)
-            ("CI-ICE-TEST", "info"),      # no ice test
-            ("DI-ANTICOAG", "warning"),   # warfarin 855332 active since 2020-04-22
-            ("DI-NSAID", "warning"),      # naproxen sodium 220 MG (849574) active since 2010 + anticoagulant
-            ("DI-VASO", "warning"),       # verapamil hydrochloride 40 MG active
-            ("PR-SYS-EXAM", "warning"),   # no ECG / CBC panel / urine test within 90 d
+            ("CI-ARR", "critical"),  # Atrial Fibrillation 49436004 active since 2020-04-22
+            ("CI-ANEMIA", "info"),  # Anemia 271737000 active; only Hb 2016-03-30 (> 90 d)
+            ("CI-ICE-TEST", "info"),  # no ice test
+            ("DI-ANTICOAG", "warning"),  # warfarin 855332 active since 2020-04-22
+            ("DI-NSAID", "warning"),  # naproxen sodium 220 MG (849574) active since 2010 + anticoagulant
+            ("DI-VASO", "warning"),  # verapamil hydrochloride 40 MG active
+            ("PR-SYS-EXAM", "warning"),  # no ECG / CBC panel / urine test within 90 d
             # silent: CI-HTN (BP day 2020-04-22: 135/87 < 140/90, no hypertension diagnosis);
             # CI-CV (AF is CL-ARR, not CL-CV); CI-DM-UNCTRL (prediabetes only, HbA1c 6.2 %);
             # CI-ELDERLY (56); PR-SYS-SAFETY (critical present).
         },
         "ln2": {
-            ("DI-ANTICOAG", "warning"),   # warfarin active
-            ("DI-NSAID", "warning"),      # naproxen active, escalated because DI-ANTICOAG fires
-            ("LC-AFTERCARE", "info"),     # local-destructive, no critical card
+            ("DI-ANTICOAG", "warning"),  # warfarin active
+            ("DI-NSAID", "warning"),  # naproxen active, escalated because DI-ANTICOAG fires
+            ("LC-AFTERCARE", "info"),  # local-destructive, no critical card
         },
     },
     "Jerrell_Gerlach": {
@@ -195,23 +206,23 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # Last encounter: check-up 2020-11-27 (alive).
         "now": "2020-11-27T10:10:39+00:00",
         "wbc": {
-            ("CI-ARR", "critical"),       # Atrial Fibrillation 49436004 active since 1994
-            ("CI-ANEMIA", "info"),        # Anemia 271737000 active; only Hb 2016-07-15 (> 90 d)
-            ("CI-ELDERLY", "info"),       # born 1939-01-27: 81 at now
-            ("CI-ICE-TEST", "info"),      # no ice test
-            ("DI-ANTICOAG", "warning"),   # warfarin 855332 active since 1994
-            ("DI-VASO", "warning"),       # verapamil hydrochloride 40 MG active
-            ("GRP-IMMUNE", "warning"),    # DI-CHEMO: "1 ML DOCEtaxel 20 MG/ML Injection" RxNorm 1860480 active
-                                          # since 2005 (prostate carcinoma); 1860480 is in the cited VSAC
-                                          # expansion 2.16.840.1.113762.1.4.1151.60 -> §1 matching rule (2)
-            ("PR-SYS-EXAM", "warning"),   # no ECG / CBC panel / urine test within 90 d
+            ("CI-ARR", "critical"),  # Atrial Fibrillation 49436004 active since 1994
+            ("CI-ANEMIA", "info"),  # Anemia 271737000 active; only Hb 2016-07-15 (> 90 d)
+            ("CI-ELDERLY", "info"),  # born 1939-01-27: 81 at now
+            ("CI-ICE-TEST", "info"),  # no ice test
+            ("DI-ANTICOAG", "warning"),  # warfarin 855332 active since 1994
+            ("DI-VASO", "warning"),  # verapamil hydrochloride 40 MG active
+            ("GRP-IMMUNE", "warning"),  # DI-CHEMO: "1 ML DOCEtaxel 20 MG/ML Injection" RxNorm 1860480 active
+            # since 2005 (prostate carcinoma); 1860480 is in the cited VSAC
+            # expansion 2.16.840.1.113762.1.4.1151.60 -> §1 matching rule (2)
+            ("PR-SYS-EXAM", "warning"),  # no ECG / CBC panel / urine test within 90 d
             # silent: CI-HTN (BP day 2020-11-27: 120/76, no diagnosis); CI-IMMUNO (prostate neoplasm /
             # carcinoma in situ are not in CL-IMMUNO); leuprolide is hormonal (L02), in no list.
         },
         "ln2": {
-            ("DI-ANTICOAG", "warning"),   # warfarin active
-            ("GRP-IMMUNE", "warning"),    # DI-CHEMO local warning: docetaxel active (see wbc)
-            ("LC-AFTERCARE", "info"),     # no critical card
+            ("DI-ANTICOAG", "warning"),  # warfarin active
+            ("GRP-IMMUNE", "warning"),  # DI-CHEMO local warning: docetaxel active (see wbc)
+            ("LC-AFTERCARE", "info"),  # no critical card
         },
     },
     "Morris_Lockman": {
@@ -219,17 +230,17 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # Last encounter: check-up 2020-12-25 (alive).
         "now": "2020-12-25T01:17:52+00:00",
         "wbc": {
-            ("CI-HTN", "critical"),       # BP day 2020-12-25: 173/110 -> DBP >= 100 (also Hypertension 38341003)
-            ("CI-DMNEURO", "warning"),    # Neuropathy due to T2DM 368581000119106 active since 2017
-            ("CI-ANEMIA", "info"),        # Anemia 271737000 active; last Hb 2017-01-13 (> 90 d)
-            ("CI-ICE-TEST", "info"),      # no ice test
-            ("DI-VASO", "warning"),       # hydrochlorothiazide 25 MG active since 2010
-            ("PR-SYS-EXAM", "warning"),   # no ECG / CBC panel / urine test within 90 d
+            ("CI-HTN", "critical"),  # BP day 2020-12-25: 173/110 -> DBP >= 100 (also Hypertension 38341003)
+            ("CI-DMNEURO", "warning"),  # Neuropathy due to T2DM 368581000119106 active since 2017
+            ("CI-ANEMIA", "info"),  # Anemia 271737000 active; last Hb 2017-01-13 (> 90 d)
+            ("CI-ICE-TEST", "info"),  # no ice test
+            ("DI-VASO", "warning"),  # hydrochlorothiazide 25 MG active since 2010
+            ("PR-SYS-EXAM", "warning"),  # no ECG / CBC panel / urine test within 90 d
             # silent: CI-DM-UNCTRL (HbA1c 5.6 % on 2020-12-25); CI-ELDERLY (50); CI-CV / CI-ARR
             # (no CL-CV / CL-ARR condition); PR-SYS-SAFETY (critical present).
         },
         "ln2": {
-            ("CI-DMNEURO", "critical"),   # diabetic neuropathy: local critical; LC-AFTERCARE dropped
+            ("CI-DMNEURO", "critical"),  # diabetic neuropathy: local critical; LC-AFTERCARE dropped
         },
     },
     "Nereida_Rogahn": {
@@ -237,16 +248,16 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # Last encounter: prenatal initial visit 2021-03-21 (alive).
         "now": "2021-03-21T10:00:37+00:00",
         "wbc": {
-            ("CI-PREG", "critical"),      # Normal pregnancy 72892002 active, onset 2021-03-21 (0 d <= 280 d)
-            ("CI-ICE-TEST", "info"),      # no ice test
-            ("PR-SYS-EXAM", "warning"),   # no ECG / CBC panel / urine test within 90 d
+            ("CI-PREG", "critical"),  # Normal pregnancy 72892002 active, onset 2021-03-21 (0 d <= 280 d)
+            ("CI-ICE-TEST", "info"),  # no ice test
+            ("PR-SYS-EXAM", "warning"),  # no ECG / CBC panel / urine test within 90 d
             # silent: CI-PREG-UNK (CI-PREG fires); CI-HTN (last BP 2018, > 365 d, no diagnosis);
             # CI-RESP (acute bronchitis resolved 2020-10-31, not in CL-RESP); every MedicationRequest
             # is stopped (contraceptives, acetaminophen); age 25; PR-SYS-SAFETY (critical present).
         },
         "ln2": {
-            ("CI-PREG", "warning"),       # pregnancy: local = physician risk assessment
-            ("LC-AFTERCARE", "info"),     # no critical card
+            ("CI-PREG", "warning"),  # pregnancy: local = physician risk assessment
+            ("LC-AFTERCARE", "info"),  # no critical card
         },
     },
     "Clemente_Kreiger": {
@@ -254,14 +265,14 @@ EXPECTED: dict[str, dict[str, Any]] = {
         # Sparse control record. Last encounter: check-up 2018-09-17 (alive).
         "now": "2018-09-17T15:29:24+00:00",
         "wbc": {
-            ("CI-ICE-TEST", "info"),      # no ice test
-            ("PR-SYS-EXAM", "warning"),   # no ECG / urine test within 90 d
-            ("PR-SYS-SAFETY", "info"),    # always for systemic; no critical card to suppress it
+            ("CI-ICE-TEST", "info"),  # no ice test
+            ("PR-SYS-EXAM", "warning"),  # no ECG / urine test within 90 d
+            ("PR-SYS-SAFETY", "info"),  # always for systemic; no critical card to suppress it
             # silent: CI-HTN (BP day 2018-09-17: 122/87); only condition is "BMI 30+ - obesity"; no
             # medications; male, 34.
         },
         "ln2": {
-            ("LC-AFTERCARE", "info"),     # always for local-destructive
+            ("LC-AFTERCARE", "info"),  # always for local-destructive
         },
     },
 }
@@ -276,8 +287,11 @@ def _expected_params() -> list[Any]:
     params = []
     for name in EXPECTED:
         for order in ("wbc", "ln2"):
-            marks = [pytest.mark.xfail(strict=True, reason=SERVICE_WRONG[(name, order)])] \
-                if (name, order) in SERVICE_WRONG else []
+            marks = (
+                [pytest.mark.xfail(strict=True, reason=SERVICE_WRONG[(name, order)])]
+                if (name, order) in SERVICE_WRONG
+                else []
+            )
             params.append(pytest.param(name, order, id=f"{name}-{order}", marks=marks))
     return params
 
@@ -290,7 +304,8 @@ def _fixture(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("evaluator_name", ["durable", "plain"])
 @pytest.mark.parametrize(("name", "order"), _expected_params())
 def test_real_patient_gets_the_cards_the_record_calls_for(
-        name, order, evaluator_name, rulebook, terminology, request) -> None:
+    name, order, evaluator_name, rulebook, terminology, request
+) -> None:
     evaluator = request.getfixturevalue(f"{evaluator_name}_evaluator")
     now = datetime.fromisoformat(EXPECTED[name]["now"])
     body = bundle_request(_fixture(name), order, ORDER_SELECT)
@@ -313,8 +328,10 @@ def test_fixture_copies_are_the_documented_bytes() -> None:
     readme = (FIXTURES / "README.md").read_text(encoding="utf-8")
     manifest = {}
     if (FHIR_DATA / "MANIFEST.json").exists():
-        manifest = {Path(e["file"]).name: e["sha256"]
-                    for e in json.loads((FHIR_DATA / "MANIFEST.json").read_text(encoding="utf-8"))}
+        manifest = {
+            Path(e["file"]).name: e["sha256"]
+            for e in json.loads((FHIR_DATA / "MANIFEST.json").read_text(encoding="utf-8"))
+        }
     for name, spec in EXPECTED.items():
         section = readme.split(f"## `{spec['file']}`", 1)
         assert len(section) == 2, f"{spec['file']} has no section in fhir_fixtures/external/README.md"

@@ -32,7 +32,9 @@ KEY = b"test-only-patient-key-32-bytes!!"
 ISS = "https://ehr.example.org"
 PUBLIC_BASE = "https://cds.example.org"  # what both processes call themselves: one service, two workers
 SERVICE_PATH = "/cds-services/cryotherapy-order-sign"
-FIXTURE = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests" / "02-pacemaker-whole-body-order-sign.json"
+FIXTURE = (
+    Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests" / "02-pacemaker-whole-body-order-sign.json"
+)
 
 
 @pytest.fixture
@@ -129,19 +131,41 @@ def _token(es384: tuple, path: str = SERVICE_PATH) -> str:
 
 
 def _post(base: str, token: str) -> requests.Response:
-    return requests.post(base + SERVICE_PATH, json=json.loads(FIXTURE.read_text()),
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    return requests.post(
+        base + SERVICE_PATH,
+        json=json.loads(FIXTURE.read_text()),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
 
 
 def _start_server(db_url: str, jwks_path: Path, workdir: Path, name: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "CDS_HOOKS_DATABASE_URL": db_url, "CDS_HOOKS_PATIENT_HASH_KEY": "k" * 32,
-           "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}])}
+    env = {
+        **os.environ,
+        "CDS_HOOKS_DATABASE_URL": db_url,
+        "CDS_HOOKS_PATIENT_HASH_KEY": "k" * 32,
+        "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}]),
+    }
     with (workdir / f"{name}.log").open("wb") as log:  # a file, not a pipe: a full pipe blocks the server
         process = subprocess.Popen(
-            [sys.executable, "-m", "cds_hooks.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--public-base-url", PUBLIC_BASE],
-            env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=log)
+            [
+                sys.executable,
+                "-m",
+                "cds_hooks.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--public-base-url",
+                PUBLIC_BASE,
+            ],
+            env=env,
+            cwd=workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     base = f"http://127.0.0.1:{port}"
     wait_until_up(base + "/healthz", process, workdir / f"{name}.log")
     return process, base
@@ -166,9 +190,10 @@ def test_a_token_replayed_to_another_process_is_refused(db_url: str, es384: tupl
         # The same token fired at both processes at once is let through exactly once.
         racing = [_token(es384) for _ in range(10)]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            statuses = list(pool.map(lambda job: _post(*job).status_code,
-                                     [(base, tok) for tok in racing for base in (a, b, a, b)]))
-        per_token = [sorted(statuses[i * 4:(i + 1) * 4]) for i in range(len(racing))]
+            statuses = list(
+                pool.map(lambda job: _post(*job).status_code, [(base, tok) for tok in racing for base in (a, b, a, b)])
+            )
+        per_token = [sorted(statuses[i * 4 : (i + 1) * 4]) for i in range(len(racing))]
         assert per_token == [[200, 401, 401, 401]] * len(racing)
         for process, _ in servers:
             assert process.poll() is None
@@ -182,9 +207,16 @@ def test_a_lost_replay_store_answers_503_not_401(tmp_path: Path, es384: tuple) -
     jwks_path = tmp_path / "jwks.json"
     jwks_path.write_text(json.dumps(jwks(es384[1])))
     db = tmp_path / "d.db"
-    app = create_app(Config(rules_dir=RULES_DIR, database_url=f"sqlite:///{db}", patient_hash_key=KEY,
-                            auth_required=True, public_base_url=PUBLIC_BASE,
-                            trusted_issuers=json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}])))
+    app = create_app(
+        Config(
+            rules_dir=RULES_DIR,
+            database_url=f"sqlite:///{db}",
+            patient_hash_key=KEY,
+            auth_required=True,
+            public_base_url=PUBLIC_BASE,
+            trusted_issuers=json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}]),
+        )
+    )
     with LoopbackServer(app) as server:
         base = server.url
         assert _post(base, _token(es384)).status_code == 200
@@ -201,15 +233,23 @@ def test_a_lost_replay_store_answers_503_not_401(tmp_path: Path, es384: tuple) -
 
 
 def test_under_gunicorn_a_token_replayed_to_the_other_worker_is_refused(
-        db_url: str, es384: tuple, tmp_path: Path) -> None:
+    db_url: str, es384: tuple, tmp_path: Path
+) -> None:
     jwks_path = tmp_path / "jwks.json"
     jwks_path.write_text(json.dumps(jwks(es384[1])))
-    auth = {"CDS_HOOKS_AUTH": "on", "CDS_HOOKS_PUBLIC_BASE_URL": PUBLIC_BASE,
-            "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}])}
+    auth = {
+        "CDS_HOOKS_AUTH": "on",
+        "CDS_HOOKS_PUBLIC_BASE_URL": PUBLIC_BASE,
+        "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": ISS, "jwks_file": str(jwks_path)}]),
+    }
     # One access-log line per request: worker pid, status, path and the request's sequence
     # number (a header), so lines are matched to requests whatever order the workers wrote them.
-    access = ("--access-logfile", str(tmp_path / "access.log"), "--access-logformat",
-              "ACCESS %(p)s %(s)s %(U)s %({x-test-seq}i)s")
+    access = (
+        "--access-logfile",
+        str(tmp_path / "access.log"),
+        "--access-logformat",
+        "ACCESS %(p)s %(s)s %(U)s %({x-test-seq}i)s",
+    )
     tokens, replays = 40, 3
     with load.gunicorn(db_url, 2, 2, tmp_path, env_extra=auth, args_extra=access) as server:
         statuses = []
@@ -218,13 +258,22 @@ def test_under_gunicorn_a_token_replayed_to_the_other_worker_is_refused(
             for _attempt in range(1 + replays):
                 # A new connection each time, so the kernel may hand it to either worker.
                 with requests.Session() as session:
-                    statuses.append(session.post(server.base + SERVICE_PATH, json=json.loads(FIXTURE.read_text()),
-                                                 headers={"Authorization": f"Bearer {token}",
-                                                          "Connection": "close", "X-Test-Seq": str(len(statuses))},
-                                                 timeout=30).status_code)
+                    statuses.append(
+                        session.post(
+                            server.base + SERVICE_PATH,
+                            json=json.loads(FIXTURE.read_text()),
+                            headers={
+                                "Authorization": f"Bearer {token}",
+                                "Connection": "close",
+                                "X-Test-Seq": str(len(statuses)),
+                            },
+                            timeout=30,
+                        ).status_code
+                    )
     assert statuses == ([200] + [401] * replays) * tokens
-    lines = [line.split()[1:] for line in (tmp_path / "access.log").read_text().splitlines()
-             if line.startswith("ACCESS ")]
+    lines = [
+        line.split()[1:] for line in (tmp_path / "access.log").read_text().splitlines() if line.startswith("ACCESS ")
+    ]
     by_seq = {int(seq): (pid, int(status)) for pid, status, path, seq in lines if path == SERVICE_PATH}
     assert sorted(by_seq) == list(range(len(statuses)))
     served = [by_seq[i] for i in range(len(statuses))]
@@ -232,7 +281,7 @@ def test_under_gunicorn_a_token_replayed_to_the_other_worker_is_refused(
     # The point of the test: some replays landed on a worker that had not seen the token.
     crossed = 0
     for i in range(tokens):
-        group = served[i * (1 + replays):(i + 1) * (1 + replays)]
+        group = served[i * (1 + replays) : (i + 1) * (1 + replays)]
         first_pid = group[0][0]
         crossed += sum(1 for pid, _status in group[1:] if pid != first_pid)
     assert crossed > 0, "every replay reached the worker that accepted the token; nothing was shown"

@@ -34,12 +34,29 @@ def _incomplete_detail(outcome: Any) -> str:
 
 def test_the_corpus_covers_what_the_issue_lists() -> None:
     names = {v.name for v in CORPUS}
-    for needle in ("bp-date-valid-2026", "bp-date-lenient-2026-11-10T10:00:00", "bp-date-unreadable",
-                   "condition-clinical-resolved", "condition-verification-refuted", "observation-status-cancelled",
-                   "medication-request-stopped", "medication-statement-not-taken", "icd-raynaud-dotless",
-                   "text-only", "methotrexate-atc-L01BA01", "methotrexate-contained", "methotrexate-referenced-in-prefetch",
-                   "methotrexate-reference-display-only", "hb-component-of-cbc", "bp-has-member", "hb-g-per-l",
-                   "hb-mmol-per-l", "order-temperature-in-degF", "order-duration-in-min", "hr-per-second"):
+    for needle in (
+        "bp-date-valid-2026",
+        "bp-date-lenient-2026-11-10T10:00:00",
+        "bp-date-unreadable",
+        "condition-clinical-resolved",
+        "condition-verification-refuted",
+        "observation-status-cancelled",
+        "medication-request-stopped",
+        "medication-statement-not-taken",
+        "icd-raynaud-dotless",
+        "text-only",
+        "methotrexate-atc-L01BA01",
+        "methotrexate-contained",
+        "methotrexate-referenced-in-prefetch",
+        "methotrexate-reference-display-only",
+        "hb-component-of-cbc",
+        "bp-has-member",
+        "hb-g-per-l",
+        "hb-mmol-per-l",
+        "order-temperature-in-degF",
+        "order-duration-in-min",
+        "hr-per-second",
+    ):
         assert any(needle in name for name in names), needle
     assert len(names) == len(CORPUS), "variant names must be unique"
 
@@ -75,11 +92,14 @@ def test_facts_say_when_the_stop_date_was_not_recorded(rulebook, terminology, pl
         facts = [fact for f in outcome.decision.fired for fact in f.facts.values()]
         for kind, fields in variant.facts.items():
             assert any(fact["kind"] == kind and all(fact.get(k) == v for k, v in fields.items()) for fact in facts), (
-                variant.name, facts)
+                variant.name,
+                facts,
+            )
 
 
 def test_a_record_of_only_invalid_but_readable_resources_never_gets_md_no_data(
-        rulebook, terminology, plain_evaluator) -> None:
+    rulebook, terminology, plain_evaluator
+) -> None:
     resources = [v.resources[0] for v in CORPUS if v.read_leniently and "condition-onset" in v.name]
     outcome, _body = _run(Variant("all-lenient", resources, order="wbc"), rulebook, terminology, plain_evaluator)
     fired = {f.rule_id for f in outcome.decision.fired}
@@ -87,9 +107,15 @@ def test_a_record_of_only_invalid_but_readable_resources_never_gets_md_no_data(
 
 
 def test_a_record_of_only_unreadable_resources_names_them_and_never_gets_md_no_data(
-        rulebook, terminology, plain_evaluator) -> None:
-    resources = [dict(r, id=f"{r['id']}-{i}") for i, v in enumerate(CORPUS) if v.named for r in v.resources
-                 if f"{r['resourceType']}/{r['id']}" in v.named]
+    rulebook, terminology, plain_evaluator
+) -> None:
+    resources = [
+        dict(r, id=f"{r['id']}-{i}")
+        for i, v in enumerate(CORPUS)
+        if v.named
+        for r in v.resources
+        if f"{r['resourceType']}/{r['id']}" in v.named
+    ]
     outcome, _body = _run(Variant("all-unreadable", resources, order="wbc"), rulebook, terminology, plain_evaluator)
     fired = {f.rule_id for f in outcome.decision.fired}
     assert "MD-NO-DATA" not in fired

@@ -1,7 +1,8 @@
 """Every rule case in rules/*/cases runs through the whole pipeline, with both evaluators.
 
 fires-*.yaml: the rule's finding (its group's for grouped rules) is on a card, with the
-expected indicator, in the cards' ``org.cryo-cds.findings`` extension. silent-*.yaml: it is absent. A case may also pin the exact card list.
+expected indicator, in the cards' ``org.cryo-cds.findings`` extension. silent-*.yaml: it is absent.
+A case may also pin the exact card list.
 """
 
 from __future__ import annotations

@@ -18,12 +18,24 @@ from cds_hooks.devtools.cases import case_request
 from .support.loopback import free_port, wait_until_up
 
 REQUESTS_AFTER_FIRST = 3000
-NO_ALERT_CASE = {"order": "cold-pack", "resources": [{
-    "resourceType": "Observation", "status": "final",
-    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-    "effectiveDateTime": "2026-11-01", "valueQuantity": {"value": 64, "unit": "/min", "code": "/min"}}]}
-ALERT_CASE = {"order": "ln2", "resources": [{
-    "resourceType": "Condition", "code": {"coding": [{"system": "http://snomed.info/sct", "code": "266261006"}]}}]}
+NO_ALERT_CASE = {
+    "order": "cold-pack",
+    "resources": [
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "effectiveDateTime": "2026-11-01",
+            "valueQuantity": {"value": 64, "unit": "/min", "code": "/min"},
+        }
+    ],
+}
+ALERT_CASE = {
+    "order": "ln2",
+    "resources": [
+        {"resourceType": "Condition", "code": {"coding": [{"system": "http://snomed.info/sct", "code": "266261006"}]}}
+    ],
+}
 
 
 def test_fresh_server_survives_a_no_alert_first_request_and_thousands_after(tmp_path: Path) -> None:
@@ -33,12 +45,18 @@ def test_fresh_server_survives_a_no_alert_first_request_and_thousands_after(tmp_
     log = (tmp_path / "server.log").open("wb")  # a file, not a pipe: a full pipe would block the server
     server = subprocess.Popen(
         [sys.executable, "-m", "cds_hooks.cli", "serve", "--no-auth", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log)
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(f"{base}/healthz", server)
         session = requests.Session()
-        first = session.post(f"{base}/cds-services/cryotherapy-order-select", json=case_request(NO_ALERT_CASE), timeout=30)
+        first = session.post(
+            f"{base}/cds-services/cryotherapy-order-select", json=case_request(NO_ALERT_CASE), timeout=30
+        )
         assert first.status_code == 200
         assert first.json() == {"cards": []}
         no_alert, alert = case_request(NO_ALERT_CASE), case_request(ALERT_CASE)

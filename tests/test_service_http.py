@@ -19,7 +19,13 @@ from cds_hooks.devtools.conformance import validate
 from .conftest import RULES_DIR, card_findings, cards_by_rule
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
-SANDBOX_PAMA = Path(__file__).resolve().parent / "data" / "cds-hooks-examples" / "captured-sandbox" / "sandbox-pama-request-order-select.json"
+SANDBOX_PAMA = (
+    Path(__file__).resolve().parent
+    / "data"
+    / "cds-hooks-examples"
+    / "captured-sandbox"
+    / "sandbox-pama-request-order-select.json"
+)
 
 
 @pytest.fixture()
@@ -29,8 +35,13 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture()
 def client(db_url: str):
-    config = Config(rules_dir=RULES_DIR, database_url=db_url, patient_hash_key=b"test-key-0123456789",
-                    auth_required=False, max_body_bytes=2_000_000)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=db_url,
+        patient_hash_key=b"test-key-0123456789",
+        auth_required=False,
+        max_body_bytes=2_000_000,
+    )
     app = create_app(config)
     yield app.test_client()
     app.extensions["cryo_cds"].store.dispose()
@@ -59,8 +70,15 @@ def test_discovery_lists_order_select_and_order_sign_with_prefetch(client) -> No
         assert "http://loinc.org|8480-6" in prefetch["observationsByCode"]
         assert "category=vital-signs,laboratory" in prefetch["observations"]
         assert "_include=MedicationRequest:medication" in prefetch["medicationRequests"]
-        for key in ("conditions", "medicationRequests", "medicationStatements", "devices", "allergies",
-                    "procedures", "serviceRequests"):
+        for key in (
+            "conditions",
+            "medicationRequests",
+            "medicationStatements",
+            "devices",
+            "allergies",
+            "procedures",
+            "serviceRequests",
+        ):
             assert "{{context.patientId}}" in prefetch[key]
 
 
@@ -85,8 +103,10 @@ def test_pregnant_patient_with_whole_body_order_gets_critical_ci_preg(client) ->
     preg = [cards_by_rule(cards)["CI-PREG"]]
     assert preg[0]["indicator"] == "critical"
     assert preg[0]["suggestions"][0]["actions"][0] == {
-        "type": "delete", "description": "Cancel the draft whole-body cryotherapy order",
-        "resourceId": "ServiceRequest/cryo-1"}
+        "type": "delete",
+        "description": "Cancel the draft whole-body cryotherapy order",
+        "resourceId": "ServiceRequest/cryo-1",
+    }
     assert "Condition/r" in preg[0]["detail"]
 
 
@@ -99,22 +119,40 @@ def test_pacemaker_patient_with_whole_body_order_gets_ci_device_cardiac(client) 
 
 def test_cards_are_ordered_critical_then_warning_then_info(client) -> None:
     body = _fixture("07-heart-failure-afib-whole-body-order-sign")
-    body["prefetch"]["medicationRequests"]["entry"].append({"resource": {
-        "resourceType": "MedicationRequest", "id": "w1", "status": "active", "intent": "order",
-        "subject": {"reference": "Patient/case-patient"},
-        "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "11289"}]}}})
+    body["prefetch"]["medicationRequests"]["entry"].append(
+        {
+            "resource": {
+                "resourceType": "MedicationRequest",
+                "id": "w1",
+                "status": "active",
+                "intent": "order",
+                "subject": {"reference": "Patient/case-patient"},
+                "medicationCodeableConcept": {
+                    "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "11289"}]
+                },
+            }
+        }
+    )
     cards = client.post("/cds-services/cryotherapy-order-sign", json=body).get_json()["cards"]
     ranks = [{"critical": 0, "warning": 1, "info": 2}[c["indicator"]] for c in cards]
     assert ranks == sorted(ranks) and ranks[0] == 0 and 1 in ranks
 
 
-@pytest.mark.parametrize(("payload", "content_type", "status", "phrase"), [
-    (b"{not json", "application/json", 400, "not valid JSON"),
-    (b"[]", "application/json", 400, "JSON object"),
-    (b'{"hook": "order-select"}', "application/json", 400, "hookInstance is required"),
-    (b'{"hook": 5, "hookInstance": "x", "context": {}}', "application/json", 400, "hook must be a non-empty string"),
-    (b"hook=order-select", "application/x-www-form-urlencoded", 415, "application/json"),
-])
+@pytest.mark.parametrize(
+    ("payload", "content_type", "status", "phrase"),
+    [
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"[]", "application/json", 400, "JSON object"),
+        (b'{"hook": "order-select"}', "application/json", 400, "hookInstance is required"),
+        (
+            b'{"hook": 5, "hookInstance": "x", "context": {}}',
+            "application/json",
+            400,
+            "hook must be a non-empty string",
+        ),
+        (b"hook=order-select", "application/x-www-form-urlencoded", 415, "application/json"),
+    ],
+)
 def test_bad_input_gets_a_clear_4xx_json_error(client, db_url, payload, content_type, status, phrase) -> None:
     response = client.post("/cds-services/cryotherapy-order-select", data=payload, content_type=content_type)
     assert response.status_code == status
@@ -148,8 +186,9 @@ def test_unknown_service_is_404_with_a_hint(client) -> None:
 
 
 def test_oversized_body_is_413(client) -> None:
-    response = client.post("/cds-services/cryotherapy-order-select", data=b"{" + b" " * 2_100_000 + b"}",
-                           content_type="application/json")
+    response = client.post(
+        "/cds-services/cryotherapy-order-select", data=b"{" + b" " * 2_100_000 + b"}", content_type="application/json"
+    )
     assert response.status_code == 413
     assert response.get_json()["error"] == "payload-too-large"
 

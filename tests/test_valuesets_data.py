@@ -18,53 +18,140 @@ RXNORM_SYSTEM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 EXPECTED_IDS = [
     # §2.1 / §2.2 order detection
-    "ORDER.cryo-destructive", "ORDER.cryo-generic", "ORDER.cold", "ORDER.cryo-method",
-    "ORDER.systemic-local", "ORDER.cold-local", "ORDER.cpt-cryo", "ORDER.cpt-destruction",
-    "ORDER.cpt-cold-pack", "ORDER.not-cryotherapy", "ORDER.entire-body", "ORDER.text-fallback",
-    "ORDER.systemic-text", "ORDER.cryo-evidence-text", "ORDER.liquid-nitrogen-text", "ORDER.cold-text",
+    "ORDER.cryo-destructive",
+    "ORDER.cryo-generic",
+    "ORDER.cold",
+    "ORDER.cryo-method",
+    "ORDER.systemic-local",
+    "ORDER.cold-local",
+    "ORDER.cpt-cryo",
+    "ORDER.cpt-destruction",
+    "ORDER.cpt-cold-pack",
+    "ORDER.not-cryotherapy",
+    "ORDER.entire-body",
+    "ORDER.text-fallback",
+    "ORDER.systemic-text",
+    "ORDER.cryo-evidence-text",
+    "ORDER.liquid-nitrogen-text",
+    "ORDER.cold-text",
     "ORDER.cpt-cold-pack-descriptor",  # §10.2
     # §3 shared code lists
-    "CL-CV", "CL-HTN", "CL-HTN-CRISIS", "OBS-BP.panel", "OBS-BP.sbp", "OBS-BP.dbp", "OBS-BP.hr",
-    "CL-ARR", "CL-CARDIAC-DEVICE.device", "CL-CARDIAC-DEVICE.condition",
-    "CL-ELECTRONIC-IMPLANT.device", "CL-ELECTRONIC-IMPLANT.condition",
-    "CL-METAL-IMPLANT.device", "CL-METAL-IMPLANT.condition",
-    "CL-PREG.condition", "CL-PREG.status-obs", "CL-PREG.pregnant-answers",
-    "CL-PREG.not-pregnant-answers", "CL-PREG.uncertain-answers", "CL-PREG.unknown-answers",
-    "CL-PREG.hcg-tests", "CL-PREG.hcg-positive", "CL-PREG.hcg-negative", "CL-PREG.exclude",
-    "CL-ANEMIA", "OBS-HB.mass", "OBS-HB.molar", "CL-IMMUNO.condition", "CL-IMMUNO.anc-obs",
-    "CL-DM", "CL-DM-UNCTRL", "OBS-A1C", "CL-DM-NEURO", "CL-SENSORY-LOSS", "CL-PVD",
-    "CL-COLD-URT", "CL-COLD-INTOL", "CL-COLD-INTOL.allergy-text", "CL-CRYOGLOB", "CL-RAYNAUD",
-    "CL-COLD-AGGL", "CL-WOUND-INF", "CL-RESP", "CL-EXT-WBC.seizure", "CL-EXT-WBC.vte",
-    "CL-EXT-WBC.claustrophobia", "CL-EXT-WBC.hypothyroid", "CL-GI-BLEED", "CL-ROSACEA",
-    "CL-PIGMENT-SPOT", "OBS-PREEXAM.ecg-obs", "OBS-PREEXAM.ecg-proc", "OBS-PREEXAM.cbc",
-    "OBS-PREEXAM.urine", "OBS-PREEXAM.ice-test",
+    "CL-CV",
+    "CL-HTN",
+    "CL-HTN-CRISIS",
+    "OBS-BP.panel",
+    "OBS-BP.sbp",
+    "OBS-BP.dbp",
+    "OBS-BP.hr",
+    "CL-ARR",
+    "CL-CARDIAC-DEVICE.device",
+    "CL-CARDIAC-DEVICE.condition",
+    "CL-ELECTRONIC-IMPLANT.device",
+    "CL-ELECTRONIC-IMPLANT.condition",
+    "CL-METAL-IMPLANT.device",
+    "CL-METAL-IMPLANT.condition",
+    "CL-PREG.condition",
+    "CL-PREG.status-obs",
+    "CL-PREG.pregnant-answers",
+    "CL-PREG.not-pregnant-answers",
+    "CL-PREG.uncertain-answers",
+    "CL-PREG.unknown-answers",
+    "CL-PREG.hcg-tests",
+    "CL-PREG.hcg-positive",
+    "CL-PREG.hcg-negative",
+    "CL-PREG.exclude",
+    "CL-ANEMIA",
+    "OBS-HB.mass",
+    "OBS-HB.molar",
+    "CL-IMMUNO.condition",
+    "CL-IMMUNO.anc-obs",
+    "CL-DM",
+    "CL-DM-UNCTRL",
+    "OBS-A1C",
+    "CL-DM-NEURO",
+    "CL-SENSORY-LOSS",
+    "CL-PVD",
+    "CL-COLD-URT",
+    "CL-COLD-INTOL",
+    "CL-COLD-INTOL.allergy-text",
+    "CL-CRYOGLOB",
+    "CL-RAYNAUD",
+    "CL-COLD-AGGL",
+    "CL-WOUND-INF",
+    "CL-RESP",
+    "CL-EXT-WBC.seizure",
+    "CL-EXT-WBC.vte",
+    "CL-EXT-WBC.claustrophobia",
+    "CL-EXT-WBC.hypothyroid",
+    "CL-GI-BLEED",
+    "CL-ROSACEA",
+    "CL-PIGMENT-SPOT",
+    "OBS-PREEXAM.ecg-obs",
+    "OBS-PREEXAM.ecg-proc",
+    "OBS-PREEXAM.cbc",
+    "OBS-PREEXAM.urine",
+    "OBS-PREEXAM.ice-test",
     # §3 CL-REGION and hair-bearing set
-    "REGION.FACE", "REGION.SCALP-HEAD", "REGION.NECK", "REGION.TRUNK", "REGION.UPPER-LIMB",
-    "REGION.HAND", "REGION.LOWER-LIMB", "REGION.FOOT", "REGION.GENITAL-PERIANAL",
-    "HAIR-BEARING", "HAIR-BEARING.male",
+    "REGION.FACE",
+    "REGION.SCALP-HEAD",
+    "REGION.NECK",
+    "REGION.TRUNK",
+    "REGION.UPPER-LIMB",
+    "REGION.HAND",
+    "REGION.LOWER-LIMB",
+    "REGION.FOOT",
+    "REGION.GENITAL-PERIANAL",
+    "HAIR-BEARING",
+    "HAIR-BEARING.male",
     # §2.3 indications
-    "INDICATION.medical", "INDICATION.acne", "INDICATION.rosacea", "INDICATION.alopecia",
+    "INDICATION.medical",
+    "INDICATION.acne",
+    "INDICATION.rosacea",
+    "INDICATION.alopecia",
     # §5 medications
-    "MED-ANTICOAG", "MED-ANTIPLT", "MED-NSAID", "MED-CHEMO", "MED-IMMSUP", "MED-VASO", "MED-CNS",
-    "MED-ANTICOAG.current-use-icd", "MED-ANTIPLT.current-use-icd", "MED-NSAID.current-use-icd",
-    "MED-CHEMO.procedure", "MED-CHEMO.icd", "MED-IMMSUP.glucocorticoid", "MED-IMMSUP.icd",
+    "MED-ANTICOAG",
+    "MED-ANTIPLT",
+    "MED-NSAID",
+    "MED-CHEMO",
+    "MED-IMMSUP",
+    "MED-VASO",
+    "MED-CNS",
+    "MED-ANTICOAG.current-use-icd",
+    "MED-ANTIPLT.current-use-icd",
+    "MED-NSAID.current-use-icd",
+    "MED-CHEMO.procedure",
+    "MED-CHEMO.icd",
+    "MED-IMMSUP.glucocorticoid",
+    "MED-IMMSUP.icd",
     # §6 procedures
-    "PROC.physical-therapy", "PROC.laser", "PROC.peel",
+    "PROC.physical-therapy",
+    "PROC.laser",
+    "PROC.peel",
     # §10.3 (catalogue 1.1): acute parts of two lists, the lists of the two new rules
-    "CL-WOUND-INF.acute", "CL-RESP.acute", "CL-LESION-CHECK", "CL-MELANOMA", "CL-CTD",
+    "CL-WOUND-INF.acute",
+    "CL-RESP.acute",
+    "CL-LESION-CHECK",
+    "CL-MELANOMA",
+    "CL-CTD",
 ]
 
 CODED_MAP_KEYS = ("snomed", "loinc", "rxnorm", "rxnorm_products", "cpt", "local", "interpretation")
-LIST_KEYS = ("icd10cm", "exclude_icd10cm", "atc", "cpt_ranges", "exclude_cpt", "unverified",
-             "vsac_expansions", "vsac_exclude")
+LIST_KEYS = (
+    "icd10cm",
+    "exclude_icd10cm",
+    "atc",
+    "cpt_ranges",
+    "exclude_cpt",
+    "unverified",
+    "vsac_expansions",
+    "vsac_exclude",
+)
 TEXT_KEYS = ("text", "text_exclude")
-CODE_KEYS = CODED_MAP_KEYS + ("icd10cm", "atc", "cpt_ranges", "vsac_expansions")  # keys that make a set non-empty
+CODE_KEYS = (*CODED_MAP_KEYS, "icd10cm", "atc", "cpt_ranges", "vsac_expansions")  # keys that make a set non-empty
 ALLOWED_KEYS = {"id", "title", "source", "note"} | set(CODED_MAP_KEYS) | set(LIST_KEYS) | set(TEXT_KEYS)
 ENTRY_KEYS = {"display", "src", "atc"}
 
-ICD_RE = re.compile(
-    r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?(-[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?)?$"
-)
+ICD_RE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?(-[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?)?$")
 CPT_RE = re.compile(r"^[0-9]{4}[0-9A-Z]$")
 CPT_RANGE_RE = re.compile(r"^([0-9]{5})-([0-9]{5})$")
 ATC_RE = re.compile(r"^[A-Z]([0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?)?$")
@@ -211,10 +298,12 @@ CATALOGUE_MED_OIDS = {
     "MED-CHEMO": ["2.16.840.1.113762.1.4.1151.60"],
     "MED-IMMSUP": ["2.16.840.1.113762.1.4.1151.32"],
     "MED-IMMSUP.glucocorticoid": ["2.16.840.1.113883.3.464.1003.196.12.1266"],
-    "MED-VASO": ["2.16.840.1.113762.1.4.1248.164", "2.16.840.1.113883.3.526.3.1174",
-                 "2.16.840.1.113762.1.4.1248.170"],
-    "MED-CNS": ["2.16.840.1.113762.1.4.1248.120", "2.16.840.1.113883.3.464.1003.196.12.1522",
-                "2.16.840.1.113883.3.464.1003.196.12.1523"],
+    "MED-VASO": ["2.16.840.1.113762.1.4.1248.164", "2.16.840.1.113883.3.526.3.1174", "2.16.840.1.113762.1.4.1248.170"],
+    "MED-CNS": [
+        "2.16.840.1.113762.1.4.1248.120",
+        "2.16.840.1.113883.3.464.1003.196.12.1522",
+        "2.16.840.1.113883.3.464.1003.196.12.1523",
+    ],
 }
 
 
@@ -301,11 +390,16 @@ def test_vsac_spot_checks() -> None:
     assert len(chemo) == 170
     counts = {p.stem: _vsac(p.stem)["count"] for p in VSAC_FILES}
     assert counts == {
-        "2.16.840.1.113762.1.4.1151.32": 124, "2.16.840.1.113762.1.4.1151.60": 170,
-        "2.16.840.1.113762.1.4.1248.120": 312, "2.16.840.1.113762.1.4.1248.164": 347,
-        "2.16.840.1.113762.1.4.1248.170": 53, "2.16.840.1.113762.1.4.1248.22": 66,
-        "2.16.840.1.113883.3.3157.4045": 30, "2.16.840.1.113883.3.464.1003.196.12.1266": 59,
-        "2.16.840.1.113883.3.464.1003.196.12.1522": 86, "2.16.840.1.113883.3.464.1003.196.12.1523": 211,
+        "2.16.840.1.113762.1.4.1151.32": 124,
+        "2.16.840.1.113762.1.4.1151.60": 170,
+        "2.16.840.1.113762.1.4.1248.120": 312,
+        "2.16.840.1.113762.1.4.1248.164": 347,
+        "2.16.840.1.113762.1.4.1248.170": 53,
+        "2.16.840.1.113762.1.4.1248.22": 66,
+        "2.16.840.1.113883.3.3157.4045": 30,
+        "2.16.840.1.113883.3.464.1003.196.12.1266": 59,
+        "2.16.840.1.113883.3.464.1003.196.12.1522": 86,
+        "2.16.840.1.113883.3.464.1003.196.12.1523": 211,
         "2.16.840.1.113883.3.526.3.1174": 87,
     }
     assert BY_ID["MED-IMMSUP.glucocorticoid"]["vsac_exclude"] == ["1085728"]
@@ -343,7 +437,15 @@ def test_spot_checks() -> None:
     assert {"367577003", "85803001", "386045008"} <= hair
     assert set(BY_ID["HAIR-BEARING.male"]["snomed"]) == {"23747009", "16251004", "244097004", "36141000"}
     assert BY_ID["INDICATION.medical"]["icd10cm"] == [
-        "B07", "L57.0", "L70", "L71", "L63-L65", "G89.2", "G89.4", "M79.7", "M05-M06"
+        "B07",
+        "L57.0",
+        "L70",
+        "L71",
+        "L63-L65",
+        "G89.2",
+        "G89.4",
+        "M79.7",
+        "M05-M06",
     ]
     assert BY_ID["PROC.peel"]["unverified"] == ["17360"]
     assert set(BY_ID["PROC.physical-therapy"]["unverified"]) == {"97110", "97140"}

@@ -30,8 +30,13 @@ def _med(code: str, display: str | None = None, status: str = "active", **extra:
     coding = {"system": RXNORM, "code": code}
     if display:
         coding["display"] = display
-    return {"resourceType": "MedicationRequest", "status": status, "intent": "order",
-            "medicationCodeableConcept": {"coding": [coding]}, **extra}
+    return {
+        "resourceType": "MedicationRequest",
+        "status": status,
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [coding]},
+        **extra,
+    }
 
 
 def _cards(rulebook, terminology, evaluator, order: str, *resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -46,9 +51,9 @@ def _cards(rulebook, terminology, evaluator, order: str, *resources: dict[str, A
 
 def test_expansion_codes_join_the_class_with_their_vsac_display(terminology: Terminology) -> None:
     chemo = terminology["MED-CHEMO"]
-    assert chemo.has_code(RXNORM, "1860480")                       # docetaxel, only in 1151.60
+    assert chemo.has_code(RXNORM, "1860480")  # docetaxel, only in 1151.60
     assert chemo.display_for(RXNORM, "1860480") == "1 ML docetaxel 20 MG/ML Injection"
-    assert chemo.has_code(RXNORM, "6851")                          # the catalogue's own codes stay
+    assert chemo.has_code(RXNORM, "6851")  # the catalogue's own codes stay
     # a display the catalogue gives wins over the expansion's
     vaso = terminology["MED-VASO"]
     assert vaso.display_for(RXNORM, "866436") == "24 HR metoprolol succinate 50 MG ER Oral Tablet"
@@ -59,8 +64,8 @@ def test_expansion_codes_join_the_class_with_their_vsac_display(terminology: Ter
 
 def test_vsac_exclude_removes_the_code_from_the_class(terminology: Terminology) -> None:
     steroids = terminology["MED-IMMSUP.glucocorticoid"]
-    assert not steroids.has_code(RXNORM, "1085728")               # triamcinolone oral paste
-    assert steroids.has_code(RXNORM, "197969")                     # methylprednisolone 2 MG Oral Tablet
+    assert not steroids.has_code(RXNORM, "1085728")  # triamcinolone oral paste
+    assert steroids.has_code(RXNORM, "197969")  # methylprednisolone 2 MG Oral Tablet
 
 
 def _folder(tmp_path: Path, valueset: dict[str, Any], expansion: dict[str, Any] | None) -> Path:
@@ -80,15 +85,21 @@ def test_a_stored_expansion_is_loaded_from_the_vsac_folder(tmp_path: Path) -> No
     assert vs.has_code(RXNORM, "111") and vs.display_for(RXNORM, "111") == "drugx 5 MG Oral Tablet"
 
 
-@pytest.mark.parametrize(("valueset", "expansion", "message"), [
-    (SET, None, "no stored VSAC expansion"),
-    (SET, {**EXPANSION, "system": "http://snomed.info/sct"}, "system must be"),
-    (SET, {**EXPANSION, "oid": "9.9.9"}, "'oid' must be"),
-    (SET, {**EXPANSION, "codes": [{"code": 111, "display": "x"}]}, "non-empty string"),
-    ({**SET, "vsac_exclude": ["222"]}, EXPANSION, "in none of its expansions"),
-    ({**SET, "vsac_expansions": [], "rxnorm": {"1": {"display": "x"}}, "vsac_exclude": ["111"]}, EXPANSION,
-     "without 'vsac_expansions'"),
-])
+@pytest.mark.parametrize(
+    ("valueset", "expansion", "message"),
+    [
+        (SET, None, "no stored VSAC expansion"),
+        (SET, {**EXPANSION, "system": "http://snomed.info/sct"}, "system must be"),
+        (SET, {**EXPANSION, "oid": "9.9.9"}, "'oid' must be"),
+        (SET, {**EXPANSION, "codes": [{"code": 111, "display": "x"}]}, "non-empty string"),
+        ({**SET, "vsac_exclude": ["222"]}, EXPANSION, "in none of its expansions"),
+        (
+            {**SET, "vsac_expansions": [], "rxnorm": {"1": {"display": "x"}}, "vsac_exclude": ["111"]},
+            EXPANSION,
+            "without 'vsac_expansions'",
+        ),
+    ],
+)
 def test_a_broken_expansion_reference_stops_the_load(tmp_path: Path, valueset, expansion, message) -> None:
     with pytest.raises(ValueSetError, match=message):
         Terminology.load(_folder(tmp_path, valueset, expansion))
@@ -99,44 +110,79 @@ def test_a_broken_expansion_reference_stops_the_load(tmp_path: Path, valueset, e
 
 def test_a_product_only_in_the_expansion_is_named_by_its_display(terminology: Terminology) -> None:
     synthea = CodeableConcept.model_validate(
-        {"coding": [{"system": RXNORM, "code": "1860480", "display": "1 ML DOCEtaxel 20 MG/ML Injection"}]})
+        {"coding": [{"system": RXNORM, "code": "1860480", "display": "1 ML DOCEtaxel 20 MG/ML Injection"}]}
+    )
     assert drug_class_match([synthea], terminology["MED-CHEMO"]) == "1 ML docetaxel 20 MG/ML Injection"
     combo = CodeableConcept.model_validate(
-        {"coding": [{"system": RXNORM, "code": "197885",
-                     "display": "hydrochlorothiazide 12.5 MG / lisinopril 10 MG Oral Tablet"}]})
+        {
+            "coding": [
+                {
+                    "system": RXNORM,
+                    "code": "197885",
+                    "display": "hydrochlorothiazide 12.5 MG / lisinopril 10 MG Oral Tablet",
+                }
+            ]
+        }
+    )
     assert drug_class_match([combo], terminology["MED-VASO"]) == "hydrochlorothiazide"  # the ingredient word
     bare = CodeableConcept.model_validate({"coding": [{"system": RXNORM, "code": "387013"}]})
     assert drug_class_match([bare], terminology["MED-VASO"]) == "nebivolol 5 MG Oral Tablet"
 
 
 def test_the_vasoactive_card_names_a_product_matched_through_the_expansion(
-        rulebook, terminology, plain_evaluator) -> None:
+    rulebook, terminology, plain_evaluator
+) -> None:
     cards = _cards(rulebook, terminology, plain_evaluator, "wbc", _med("387013"))  # code only, no display
     assert cards["DI-VASO"]["indicator"] == "warning"
     assert "blood-pressure drug (nebivolol 5 MG Oral Tablet)" in cards["DI-VASO"]["summary"]
 
 
 def test_docetaxel_as_synthea_writes_it_gives_the_immune_card(rulebook, terminology, durable_evaluator) -> None:
-    cards = _cards(rulebook, terminology, durable_evaluator, "ln2",
-                   _med("1860480", "1 ML DOCEtaxel 20 MG/ML Injection", authoredOn="2005-03-18"))
+    cards = _cards(
+        rulebook,
+        terminology,
+        durable_evaluator,
+        "ln2",
+        _med("1860480", "1 ML DOCEtaxel 20 MG/ML Injection", authoredOn="2005-03-18"),
+    )
     assert cards["GRP-IMMUNE"]["indicator"] == "warning"
     assert "— 1 ML docetaxel 20 MG/ML Injection, currently prescribed." in cards["GRP-IMMUNE"]["detail"]
     assert "RxNorm 1860480" in cards["GRP-IMMUNE"]["detail"].split("<details>")[1]
 
 
 def test_prednisone_from_the_immunosuppressant_expansion_still_counts_as_a_glucocorticoid(
-        rulebook, terminology, plain_evaluator) -> None:
+    rulebook, terminology, plain_evaluator
+) -> None:
     # 312617 prednisone 5 MG Oral Tablet is in both 1151.32 (MED-IMMSUP) and 1266 (glucocorticoids)
     current = _cards(rulebook, terminology, plain_evaluator, "wbc", _med("312617", "prednisone 5 MG Oral Tablet"))
     assert current["GRP-IMMUNE"]["indicator"] == "critical"
     # named as the glucocorticoid (ingredient word), not as the MED-IMMSUP product display
     assert "Prednisone, currently prescribed." in current["GRP-IMMUNE"]["detail"]
-    stopped = _cards(rulebook, terminology, plain_evaluator, "wbc", _med(
-        "312617", "prednisone 5 MG Oral Tablet", status="stopped", authoredOn="2026-11-01",
-        dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-11-01", "end": "2026-11-16"}}}}]))
+    stopped = _cards(
+        rulebook,
+        terminology,
+        plain_evaluator,
+        "wbc",
+        _med(
+            "312617",
+            "prednisone 5 MG Oral Tablet",
+            status="stopped",
+            authoredOn="2026-11-01",
+            dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-11-01", "end": "2026-11-16"}}}}],
+        ),
+    )
     assert "GRP-IMMUNE" in stopped  # catalogue 1.1: a glucocorticoid last taken <= 28 d counts
-    long_stopped = _cards(rulebook, terminology, plain_evaluator, "wbc", _med(
-        "312617", "prednisone 5 MG Oral Tablet", status="stopped", authoredOn="2026-09-01",
-        dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-09-01", "end": "2026-10-01"}}}}]))
+    long_stopped = _cards(
+        rulebook,
+        terminology,
+        plain_evaluator,
+        "wbc",
+        _med(
+            "312617",
+            "prednisone 5 MG Oral Tablet",
+            status="stopped",
+            authoredOn="2026-09-01",
+            dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-09-01", "end": "2026-10-01"}}}}],
+        ),
+    )
     assert "GRP-IMMUNE" not in long_stopped  # stopped 51 days before: outside the 28-day window
-

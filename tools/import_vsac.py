@@ -34,8 +34,7 @@ def convert(valueset: dict[str, Any], source: dict[str, str]) -> dict[str, Any]:
     if not contains:
         raise ValueError(f"{valueset.get('id')}: the ValueSet has no expansion.contains")
     oid = str(valueset["id"])
-    codes = [{"code": str(c["code"]), "display": str(c["display"])}
-             for c in contains if c.get("system") == RXNORM]
+    codes = [{"code": str(c["code"]), "display": str(c["display"])} for c in contains if c.get("system") == RXNORM]
     duplicates = [code for code, n in Counter(c["code"] for c in codes).items() if n > 1]
     if duplicates:
         raise ValueError(f"{oid}: duplicate codes {duplicates}")

@@ -111,11 +111,14 @@ def survey(folders: Sequence[Path]) -> Survey:
 def report(result: Survey, details: bool) -> str:
     lines = ["| source | read | read leniently | skipped | not a resource |", "|---|---|---|---|---|"]
     for source, counts in sorted(result.by_source().items()):
-        lines.append(f"| {source} | {counts['read']} | {counts['lenient']} | {counts['skipped']} "
-                     f"| {counts['not a resource']} |")
+        lines.append(
+            f"| {source} | {counts['read']} | {counts['lenient']} | {counts['skipped']} | {counts['not a resource']} |"
+        )
     total = result.counts()
-    lines.append(f"| **all {len(result.items)}** | {total['read']} | {total['lenient']} | {total['skipped']} "
-                 f"| {total['not a resource']} |")
+    lines.append(
+        f"| **all {len(result.items)}** | {total['read']} | {total['lenient']} | {total['skipped']} "
+        f"| {total['not a resource']} |"
+    )
     for outcome in ("lenient", "skipped", "not a resource"):
         chosen = [i for i in result.items if i.outcome == outcome]
         if not chosen:

@@ -23,7 +23,9 @@ TOP_REASONS = 5
 
 
 def rule_summary(
-    store: AuditStore, since: datetime | None = None, until: datetime | None = None,
+    store: AuditStore,
+    since: datetime | None = None,
+    until: datetime | None = None,
     service: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per (rule_id, rule_version): evaluations, fires, cards and clinician responses.
@@ -125,9 +127,7 @@ def rule_summary(
                 "accepted": accepted,
                 "overridden": overridden,
                 "override_rate": overridden / answered_n if answered_n else None,
-                "top_override_reasons": sorted(
-                    top.get(key, []), key=lambda r: (-r["count"], r["code"])
-                )[:TOP_REASONS],
+                "top_override_reasons": sorted(top.get(key, []), key=lambda r: (-r["count"], r["code"]))[:TOP_REASONS],
                 "comments": int(answer.comments or 0) if answer else 0,
             }
         )
@@ -175,11 +175,7 @@ def silent_rules(
 def explain_decision(store: AuditStore, decision_id: str) -> dict[str, Any] | None:
     """Everything the log holds about one hook call, cards with their feedback."""
     with store.reading() as conn:
-        decision = (
-            conn.execute(select(Decision).where(Decision.decision_id == decision_id))
-            .mappings()
-            .first()
-        )
+        decision = conn.execute(select(Decision).where(Decision.decision_id == decision_id)).mappings().first()
         if decision is None:
             return None
         orders = (
@@ -202,11 +198,7 @@ def explain_decision(store: AuditStore, decision_id: str) -> dict[str, Any] | No
         )
         hits = _hits(conn, RuleHit.decision_id == decision_id)
         cards = (
-            conn.execute(
-                select(Card)
-                .where(Card.decision_id == decision_id)
-                .order_by(Card.rule_id, Card.uuid)
-            )
+            conn.execute(select(Card).where(Card.decision_id == decision_id).order_by(Card.rule_id, Card.uuid))
             .mappings()
             .all()
         )
@@ -217,9 +209,7 @@ def explain_decision(store: AuditStore, decision_id: str) -> dict[str, Any] | No
         "orders": [dict(order) for order in orders],
         "evaluated_rules": [dict(rule) for rule in evaluated],
         "fired": hits,
-        "cards": [
-            {**_card_dict(card), "feedback": feedback.get(card["uuid"], [])} for card in cards
-        ],
+        "cards": [{**_card_dict(card), "feedback": feedback.get(card["uuid"], [])} for card in cards],
     }
 
 
@@ -284,35 +274,42 @@ def list_decisions(
     if service_id is not None:
         where = and_(where, Decision.service_id == service_id)
     if rule_id is not None:
-        where = and_(where, Decision.decision_id.in_(
-            select(RuleHit.decision_id).where(RuleHit.rule_id == rule_id)))
+        where = and_(where, Decision.decision_id.in_(select(RuleHit.decision_id).where(RuleHit.rule_id == rule_id)))
     with store.reading() as conn:
-        rows = [dict(row) for row in conn.execute(
-            select(Decision.decision_id, Decision.created_at, Decision.service_id, Decision.status,
-                   Decision.latency_ms)
-            .where(where)
-            .order_by(Decision.created_at.desc(), Decision.decision_id)
-            .limit(limit)
-        ).mappings()]
+        rows = [
+            dict(row)
+            for row in conn.execute(
+                select(
+                    Decision.decision_id, Decision.created_at, Decision.service_id, Decision.status, Decision.latency_ms
+                )
+                .where(where)
+                .order_by(Decision.created_at.desc(), Decision.decision_id)
+                .limit(limit)
+            ).mappings()
+        ]
         ids = [row["decision_id"] for row in rows]
         fired: dict[str, set[str]] = defaultdict(set)
         cards: dict[str, int] = {}
         if ids:
             for decision_id, fired_rule in conn.execute(
-                    select(RuleHit.decision_id, RuleHit.rule_id).where(RuleHit.decision_id.in_(ids))):
+                select(RuleHit.decision_id, RuleHit.rule_id).where(RuleHit.decision_id.in_(ids))
+            ):
                 fired[decision_id].add(fired_rule)
-            cards = {decision_id: count for decision_id, count in conn.execute(
-                select(Card.decision_id, func.count()).where(Card.decision_id.in_(ids))
-                .group_by(Card.decision_id))}
-    return [_jsonable({**row, "rules_fired": sorted(fired[row["decision_id"]]),
-                       "cards": cards.get(row["decision_id"], 0)}) for row in rows]
+            cards = dict(
+                conn.execute(
+                    select(Card.decision_id, func.count()).where(Card.decision_id.in_(ids)).group_by(Card.decision_id)
+                )
+            )
+    return [
+        _jsonable({**row, "rules_fired": sorted(fired[row["decision_id"]]), "cards": cards.get(row["decision_id"], 0)})
+        for row in rows
+    ]
 
 
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _period(since: datetime | None, until: datetime | None,
-            service: str | None = None) -> ColumnElement[bool]:
+def _period(since: datetime | None, until: datetime | None, service: str | None = None) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
     if service is not None:
         conditions.append(Decision.service_id == service)
@@ -340,15 +337,11 @@ def _hits(conn: Connection, where: ColumnElement[bool]) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-def _feedback_by_card(
-    conn: Connection, card_uuids: Sequence[str]
-) -> dict[str, list[dict[str, Any]]]:
+def _feedback_by_card(conn: Connection, card_uuids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     if not card_uuids:
         return {}
     rows = conn.execute(
-        select(Feedback)
-        .where(Feedback.card_uuid.in_(card_uuids))
-        .order_by(Feedback.outcome_timestamp, Feedback.id)
+        select(Feedback).where(Feedback.card_uuid.in_(card_uuids)).order_by(Feedback.outcome_timestamp, Feedback.id)
     ).mappings()
     grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:

@@ -53,8 +53,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(
-                "audit timestamps must be timezone-aware; use datetime.now(UTC) "
-                "or attach tzinfo before recording"
+                "audit timestamps must be timezone-aware; use datetime.now(UTC) or attach tzinfo before recording"
             )
         return value.astimezone(UTC)
 
@@ -99,9 +98,7 @@ class DecisionOrder(Base):
     __tablename__ = "decision_order"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    decision_id: Mapped[str] = mapped_column(
-        ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True
-    )
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True)
     order_ref: Mapped[str] = mapped_column(String(256))
     modality: Mapped[str] = mapped_column(String(32))
 
@@ -112,9 +109,7 @@ class RuleHit(Base):
     __tablename__ = "rule_hit"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    decision_id: Mapped[str] = mapped_column(
-        ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True
-    )
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True)
     rule_id: Mapped[str] = mapped_column(String(64), index=True)
     rule_version: Mapped[str] = mapped_column(String(32))
     severity: Mapped[str] = mapped_column(String(16))
@@ -130,9 +125,7 @@ class Card(Base):
     __tablename__ = "card"
 
     uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    decision_id: Mapped[str] = mapped_column(
-        ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True
-    )
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True)
     rule_id: Mapped[str] = mapped_column(String(64))
     indicator: Mapped[str] = mapped_column(String(16))
     summary: Mapped[str] = mapped_column(Text)
@@ -175,9 +168,7 @@ class RuleEvaluation(Base):
 
     __tablename__ = "rule_evaluation"
 
-    decision_id: Mapped[str] = mapped_column(
-        ForeignKey("decision.decision_id", ondelete="CASCADE"), primary_key=True
-    )
+    decision_id: Mapped[str] = mapped_column(ForeignKey("decision.decision_id", ondelete="CASCADE"), primary_key=True)
     rule_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     rule_version: Mapped[str] = mapped_column(String(32))
 

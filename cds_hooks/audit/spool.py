@@ -9,6 +9,7 @@ two workers never claim the same one) and deletes it only after the database com
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -50,16 +51,20 @@ class Spool:
     def depth(self) -> int:
         """Entries waiting (claimed ones included: they are not in the database yet)."""
         try:
-            return sum(1 for entry in os.scandir(self.directory)
-                       if entry.name.endswith(_SUFFIX) or entry.name.endswith(_CLAIMED))
+            return sum(
+                1
+                for entry in os.scandir(self.directory)
+                if entry.name.endswith(_SUFFIX) or entry.name.endswith(_CLAIMED)
+            )
         except OSError:
             return 0
 
     def claim(self, limit: int) -> Iterator[tuple[Path, dict[str, Any]]]:
         """Up to ``limit`` unclaimed entries, oldest first, each renamed so no one else takes it."""
         try:
-            waiting = sorted((e for e in os.scandir(self.directory) if e.name.endswith(_SUFFIX)),
-                             key=lambda e: e.stat().st_mtime_ns)
+            waiting = sorted(
+                (e for e in os.scandir(self.directory) if e.name.endswith(_SUFFIX)), key=lambda e: e.stat().st_mtime_ns
+            )
         except OSError:
             return
         taken = 0
@@ -90,8 +95,7 @@ class Spool:
         """Move an entry the database refuses for its content aside; it is kept, not lost."""
         target = self.directory / "failed" / _unclaimed(claimed).name
         os.replace(claimed, target)
-        log.error("spooled decision %s was refused by the database; kept in %s",
-                  target.stem, target.parent)
+        log.error("spooled decision %s was refused by the database; kept in %s", target.stem, target.parent)
 
     def recover_stale_claims(self) -> None:
         """Entries claimed by a process that no longer exists go back to the queue."""
@@ -100,10 +104,8 @@ class Spool:
                 continue
             pid = entry.name[: -len(_CLAIMED)].rsplit(".", 1)[-1]
             if pid.isdigit() and not _alive(int(pid)):
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.replace(entry.path, _unclaimed(Path(entry.path)))
-                except FileNotFoundError:
-                    pass
 
     def add_failure(self) -> int:
         """Increment the host-wide write-failure counter; returns the new value."""

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -78,8 +78,15 @@ class AuditStore:
     write_failures: ClassVar[int] = 0
     _failures_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, url: str, patient_key: bytes, *, pool_size: int = 5,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, spool_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        patient_key: bytes,
+        *,
+        pool_size: int = 5,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        spool_dir: Path | None = None,
+    ) -> None:
         if not isinstance(patient_key, bytes) or len(patient_key) < MIN_KEY_BYTES:
             raise ValueError(
                 f"patient_key must be at least {MIN_KEY_BYTES} random bytes "
@@ -140,6 +147,7 @@ class AuditStore:
 
     def readiness(self) -> str | None:
         """None when the database answers a trivial query within the timeout, else why not."""
+
         def ping() -> None:
             # A write transaction: on SQLite it takes the write lock (BEGIN IMMEDIATE), so a
             # database locked by someone else is reported, not just a readable one.
@@ -148,7 +156,7 @@ class AuditStore:
 
         try:
             self.run_bounded(ping)
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        except Exception as exc:
             return f"database unavailable ({_describe(exc)})"
         return None
 
@@ -188,9 +196,7 @@ class AuditStore:
         """Keyed hash that stands in for the patient id everywhere in the log."""
         return hmac.new(self._key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def record_decision(
-        self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]
-    ) -> None:
+    def record_decision(self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]) -> None:
         """Store one decision with its orders, hits, cards and evaluated rules atomically.
 
         `evaluated_rules` are the (rule id, version) pairs run for the cryotherapy orders,
@@ -208,8 +214,9 @@ class AuditStore:
         with self._engine.begin() as conn:
             if ignore_existing:
                 stmt = dialect_insert(conn.dialect.name, Decision).values(rows["decision"])
-                if not wrote_row(conn, stmt.on_conflict_do_nothing(index_elements=["decision_id"]),
-                                 Decision.decision_id):
+                if not wrote_row(
+                    conn, stmt.on_conflict_do_nothing(index_elements=["decision_id"]), Decision.decision_id
+                ):
                     return False
             else:
                 conn.execute(insert(Decision), [rows["decision"]])
@@ -227,21 +234,27 @@ class AuditStore:
             self._check_open()
             rec.check()
             self.run_bounded(partial(self._insert_rows, rows, ignore_existing=False))
-        except Exception as exc:  # noqa: BLE001 - any failure is spooled, counted and logged
+        except Exception as exc:
             self._count_failure()
             if self.spool is None:
-                log.error("audit write failed for decision %s (%s) and no spool is configured",
-                          rec.decision_id, _describe(exc))
+                log.error(
+                    "audit write failed for decision %s (%s) and no spool is configured",
+                    rec.decision_id,
+                    _describe(exc),
+                )
                 return False
             try:
                 self.spool.put(rec.decision_id, rows)
             except OSError as spool_exc:
-                log.error("audit write failed for decision %s (%s) and the spool failed too (%s)",
-                          rec.decision_id, _describe(exc), type(spool_exc).__name__)
+                log.error(
+                    "audit write failed for decision %s (%s) and the spool failed too (%s)",
+                    rec.decision_id,
+                    _describe(exc),
+                    type(spool_exc).__name__,
+                )
                 return False
             metrics.SPOOLED.inc()
-            log.error("audit write failed for decision %s (%s); spooled to local disk",
-                      rec.decision_id, _describe(exc))
+            log.error("audit write failed for decision %s (%s); spooled to local disk", rec.decision_id, _describe(exc))
             return True
         if self.spool is not None and self.spool.depth():
             self.drain_spool(DRAIN_BATCH)
@@ -261,7 +274,7 @@ class AuditStore:
                 log.error("spooled decision refused (%s)", _describe(exc))
                 self.spool.quarantine(claimed)
                 continue
-            except Exception as exc:  # noqa: BLE001 - still down: keep it for later
+            except Exception as exc:
                 log.warning("spool drain paused: %s", _describe(exc))
                 self.spool.release(claimed)
                 break
@@ -277,14 +290,10 @@ class AuditStore:
             AuditStore.write_failures += 1
         metrics.AUDIT_WRITE_FAILURES.inc()
         if self.spool is not None:
-            try:
+            with suppress(OSError):
                 self.spool.add_failure()
-            except OSError:
-                pass
 
-    def record_decision_safely(
-        self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]
-    ) -> bool:
+    def record_decision_safely(self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]) -> bool:
         """Like `record_decision`, but a failure is logged and counted, never raised.
 
         The clinician's cards matter more than their audit trail, so a broken database
@@ -293,7 +302,7 @@ class AuditStore:
         """
         try:
             self.record_decision(rec, evaluated_rules)
-        except Exception as exc:  # noqa: BLE001 - any failure here is counted, not raised
+        except Exception as exc:
             self._count_failure()
             log.error(
                 "audit write failed for decision %s (%s); the response was served but "
@@ -304,9 +313,7 @@ class AuditStore:
             return False
         return True
 
-    def record_feedback(
-        self, service_id: str, items: Sequence[FeedbackItem]
-    ) -> list[dict[str, Any]]:
+    def record_feedback(self, service_id: str, items: Sequence[FeedbackItem]) -> list[dict[str, Any]]:
         """Store feedback entries in one transaction, joined to their card's rule.
 
         A card the log does not hold (never issued, purged, or issued by another
@@ -327,8 +334,9 @@ class AuditStore:
         with self._engine.begin() as conn:
             wanted = sorted({item.card_uuid for item in items})
             query = (
-                select(Card.uuid, Card.decision_id, Card.rule_id, Card.rule_ids, Card.override_reasons,
-                       Decision.service_id)
+                select(
+                    Card.uuid, Card.decision_id, Card.rule_id, Card.rule_ids, Card.override_reasons, Decision.service_id
+                )
                 .join(Decision, Decision.decision_id == Card.decision_id)
                 .where(Card.uuid.in_(wanted))
             )
@@ -344,9 +352,7 @@ class AuditStore:
                 }
                 row = {**_feedback_row(service_id, item, received_at), **link, **_offered(match, item)}
                 stored = _insert_ignoring_duplicate(conn, row)
-                results.append(
-                    {"card_uuid": item.card_uuid, "outcome": item.outcome, **link, "stored": stored}
-                )
+                results.append({"card_uuid": item.card_uuid, "outcome": item.outcome, **link, "stored": stored})
         return results
 
     def purge_older_than(self, days: int) -> int:
@@ -419,11 +425,20 @@ def _build_engine(url: URL, pool_size: int, timeout_s: float) -> Engine:
         pg_args: dict[str, Any] = {
             "connect_timeout": max(2, math.ceil(timeout_s)),
             "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
-            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 2,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
             "tcp_user_timeout": ms,
         }
-        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, pool_timeout=timeout_s,
-                             hide_parameters=True, connect_args=pg_args)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            pool_timeout=timeout_s,
+            hide_parameters=True,
+            connect_args=pg_args,
+        )
     busy_ms = int(timeout_s * 1000)
     connect_args = {"check_same_thread": False, "timeout": timeout_s}
     # Every connection to ":memory:" is a new empty database, so share one there.
@@ -487,12 +502,10 @@ def _decision_rows(
             "data_gaps": scrub(list(rec.data_gaps)),
         },
         "decision_order": [
-            {"decision_id": did, "order_ref": scrub(ref), "modality": modality}
-            for ref, modality in rec.orders
+            {"decision_id": did, "order_ref": scrub(ref), "modality": modality} for ref, modality in rec.orders
         ],
         "rule_evaluation": [
-            {"decision_id": did, "rule_id": rule_id, "rule_version": version}
-            for rule_id, version in versions.items()
+            {"decision_id": did, "rule_id": rule_id, "rule_version": version} for rule_id, version in versions.items()
         ],
         # CardRecord and FiredRule fields are named after their columns.
         "card": [

@@ -14,6 +14,19 @@ from .build import (
 )
 from .findings import GROUPS, SUPPRESSED_BY_CRITICAL, Finding, collect_findings
 
-__all__ = ["FINDINGS_EXTENSION", "GROUPINGS", "GROUPS", "OVERRIDE_REASON_SYSTEM", "SOURCE_LABEL",
-           "SUPPRESSED_BY_CRITICAL", "TOPIC_SYSTEM", "CardBuilder", "Finding", "collect_findings",
-           "finding_codes", "findings_of", "group_codes", "incomplete_card"]
+__all__ = [
+    "FINDINGS_EXTENSION",
+    "GROUPINGS",
+    "GROUPS",
+    "OVERRIDE_REASON_SYSTEM",
+    "SOURCE_LABEL",
+    "SUPPRESSED_BY_CRITICAL",
+    "TOPIC_SYSTEM",
+    "CardBuilder",
+    "Finding",
+    "collect_findings",
+    "finding_codes",
+    "findings_of",
+    "group_codes",
+    "incomplete_card",
+]

@@ -26,14 +26,22 @@ GROUPINGS = ("order", "rule")
 MAX_LINKS = 3
 SUMMARY_MAX = 139
 TIER_LEAD = {"critical": "Do not proceed with", "warning": "Assess before proceeding with", "info": "Checklist for"}
-TIER_HEADING = {"critical": "**Do not proceed with {order}.**", "warning": "**Assess before proceeding with {order}.**",
-                "info": "**Checklist for {order}:**"}
-MODALITY_NAMES = {"systemic": "whole-body cryotherapy", "local-destructive": "liquid-nitrogen cryotherapy",
-                  "local-cold": "local cold therapy"}
+TIER_HEADING = {
+    "critical": "**Do not proceed with {order}.**",
+    "warning": "**Assess before proceeding with {order}.**",
+    "info": "**Checklist for {order}:**",
+}
+MODALITY_NAMES = {
+    "systemic": "whole-body cryotherapy",
+    "local-destructive": "liquid-nitrogen cryotherapy",
+    "local-cold": "local cold therapy",
+}
 # What a critical card on an order of this modality closes with (§10.3): the instructions
 # of the generic card that the critical card suppressed.
-IF_YOU_PROCEED = {"systemic": ("PR-SYS-SAFETY", "If you proceed"),
-                  "local-destructive": ("LC-AFTERCARE", "If you proceed, aftercare")}
+IF_YOU_PROCEED = {
+    "systemic": ("PR-SYS-SAFETY", "If you proceed"),
+    "local-destructive": ("LC-AFTERCARE", "If you proceed, aftercare"),
+}
 MISSING_TEST_ORDERS = {  # PR-SYS-EXAM: what to order for each missing exam
     "ECG": ("http://loinc.org", "11524-6", "EKG study"),
     "blood test": ("http://loinc.org", "58410-2", "CBC panel - Blood by Automated count"),
@@ -86,8 +94,9 @@ class CardBuilder:
         params = self.rulebook.parameters
         evidence = list(dict.fromkeys(s for s in (evidence_sentence(f) for f in finding.evidence) if s))
         headline = self._headline(finding, ctx, optional=not evidence)
-        details = [finding.variant.detail or r.detail if r.id == finding.variant.rule_id else r.detail
-                   for r in finding.rules]
+        details = [
+            finding.variant.detail or r.detail if r.id == finding.variant.rule_id else r.detail for r in finding.rules
+        ]
         why = " ".join(dict.fromkeys(render(d, ctx, params) for d in details))
         said = "; ".join(evidence)
         return f"- **{headline}** — " + (f"{said}. " if said else "") + why
@@ -95,8 +104,9 @@ class CardBuilder:
     def _headline(self, finding: Finding, ctx: Mapping[str, str], *, optional: bool = True) -> str:
         if finding.key in GROUP_FINDINGS:
             return GROUP_FINDINGS[finding.key]
-        return (render(finding.variant.finding, ctx, self.rulebook.parameters, optional=optional)
-                or finding.rules[0].title)
+        return (
+            render(finding.variant.finding, ctx, self.rulebook.parameters, optional=optional) or finding.rules[0].title
+        )
 
     def _summary(self, members: Sequence[Finding], order_name: str) -> str:
         if self.grouping == "rule":
@@ -105,7 +115,7 @@ class CardBuilder:
             text = render(f.variant.summary, ctx, self.rulebook.parameters)
             if self._several_orders:
                 text = f"{order_name[:1].upper() + order_name[1:]}: {text}"
-            return text if len(text) <= SUMMARY_MAX else text[:SUMMARY_MAX - 1].rstrip() + "…"
+            return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
         lead = f"{TIER_LEAD[members[0].severity]} {order_name}: "
         heads = [in_sentence(self._headline(f, context(f.evidence, f.order, f.patient, f.values))) for f in members]
         for shown in range(len(heads), 0, -1):
@@ -113,7 +123,7 @@ class CardBuilder:
             text = lead + "; ".join(heads[:shown]) + (f"; and {rest} more" if rest else "") + "."
             if len(text) <= SUMMARY_MAX:
                 return text
-        return (lead + heads[0])[:SUMMARY_MAX - 1].rstrip() + "…"
+        return (lead + heads[0])[: SUMMARY_MAX - 1].rstrip() + "…"
 
     def _card(self, members: list[Finding], order_name: str) -> dict[str, Any]:
         first = members[0]
@@ -128,16 +138,20 @@ class CardBuilder:
                 parts.append(f"{lead}: {text[:1].lower() + text[1:]}")
         codes = list(dict.fromkeys(c for f in members for c in (evidence_codes(e) for e in f.evidence) if c))
         if codes:
-            parts.append("<details><summary>Evidence</summary>\n\n" + "\n".join(f"- {c}" for c in codes)
-                         + "\n\n</details>")
+            parts.append(
+                "<details><summary>Evidence</summary>\n\n" + "\n".join(f"- {c}" for c in codes) + "\n\n</details>"
+            )
         top = max(members, key=lambda f: SEVERITY_RANK[f.severity]).top_rule
         card: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
             "summary": self._summary(members, order_name),
             "indicator": severity,
             "detail": "\n\n".join(parts),
-            "source": {"label": SOURCE_LABEL, "url": f"{self.base_url}/rules/{top.id}",
-                       "topic": {"system": TOPIC_SYSTEM, "code": top.id, "display": top.title}},
+            "source": {
+                "label": SOURCE_LABEL,
+                "url": f"{self.base_url}/rules/{top.id}",
+                "topic": {"system": TOPIC_SYSTEM, "code": top.id, "display": top.title},
+            },
         }
         suggestions = self._suggestions(members, severity, order_name)
         if suggestions:
@@ -146,11 +160,16 @@ class CardBuilder:
         card["overrideReasons"] = override_reasons(members)
         links = list({link["url"]: link for f in members for r in f.rules for link in r.links}.values())
         if links:
-            card["links"] = [{"label": link["title"], "url": link["url"], "type": "absolute"}
-                             for link in links[:MAX_LINKS]]
-        card["extension"] = {FINDINGS_EXTENSION: [
-            {"rule": r.id, "version": r.version, "indicator": f.rule_severity[r.id]}
-            for f in members for r in f.rules]}
+            card["links"] = [
+                {"label": link["title"], "url": link["url"], "type": "absolute"} for link in links[:MAX_LINKS]
+            ]
+        card["extension"] = {
+            FINDINGS_EXTENSION: [
+                {"rule": r.id, "version": r.version, "indicator": f.rule_severity[r.id]}
+                for f in members
+                for r in f.rules
+            ]
+        }
         return card
 
     def _suggestions(self, members: Sequence[Finding], severity: str, order_name: str) -> list[dict[str, Any]]:
@@ -158,17 +177,39 @@ class CardBuilder:
         kinds = {s for f in members for r in f.rules for s in r.suggestions}
         if severity == "critical" and (self.grouping == "order" or "remove-order" in kinds):
             ref = members[0].order_ref
-            out.append({"label": f"Cancel the {order_name} order", "uuid": str(uuid.uuid4()),
-                        "actions": [{"type": "delete", "description": f"Cancel the draft {order_name} order",
-                                     "resourceId": ref}]})
+            out.append(
+                {
+                    "label": f"Cancel the {order_name} order",
+                    "uuid": str(uuid.uuid4()),
+                    "actions": [
+                        {"type": "delete", "description": f"Cancel the draft {order_name} order", "resourceId": ref}
+                    ],
+                }
+            )
         if "order-missing-tests" in kinds:
             for missing in dict.fromkeys(m for f in members for m in f.values.get("missing", [])):
                 system, code, display = MISSING_TEST_ORDERS[missing]
-                out.append({"label": f"Order {missing} before {order_name}", "uuid": str(uuid.uuid4()),
-                            "actions": [{"type": "create", "description": f"Order {display}", "resource": {
-                                "resourceType": "ServiceRequest", "status": "draft", "intent": "order",
-                                "code": {"coding": [{"system": system, "code": code, "display": display}],
-                                         "text": display}}}]})
+                out.append(
+                    {
+                        "label": f"Order {missing} before {order_name}",
+                        "uuid": str(uuid.uuid4()),
+                        "actions": [
+                            {
+                                "type": "create",
+                                "description": f"Order {display}",
+                                "resource": {
+                                    "resourceType": "ServiceRequest",
+                                    "status": "draft",
+                                    "intent": "order",
+                                    "code": {
+                                        "coding": [{"system": system, "code": code, "display": display}],
+                                        "text": display,
+                                    },
+                                },
+                            }
+                        ],
+                    }
+                )
         return out
 
 
@@ -186,37 +227,58 @@ def override_reasons(members: Sequence[Finding]) -> list[dict[str, str]]:
     return [{"code": c, "system": OVERRIDE_REASON_SYSTEM, "display": merged[c]} for c in ordered]
 
 
-GAP_NAMES = {"patient": "the patient's demographics", "conditions": "problem list", "medicationRequests": "medications",
-             "observations": "observations (vital signs and results)", "devices": "devices and implants",
-             "allergies": "allergies", "procedures": "recent procedures"}
+GAP_NAMES = {
+    "patient": "the patient's demographics",
+    "conditions": "problem list",
+    "medicationRequests": "medications",
+    "observations": "observations (vital signs and results)",
+    "devices": "devices and implants",
+    "allergies": "allergies",
+    "procedures": "recent procedures",
+}
 
 
 def incomplete_card(gaps: Mapping[str, str]) -> dict[str, Any]:
     """MD-INCOMPLETE: the rules ran on part of the record; say which part is missing."""
-    parts = [GAP_NAMES.get(k, "a draft cryotherapy order that could not be read" if k.startswith("draft order")
-                           else "part of the record") for k in sorted(gaps)]
+    parts = [
+        GAP_NAMES.get(
+            k,
+            "a draft cryotherapy order that could not be read" if k.startswith("draft order") else "part of the record",
+        )
+        for k in sorted(gaps)
+    ]
     missing = ", ".join(dict.fromkeys(parts))
     return {
         "uuid": str(uuid.uuid4()),
         "summary": "Part of the record could not be read: some cryotherapy checks were not run.",
         "indicator": "warning",
-        "detail": (f"These could not be read, so the checks that need them were not run: **{missing}**. "
-                   "Review them in the chart before signing the order.\n\n"
-                   "<details><summary>Evidence</summary>\n\n"
-                   + "\n".join(f"- {k}: {v}" for k, v in sorted(gaps.items())) + "\n\n</details>"),
-        "source": {"label": SOURCE_LABEL, "topic": {"system": TOPIC_SYSTEM, "code": "MD-INCOMPLETE",
-                                                    "display": "Incomplete patient record"}},
-        "overrideReasons": [{"code": "done-elsewhere", "system": OVERRIDE_REASON_SYSTEM,
-                             "display": overrides.SHARED["done-elsewhere"]}],
-        "extension": {FINDINGS_EXTENSION: [{"rule": "MD-INCOMPLETE", "version": MD_INCOMPLETE_VERSION,
-                                            "indicator": "warning"}]},
+        "detail": (
+            f"These could not be read, so the checks that need them were not run: **{missing}**. "
+            "Review them in the chart before signing the order.\n\n"
+            "<details><summary>Evidence</summary>\n\n"
+            + "\n".join(f"- {k}: {v}" for k, v in sorted(gaps.items()))
+            + "\n\n</details>"
+        ),
+        "source": {
+            "label": SOURCE_LABEL,
+            "topic": {"system": TOPIC_SYSTEM, "code": "MD-INCOMPLETE", "display": "Incomplete patient record"},
+        },
+        "overrideReasons": [
+            {"code": "done-elsewhere", "system": OVERRIDE_REASON_SYSTEM, "display": overrides.SHARED["done-elsewhere"]}
+        ],
+        "extension": {
+            FINDINGS_EXTENSION: [{"rule": "MD-INCOMPLETE", "version": MD_INCOMPLETE_VERSION, "indicator": "warning"}]
+        },
     }
 
 
 def findings_of(cards: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(rule id, indicator) of every finding the cards carry (for tests and clients)."""
-    return [(item["rule"], item["indicator"]) for card in cards
-            for item in (card.get("extension") or {}).get(FINDINGS_EXTENSION, ())]
+    return [
+        (item["rule"], item["indicator"])
+        for card in cards
+        for item in (card.get("extension") or {}).get(FINDINGS_EXTENSION, ())
+    ]
 
 
 def finding_codes(cards: Sequence[Mapping[str, Any]], groups: Mapping[str, str]) -> list[tuple[str, str]]:

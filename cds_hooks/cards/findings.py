@@ -61,8 +61,9 @@ def collect_findings(rulebook: Rulebook, evaluations: Sequence[Evaluation]) -> l
             matched = [facts[fid] for _alias, fid in pairs if fid in facts]
             finding = found.get(card_key)
             if finding is None:
-                finding = found[card_key] = Finding(card_key, order_ref, modality, index, [rule], severity,
-                                                    variant, order, patient)
+                finding = found[card_key] = Finding(
+                    card_key, order_ref, modality, index, [rule], severity, variant, order, patient
+                )
             elif SEVERITY_RANK[severity] > SEVERITY_RANK[finding.severity]:
                 finding.severity, finding.variant = severity, variant
             if rule not in finding.rules:

@@ -15,18 +15,35 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 LAB_NAMES = {"hb": "Haemoglobin", "a1c": "HbA1c", "anc": "Neutrophil count", "hr": "Resting heart rate"}
 LAB_UNITS = {"hb": "g/dL", "a1c": "%", "anc": "×10⁹/L", "hr": "/min"}
 SYSTEM_NAMES = {
-    "http://snomed.info/sct": "SNOMED CT", "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
-    "http://loinc.org": "LOINC", "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
-    "http://www.whocc.no/atc": "ATC", "http://www.ama-assn.org/go/cpt": "CPT",
+    "http://snomed.info/sct": "SNOMED CT",
+    "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+    "http://loinc.org": "LOINC",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+    "http://www.whocc.no/atc": "ATC",
+    "http://www.ama-assn.org/go/cpt": "CPT",
 }
-_SEMANTIC_TAG = re.compile(r"\s*\((disorder|finding|situation|procedure|regime/therapy|observable entity"
-                           r"|physical object|qualifier value|substance|product|medicinal product)\)\s*$",
-                           re.IGNORECASE)
+_SEMANTIC_TAG = re.compile(
+    r"\s*\((disorder|finding|situation|procedure|regime/therapy|observable entity"
+    r"|physical object|qualifier value|substance|product|medicinal product)\)\s*$",
+    re.IGNORECASE,
+)
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?::[A-Za-z_][A-Za-z0-9_]*)?)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -37,7 +54,7 @@ class _Missing(KeyError):
 
 
 def long_date(iso: str | None) -> str | None:
-    """"2021-06-01" -> "1 June 2021" (None when the date cannot be read)."""
+    """ "2021-06-01" -> "1 June 2021" (None when the date cannot be read)."""
     if not iso:
         return None
     try:
@@ -100,8 +117,12 @@ def evidence_sentence(fact: Mapping[str, Any]) -> str | None:
 def _sentence(fact: Mapping[str, Any]) -> str | None:
     kind = fact.get("kind")
     name = display_name(fact)
-    label = name or {"medication": "Medication", "device": "Device", "allergy": "Allergy",
-                     "pregnancy": "Pregnancy evidence"}.get(str(kind), "")
+    label = name or {
+        "medication": "Medication",
+        "device": "Device",
+        "allergy": "Allergy",
+        "pregnancy": "Pregnancy evidence",
+    }.get(str(kind), "")
     when = long_date(fact.get("date"))
     if kind == "condition":
         if name is None:
@@ -111,8 +132,11 @@ def _sentence(fact: Mapping[str, Any]) -> str | None:
         if fact.get("current"):
             return f"{label}, currently prescribed"
         days = fact.get("days_before_treatment")
-        text = f"{label}, last taken {_days(days)}" if isinstance(days, (int, float)) else (
-            f"{label}, last taken {when}" if when else f"{label}, recently stopped")
+        text = (
+            f"{label}, last taken {_days(days)}"
+            if isinstance(days, (int, float))
+            else (f"{label}, last taken {when}" if when else f"{label}, recently stopped")
+        )
         return text + (" (stop date not recorded)" if fact.get("stop_date_recorded") is False else "")
     if kind == "device":
         return f"{label} on record" if name else "Implanted device on record"
@@ -125,7 +149,9 @@ def _sentence(fact: Mapping[str, Any]) -> str | None:
             return f"Ice test {result}" + (f" on {when}" if when else "")
         value = fact.get("value")
         name = LAB_NAMES.get(test, label)
-        shown = f"{name} {number(value)} {LAB_UNITS.get(test, '')}".rstrip() if isinstance(value, (int, float)) else name
+        shown = (
+            f"{name} {number(value)} {LAB_UNITS.get(test, '')}".rstrip() if isinstance(value, (int, float)) else name
+        )
         return shown + (f" on {when}" if when else "")
     if kind == "bp":
         sbp, dbp = fact.get("sbp"), fact.get("dbp")
@@ -162,8 +188,12 @@ def evidence_codes(fact: Mapping[str, Any]) -> str | None:
     return f"{_capital(clean_label(fact.get('label'))) or fact.get('kind')}: " + ", ".join(parts)
 
 
-def context(facts: Iterable[Mapping[str, Any]], order: Mapping[str, Any], patient: Mapping[str, Any],
-            values: Mapping[str, list[Any]]) -> dict[str, str]:
+def context(
+    facts: Iterable[Mapping[str, Any]],
+    order: Mapping[str, Any],
+    patient: Mapping[str, Any],
+    values: Mapping[str, list[Any]],
+) -> dict[str, str]:
     """Known values by placeholder name; an unknown value is simply absent."""
     ctx: dict[str, str] = {}
     names: dict[str, list[str]] = {}
@@ -185,8 +215,14 @@ def context(facts: Iterable[Mapping[str, Any]], order: Mapping[str, Any], patien
         for key in ("days_before_treatment", "days_apart", "hours_apart"):
             if isinstance(fact.get(key), (int, float)) and fact.get("kind") != "order":
                 ctx.setdefault(key, number(round(fact[key]) if key != "hours_apart" else round(fact[key], 1)))
-    for kind, key in (("condition", "condition"), ("medication", "drug"), ("device", "device"),
-                      ("allergy", "allergy"), ("procedure", "procedure"), ("planned", "procedure")):
+    for kind, key in (
+        ("condition", "condition"),
+        ("medication", "drug"),
+        ("device", "device"),
+        ("allergy", "allergy"),
+        ("procedure", "procedure"),
+        ("planned", "procedure"),
+    ):
         if kind in names:
             unique = list(dict.fromkeys(names[kind]))
             joined = ", ".join(unique[:2]) + (f" and {len(unique) - 2} more" if len(unique) > 2 else "")

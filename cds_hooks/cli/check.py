@@ -32,8 +32,13 @@ def record_source(config: Config, pipeline: Pipeline, hook_request: HookRequest)
     from ..fhir_targets import parse_allow_list
     from ..prefetch import prefetch_templates
 
-    return fetcher_for(config, prefetch_templates(pipeline.terminology), hook_request,
-                       parse_allow_list(config.fhir_server_allow), authenticated=False)
+    return fetcher_for(
+        config,
+        prefetch_templates(pipeline.terminology),
+        hook_request,
+        parse_allow_list(config.fhir_server_allow),
+        authenticated=False,
+    )
 
 
 def run_file(config: Config, pipeline: Pipeline, path: Path, service_id: str | None) -> Outcome:
@@ -44,8 +49,9 @@ def run_file(config: Config, pipeline: Pipeline, path: Path, service_id: str | N
         hook_request = parse_hook_request(body, service.hook)
     except CdsError as exc:
         problems = "; ".join(exc.problems)
-        raise CliError(f"{path}: not a valid {service.hook} request: {exc.message}"
-                       + (f" ({problems})" if problems else "")) from None
+        raise CliError(
+            f"{path}: not a valid {service.hook} request: {exc.message}" + (f" ({problems})" if problems else "")
+        ) from None
     return pipeline.run(service, hook_request, record_source(config, pipeline, hook_request))
 
 
@@ -57,8 +63,9 @@ def card_view(path: Path, cards: list[dict[str, Any]]) -> str:
         lines.append(f"  {card['indicator'].upper():8}  {topic:18}  {card['summary']}")
         detail = " ".join(str(card.get("detail", "")).replace("*", "").split())
         if detail:
-            lines += textwrap.wrap(detail, width=96, initial_indent=" " * 32, subsequent_indent=" " * 32,
-                                   max_lines=3, placeholder=" …")
+            lines += textwrap.wrap(
+                detail, width=96, initial_indent=" " * 32, subsequent_indent=" " * 32, max_lines=3, placeholder=" …"
+            )
         for suggestion in card.get("suggestions", ()):
             lines.append(f"{'':32}suggestion: {suggestion.get('label', '')}")
     return "\n".join(lines)
@@ -66,12 +73,13 @@ def card_view(path: Path, cards: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     config = from_env()
-    pipeline = build_pipeline(config, parts=load_parts(config, evaluator=args.evaluator),
-                              clock=fixed_clock(args.now) if args.now else None)
+    pipeline = build_pipeline(
+        config, parts=load_parts(config, evaluator=args.evaluator), clock=fixed_clock(args.now) if args.now else None
+    )
     status = 0
     paths = [Path(p) for p in args.files]
     # The card view is its own progress on a terminal; a bar is drawn when the output goes elsewhere.
-    for path in (paths if sys.stdout.isatty() else progress(paths, "checking")):
+    for path in paths if sys.stdout.isatty() else progress(paths, "checking"):
         try:
             outcome = run_file(config, pipeline, path, args.service)
         except CliError as exc:
@@ -81,13 +89,17 @@ def run(args: argparse.Namespace) -> int:
             status = USAGE_ERROR
             continue
         if args.json:
-            print(json.dumps({"file": str(path), "status": outcome.status, "response": outcome.body},
-                             ensure_ascii=False), flush=True)
+            print(
+                json.dumps({"file": str(path), "status": outcome.status, "response": outcome.body}, ensure_ascii=False),
+                flush=True,
+            )
         elif outcome.status == 200:
             print(card_view(path, outcome.body["cards"]), flush=True)
         if outcome.status != 200:
-            warn(f"cryo-cds: {path}: the service would answer {outcome.status}: "
-                 f"{outcome.body.get('detail') or outcome.body.get('error')}")
+            warn(
+                f"cryo-cds: {path}: the service would answer {outcome.status}: "
+                f"{outcome.body.get('detail') or outcome.body.get('error')}"
+            )
             status = status or 1
     sys.stdout.flush()
     return status
@@ -99,8 +111,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     check.add_argument("--service", choices=[SELECT, SIGN], help="default: from each request's hook")
     check.add_argument("--now", type=iso_datetime, help="evaluate as of this ISO date-time (default: now)")
     check.add_argument("--evaluator", choices=["durable", "plain"], help="default: CDS_HOOKS_EVALUATOR")
-    check.add_argument("--json", action="store_true",
-                       help="JSON Lines: one {file, status, response} object per file")
+    check.add_argument("--json", action="store_true", help="JSON Lines: one {file, status, response} object per file")
     check.set_defaults(func=run)
 
 

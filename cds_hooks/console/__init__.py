@@ -23,11 +23,13 @@ def register_console(app: Flask, settings: ConsoleSettings | None = None) -> Non
 
 
 def _index() -> Response:
-    body = ("<!doctype html><html lang=en><head><meta charset=utf-8><title>cryo-cds</title></head><body>"
-            "<h1>cryo-cds</h1><p>CDS Hooks service for cryotherapy orders.</p><ul>"
-            "<li><a href=\"/cds-services\">/cds-services</a> (discovery)</li>"
-            "<li><a href=\"/console/\">Console</a>: rules, sandbox and audit dashboard</li>"
-            "</ul></body></html>")
+    body = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>cryo-cds</title></head><body>"
+        "<h1>cryo-cds</h1><p>CDS Hooks service for cryotherapy orders.</p><ul>"
+        '<li><a href="/cds-services">/cds-services</a> (discovery)</li>'
+        '<li><a href="/console/">Console</a>: rules, sandbox and audit dashboard</li>'
+        "</ul></body></html>"
+    )
     return Response(body, mimetype="text/html")
 
 

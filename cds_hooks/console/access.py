@@ -34,8 +34,11 @@ class ConsoleSettings:
 
     def __post_init__(self) -> None:
         if not self.secret:
-            self.secret = (hashlib.sha256(b"cryo-cds console session|" + self.token.encode()).digest()
-                           if self.token else secrets.token_bytes(32))
+            self.secret = (
+                hashlib.sha256(b"cryo-cds console session|" + self.token.encode()).digest()
+                if self.token
+                else secrets.token_bytes(32)
+            )
 
     def serializer(self) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(self.secret, salt="cryo-cds-console")
@@ -47,8 +50,7 @@ def settings_from(config: Any, environ: Any = None) -> ConsoleSettings:
     token = env.get("CDS_HOOKS_CONSOLE_TOKEN") or config.audit_token or ""
     patients = env.get("CDS_HOOKS_CONSOLE_PATIENTS")
     open_mode = not config.auth_required and config.host in LOOPBACK
-    return ConsoleSettings(token=token, open_on_loopback=open_mode,
-                           patients_dir=Path(patients) if patients else None)
+    return ConsoleSettings(token=token, open_on_loopback=open_mode, patients_dir=Path(patients) if patients else None)
 
 
 def new_session(settings: ConsoleSettings, authenticated: bool) -> tuple[str, dict[str, Any]]:

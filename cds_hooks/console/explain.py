@@ -20,8 +20,18 @@ import yaml
 from ..evaluator import matches
 from ..rulebook import SENTINEL_KIND, Rule, Variant
 
-OP_WORDS = {"eq": "=", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥", "in": "one of",
-            "$lt": "<", "$lte": "≤", "$gt": ">", "$gte": "≥"}
+OP_WORDS = {
+    "eq": "=",
+    "lt": "<",
+    "lte": "≤",
+    "gt": ">",
+    "gte": "≥",
+    "in": "one of",
+    "$lt": "<",
+    "$lte": "≤",
+    "$gt": ">",
+    "$gte": "≥",
+}
 
 
 @lru_cache(maxsize=512)
@@ -85,8 +95,10 @@ def variant_patterns(rule: Rule, index: int, parameters: Mapping[str, Any]) -> t
     raw = variants[index] if index < len(variants) else {}
     unless = raw.get("unless") or []
     unless = unless if isinstance(unless, list) else [unless]
-    return ([pattern_words(p, parameters) for p in raw.get("when") or []],
-            [pattern_words(p, parameters) for p in unless])
+    return (
+        [pattern_words(p, parameters) for p in raw.get("when") or []],
+        [pattern_words(p, parameters) for p in unless],
+    )
 
 
 # -- closest miss ------------------------------------------------------------------------
@@ -151,8 +163,11 @@ class VariantCheck:
 
 
 def _check_pattern(words: str, compiled: Mapping[str, Any], facts: Sequence[Mapping[str, Any]]) -> PatternCheck:
-    kind = compiled.get("kind") if "kind" in compiled else next(
-        (t["kind"] for t in compiled.get("$and", ()) if isinstance(t, Mapping) and set(t) == {"kind"}), None)
+    kind = (
+        compiled.get("kind")
+        if "kind" in compiled
+        else next((t["kind"] for t in compiled.get("$and", ()) if isinstance(t, Mapping) and set(t) == {"kind"}), None)
+    )
     pool = [f for f in facts if kind is None or f.get("kind") == kind]
     found = [f for f in pool if matches(f, compiled)]
     check = PatternCheck(words, found)
@@ -170,8 +185,14 @@ def _check_pattern(words: str, compiled: Mapping[str, Any], facts: Sequence[Mapp
     return check
 
 
-def check_variant(rule: Rule, index: int, variant: Variant, modality: str,
-                  facts: Sequence[Mapping[str, Any]], parameters: Mapping[str, Any]) -> VariantCheck:
+def check_variant(
+    rule: Rule,
+    index: int,
+    variant: Variant,
+    modality: str,
+    facts: Sequence[Mapping[str, Any]],
+    parameters: Mapping[str, Any],
+) -> VariantCheck:
     when_words, unless_words = variant_patterns(rule, index, parameters)
     usable = [f for f in facts if f.get("kind") != SENTINEL_KIND]
     when: list[PatternCheck] = []
@@ -193,8 +214,9 @@ def check_variant(rule: Rule, index: int, variant: Variant, modality: str,
     return VariantCheck(variant.name, modality in variant.severity, when, blocked)
 
 
-def closest_miss(rule: Rule, modality: str, facts: Sequence[Mapping[str, Any]],
-                 parameters: Mapping[str, Any]) -> VariantCheck | None:
+def closest_miss(
+    rule: Rule, modality: str, facts: Sequence[Mapping[str, Any]], parameters: Mapping[str, Any]
+) -> VariantCheck | None:
     """The variant of a silent rule that came nearest to firing, if any came near at all."""
     checks = [check_variant(rule, i, v, modality, facts, parameters) for i, v in enumerate(rule.variants)]
     near = [c for c in checks if c.satisfied or any(p.nearest is not None for p in c.when)]

@@ -110,8 +110,9 @@ def _safe_child(folder: Path, name: str) -> Path:
     return path
 
 
-def base_request(source: str, hook: str, *, fixtures: Path, rules_dir: Path, patients: Path | None,
-                 upload: bytes | None, preset: str) -> tuple[dict[str, Any], date | None]:
+def base_request(
+    source: str, hook: str, *, fixtures: Path, rules_dir: Path, patients: Path | None, upload: bytes | None, preset: str
+) -> tuple[dict[str, Any], date | None]:
     """The request a source names, and the date its data is written for (if fixed)."""
     kind, _, name = source.partition(":")
     order = preset or "wbc"
@@ -153,9 +154,11 @@ def _target(context: dict[str, Any]) -> dict[str, Any] | None:
     """The draft order the edits apply to: the first selected one, else the first ServiceRequest."""
     drafts = context.get("draftOrders")
     entries = drafts.get("entry") if isinstance(drafts, dict) else None
-    resources: list[dict[str, Any]] = [
-        e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-    ] if isinstance(entries, list) else []
+    resources: list[dict[str, Any]] = (
+        [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+        if isinstance(entries, list)
+        else []
+    )
     selections = context.get("selections")
     chosen = selections if isinstance(selections, list) else []
     for res in resources:
@@ -194,11 +197,22 @@ def _edit_order(order: dict[str, Any], edits: OrderEdits) -> None:
         order["bodySite"] = [{"coding": [{"system": SNOMED, "code": edits.body_site}]}]
     if edits.temperature_c is not None:
         current = order.get("extension")
-        ext = [e for e in (current if isinstance(current, list) else [])
-               if not (isinstance(e, dict) and e.get("url") == EXT + "cryo-target-temperature")]
-        ext.append({"url": EXT + "cryo-target-temperature",
-                    "valueQuantity": {"value": edits.temperature_c, "unit": "°C",
-                                      "system": "http://unitsofmeasure.org", "code": "Cel"}})
+        ext = [
+            e
+            for e in (current if isinstance(current, list) else [])
+            if not (isinstance(e, dict) and e.get("url") == EXT + "cryo-target-temperature")
+        ]
+        ext.append(
+            {
+                "url": EXT + "cryo-target-temperature",
+                "valueQuantity": {
+                    "value": edits.temperature_c,
+                    "unit": "°C",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "Cel",
+                },
+            }
+        )
         order["extension"] = ext
     repeat: dict[str, Any] = {}
     if edits.duration is not None:
@@ -257,8 +271,12 @@ def merge_hits(hits: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def _why(pipeline: Pipeline, hook_request: Any, outcome: Outcome, when: datetime) -> list[OrderWhy]:
     """Per order: the findings with their facts and evidence, and the silent rules' closest misses."""
     drafts, _unreadable = parse_draft_orders(hook_request.draft_orders)
-    orders = find_cryo_orders(drafts, pipeline.terminology, hook_request.selections,
-                              destruction_codes_imply_cryo=pipeline.destruction_codes_imply_cryo)
+    orders = find_cryo_orders(
+        drafts,
+        pipeline.terminology,
+        hook_request.selections,
+        destruction_codes_imply_cryo=pipeline.destruction_codes_imply_cryo,
+    )
     if not orders:
         return []
     record = build_record(hook_request.prefetch, None)
@@ -267,10 +285,19 @@ def _why(pipeline: Pipeline, hook_request: Any, outcome: Outcome, when: datetime
     for order in orders:
         facts = build_facts(order, record, drafts, pipeline.terminology, when)
         fired = merge_hits(
-            {"rule_id": f.rule_id, "order_ref": f.order_ref, "rule_version": f.rule_version,
-             "severity": f.severity, "card_uuid": f.card_uuid, "evidence": list(f.evidence), "facts": f.facts,
-             "title": rulebook.by_id[f.rule_id].title if f.rule_id in rulebook.by_id else f.rule_id}
-            for f in outcome.decision.fired if f.order_ref == order.ref)
+            {
+                "rule_id": f.rule_id,
+                "order_ref": f.order_ref,
+                "rule_version": f.rule_version,
+                "severity": f.severity,
+                "card_uuid": f.card_uuid,
+                "evidence": list(f.evidence),
+                "facts": f.facts,
+                "title": rulebook.by_id[f.rule_id].title if f.rule_id in rulebook.by_id else f.rule_id,
+            }
+            for f in outcome.decision.fired
+            if f.order_ref == order.ref
+        )
         fired_ids = {f["rule_id"] for f in fired}
         misses = []
         for rule in rulebook.rules:
@@ -286,6 +313,7 @@ def _why(pipeline: Pipeline, hook_request: Any, outcome: Outcome, when: datetime
 
 def parse_edits(form: Mapping[str, str]) -> OrderEdits:
     """Order edits from the form; a malformed number is a SandboxError naming the field."""
+
     def number(name: str, kind: type, low: float, high: float) -> Any:
         raw = (form.get(name) or "").strip()
         if not raw:
@@ -305,7 +333,8 @@ def parse_edits(form: Mapping[str, str]) -> OrderEdits:
     if site and not site.isdigit():
         raise SandboxError("The body site must be a SNOMED CT code (digits)")
     return OrderEdits(
-        preset=preset, body_site=site,
+        preset=preset,
+        body_site=site,
         temperature_c=number("temperature_c", float, -200, 40),
         duration=number("duration", float, 0.1, 600),
         duration_unit="s" if form.get("duration_unit") == "s" else "min",
@@ -321,4 +350,3 @@ def parse_day(raw: str | None, default: date) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise SandboxError(f"The evaluation date must be YYYY-MM-DD, got {raw!r}") from None
-

@@ -36,8 +36,14 @@ from . import access, queries, sandbox
 from .explain import raw_rule, rule_parameters, variant_patterns
 from .render import markdown, safe_url
 
-bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
-               static_folder="static", static_url_path="/static")
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fhir_fixtures" / "requests"
 DEFAULT_DAYS = 30
@@ -74,13 +80,17 @@ def guard() -> BaseResponse | None:
         return None
     if request.endpoint != "console.login" and not _is_open() and not (session and session.get("a")):
         if not settings.token and not settings.open_on_loopback:
-            return _refuse(403, "The console is closed: set CDS_HOOKS_CONSOLE_TOKEN (or CDS_HOOKS_AUDIT_TOKEN), "
-                                "or run the service with --no-auth on loopback.")
+            return _refuse(
+                403,
+                "The console is closed: set CDS_HOOKS_CONSOLE_TOKEN (or CDS_HOOKS_AUDIT_TOKEN), "
+                "or run the service with --no-auth on loopback.",
+            )
         if request.method == "GET" and "HX-Request" not in request.headers:
             return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
         return _refuse(401, "Log in to the console first.")
     if request.method == "POST" and not access.csrf_ok(
-            settings, session, request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")):
+        settings, session, request.form.get("csrf_token") or request.headers.get("X-CSRF-Token")
+    ):
         return _refuse(403, "The form's CSRF token is missing or wrong; reload the page and try again.")
     return None
 
@@ -97,8 +107,15 @@ def set_cookie(response: Response) -> Response:
 
 
 def _store_cookie(response: BaseResponse, cookie: str) -> None:
-    response.set_cookie(access.COOKIE, cookie, max_age=access.SESSION_MAX_AGE_S, path="/console",
-                        secure=request.is_secure, httponly=True, samesite="Strict")
+    response.set_cookie(
+        access.COOKIE,
+        cookie,
+        max_age=access.SESSION_MAX_AGE_S,
+        path="/console",
+        secure=request.is_secure,
+        httponly=True,
+        samesite="Strict",
+    )
 
 
 def _refuse(status: int, message: str) -> Response:
@@ -151,12 +168,16 @@ class Period:
         self.start = self._day(args.get("from"), today - timedelta(days=default_days - 1))
         self.end = self._day(args.get("to"), today)
         if self.end < self.start:
-            abort(Response(render_template("console/error.html", status=400,
-                                           message="'to' must not be before 'from'"), 400))
+            abort(
+                Response(
+                    render_template("console/error.html", status=400, message="'to' must not be before 'from'"), 400
+                )
+            )
         service = args.get("service") or ""
         if service and service not in SERVICES:
-            abort(Response(render_template("console/error.html", status=400,
-                                           message=f"Unknown service {service!r}"), 400))
+            abort(
+                Response(render_template("console/error.html", status=400, message=f"Unknown service {service!r}"), 400)
+            )
         self.service = service or None
         self.since = datetime.combine(self.start, datetime.min.time(), tzinfo=UTC)
         self.until = datetime.combine(self.end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
@@ -168,8 +189,11 @@ class Period:
         try:
             return date.fromisoformat(raw)
         except ValueError:
-            abort(Response(render_template("console/error.html", status=400,
-                                           message=f"Dates are YYYY-MM-DD, got {raw!r}"), 400))
+            abort(
+                Response(
+                    render_template("console/error.html", status=400, message=f"Dates are YYYY-MM-DD, got {raw!r}"), 400
+                )
+            )
 
     def query(self, **extra: Any) -> str:
         params = {"from": self.start.isoformat(), "to": self.end.isoformat(), **extra}
@@ -179,8 +203,7 @@ class Period:
 
     @property
     def cli(self) -> str:
-        return (f"cryo-cds audit summary --since {self.since.isoformat()} "
-                f"--until {self.until.isoformat()} --json")
+        return f"cryo-cds audit summary --since {self.since.isoformat()} --until {self.until.isoformat()} --json"
 
 
 def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Response:
@@ -189,8 +212,9 @@ def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Res
     writer.writerow(header)
     for row in rows:
         writer.writerow(["" if v is None else v for v in row])
-    return Response(out.getvalue(), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    return Response(
+        out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}.csv"'}
+    )
 
 
 # -- pages ---------------------------------------------------------------------------------
@@ -202,10 +226,16 @@ def home() -> str:
     period = Period(request.args, 7)
     rows = analytics.rule_summary(state.store, period.since, period.until)
     daily = queries.evaluations_per_day(state.store, period.since, period.until, None)
-    return render_template("console/home.html", rules=len(state.pipeline.rulebook.rules),
-                           revision=state.pipeline.rulebook.revision, evaluator=state.pipeline.evaluator.name,
-                           decisions=sum(n for _d, n in daily), fires=sum(r["fires"] for r in rows),
-                           overridden=sum(r["overridden"] for r in rows), period=period)
+    return render_template(
+        "console/home.html",
+        rules=len(state.pipeline.rulebook.rules),
+        revision=state.pipeline.rulebook.revision,
+        evaluator=state.pipeline.evaluator.name,
+        decisions=sum(n for _d, n in daily),
+        fires=sum(r["fires"] for r in rows),
+        overridden=sum(r["overridden"] for r in rows),
+        period=period,
+    )
 
 
 def _severities(rule: Rule) -> dict[str, str]:
@@ -222,8 +252,9 @@ def _rule_rows(period: Period) -> list[dict[str, Any]]:
     state = _state()
     stats: dict[str, dict[str, Any]] = {}
     for row in analytics.rule_summary(state.store, period.since, period.until, period.service):
-        agg = stats.setdefault(row["rule_id"], {"evaluations": 0, "fires": 0, "accepted": 0, "overridden": 0,
-                                                "versions": []})
+        agg = stats.setdefault(
+            row["rule_id"], {"evaluations": 0, "fires": 0, "accepted": 0, "overridden": 0, "versions": []}
+        )
         for key in ("evaluations", "fires", "accepted", "overridden"):
             agg[key] += row[key]
         agg["versions"].append(row["rule_version"])
@@ -233,15 +264,22 @@ def _rule_rows(period: Period) -> list[dict[str, Any]]:
         rule = known.get(rule_id)
         agg = stats.get(rule_id, {"evaluations": 0, "fires": 0, "accepted": 0, "overridden": 0, "versions": []})
         answered = agg["accepted"] + agg["overridden"]
-        rows.append({
-            "id": rule_id, "title": rule.title if rule else "(not in the current rulebook)",
-            "version": rule.version if rule else "", "severity": _severities(rule) if rule else {},
-            "evaluations": agg["evaluations"], "fires": agg["fires"],
-            "fire_rate": agg["fires"] / agg["evaluations"] if agg["evaluations"] else None,
-            "overridden": agg["overridden"], "answered": answered,
-            "override_rate": agg["overridden"] / answered if answered else None,
-            "versions": agg["versions"], "current": rule is not None,
-        })
+        rows.append(
+            {
+                "id": rule_id,
+                "title": rule.title if rule else "(not in the current rulebook)",
+                "version": rule.version if rule else "",
+                "severity": _severities(rule) if rule else {},
+                "evaluations": agg["evaluations"],
+                "fires": agg["fires"],
+                "fire_rate": agg["fires"] / agg["evaluations"] if agg["evaluations"] else None,
+                "overridden": agg["overridden"],
+                "answered": answered,
+                "override_rate": agg["overridden"] / answered if answered else None,
+                "versions": agg["versions"],
+                "current": rule is not None,
+            }
+        )
     return rows
 
 
@@ -250,13 +288,39 @@ def rules() -> BaseResponse | str:
     period = Period(request.args)
     rows = _rule_rows(period)
     if request.args.get("format") == "csv":
-        return _csv("rules", ["rule_id", "title", "version", *MODALITIES, "evaluations", "fires", "fire_rate",
-                              "answered", "overridden", "override_rate"],
-                    ([r["id"], r["title"], r["version"], *(r["severity"].get(m, "") for m in MODALITIES),
-                      r["evaluations"], r["fires"], r["fire_rate"], r["answered"], r["overridden"],
-                      r["override_rate"]] for r in rows))
-    return render_template("console/rules.html", rows=rows, period=period, modalities=MODALITIES,
-                           services=sorted(SERVICES))
+        return _csv(
+            "rules",
+            [
+                "rule_id",
+                "title",
+                "version",
+                *MODALITIES,
+                "evaluations",
+                "fires",
+                "fire_rate",
+                "answered",
+                "overridden",
+                "override_rate",
+            ],
+            (
+                [
+                    r["id"],
+                    r["title"],
+                    r["version"],
+                    *(r["severity"].get(m, "") for m in MODALITIES),
+                    r["evaluations"],
+                    r["fires"],
+                    r["fire_rate"],
+                    r["answered"],
+                    r["overridden"],
+                    r["override_rate"],
+                ]
+                for r in rows
+            ),
+        )
+    return render_template(
+        "console/rules.html", rows=rows, period=period, modalities=MODALITIES, services=sorted(SERVICES)
+    )
 
 
 def _cases(rule: Rule) -> list[dict[str, Any]]:
@@ -268,9 +332,14 @@ def _cases(rule: Rule) -> list[dict[str, Any]]:
             continue
         expect = [e for e in case.get("expect") or [] if isinstance(e, dict)]
         own = [e for e in expect if e.get("rule") == rule.id]
-        found.append({"name": path.name, "description": str(case.get("description") or path.stem),
-                      "fires": bool(own) or path.name.startswith("fires"),
-                      "expect": ", ".join(f"{e.get('rule')} {e.get('indicator', '')}".strip() for e in expect)})
+        found.append(
+            {
+                "name": path.name,
+                "description": str(case.get("description") or path.stem),
+                "fires": bool(own) or path.name.startswith("fires"),
+                "expect": ", ".join(f"{e.get('rule')} {e.get('indicator', '')}".strip() for e in expect),
+            }
+        )
     return found
 
 
@@ -282,8 +351,11 @@ def _trend(rule_id: str, period: Period) -> dict[str, list[Any]]:
     for ordinal in range(start.toordinal(), period.end.toordinal() + 1):
         day = date.fromordinal(ordinal)
         since = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-        rows = [r for r in analytics.rule_summary(state.store, since, since + timedelta(days=1), period.service)
-                if r["rule_id"] == rule_id]
+        rows = [
+            r
+            for r in analytics.rule_summary(state.store, since, since + timedelta(days=1), period.service)
+            if r["rule_id"] == rule_id
+        ]
         labels.append(day.isoformat())
         fires.append(sum(r["fires"] for r in rows))
         overridden.append(sum(r["overridden"] for r in rows))
@@ -296,25 +368,48 @@ def rule_page(rule_id: str) -> str:
     state = _state()
     rule = state.pipeline.rulebook.by_id.get(rule_id)
     if rule is None:
-        abort(Response(render_template("console/error.html", status=404, message=f"There is no rule {rule_id!r}"),
-                       404))
+        abort(Response(render_template("console/error.html", status=404, message=f"There is no rule {rule_id!r}"), 404))
     period = Period(request.args)
     params = state.pipeline.rulebook.parameters
     overrides = state.config.rule_params
     defaults = _parameter_defaults(state.config.rules_dir)
-    parameters = [{"name": name, "value": params.get(name), "default": defaults.get(name, {}).get("default"),
-                   "source": defaults.get(name, {}).get("source", ""), "override": name in overrides}
-                  for name in rule_parameters(rule)]
+    parameters = [
+        {
+            "name": name,
+            "value": params.get(name),
+            "default": defaults.get(name, {}).get("default"),
+            "source": defaults.get(name, {}).get("source", ""),
+            "override": name in overrides,
+        }
+        for name in rule_parameters(rule)
+    ]
     variants = []
     for index, variant in enumerate(rule.variants):
         when, unless = variant_patterns(rule, index, params)
-        variants.append({"name": variant.name, "severity": dict(variant.severity), "summary": variant.summary,
-                         "when": when, "unless": unless})
+        variants.append(
+            {
+                "name": variant.name,
+                "severity": dict(variant.severity),
+                "summary": variant.summary,
+                "when": when,
+                "unless": unless,
+            }
+        )
     stats = next((r for r in _rule_rows(period) if r["id"] == rule_id), None)
-    return render_template("console/rule.html", rule=rule, notes=str(raw_rule(rule.path).get("notes") or ""),
-                           variants=variants, parameters=parameters, sources=[_source(s) for s in rule.sources],
-                           cases=_cases(rule), trend=_trend(rule_id, period), stats=stats, period=period,
-                           modalities=MODALITIES, severity=_severities(rule))
+    return render_template(
+        "console/rule.html",
+        rule=rule,
+        notes=str(raw_rule(rule.path).get("notes") or ""),
+        variants=variants,
+        parameters=parameters,
+        sources=[_source(s) for s in rule.sources],
+        cases=_cases(rule),
+        trend=_trend(rule_id, period),
+        stats=stats,
+        period=period,
+        modalities=MODALITIES,
+        severity=_severities(rule),
+    )
 
 
 def _parameter_defaults(rules_dir: Path) -> dict[str, dict[str, Any]]:
@@ -341,15 +436,23 @@ def _sandbox_choices() -> dict[str, Any]:
     for rule in state.pipeline.rulebook.rules:
         for path in sorted(rule.cases_dir.glob("*.yaml")) if rule.cases_dir.is_dir() else []:
             cases.append(f"{rule.id}/{path.name}")
-    return {"fixtures": sandbox.fixture_names(FIXTURES), "cases": cases,
-            "patients": sandbox.patient_files(settings.patients_dir), "presets": sorted(ORDER_PRESETS),
-            "sites": sandbox.body_sites(state.config.rules_dir), "hooks": sorted(sandbox.HOOK_SERVICES)}
+    return {
+        "fixtures": sandbox.fixture_names(FIXTURES),
+        "cases": cases,
+        "patients": sandbox.patient_files(settings.patients_dir),
+        "presets": sorted(ORDER_PRESETS),
+        "sites": sandbox.body_sites(state.config.rules_dir),
+        "hooks": sorted(sandbox.HOOK_SERVICES),
+    }
 
 
 @bp.get("/sandbox")
 def sandbox_page() -> str:
-    form = {"source": request.args.get("source") or f"fixture:{(sandbox.fixture_names(FIXTURES) or [''])[0]}",
-            "hook": request.args.get("hook") or "", "date": request.args.get("date") or ""}
+    form = {
+        "source": request.args.get("source") or f"fixture:{(sandbox.fixture_names(FIXTURES) or [''])[0]}",
+        "hook": request.args.get("hook") or "",
+        "date": request.args.get("date") or "",
+    }
     return render_template("console/sandbox.html", choices=_sandbox_choices(), form=form, result=None)
 
 
@@ -367,8 +470,14 @@ def sandbox_run() -> tuple[str, int] | str:
         if hook and hook not in sandbox.HOOK_SERVICES:
             raise sandbox.SandboxError(f"Unknown hook {hook!r}")
         body, fixed_day = sandbox.base_request(
-            source, hook or "order-select", fixtures=FIXTURES, rules_dir=state.config.rules_dir,
-            patients=settings.patients_dir, upload=upload.read() if upload else None, preset=edits.preset)
+            source,
+            hook or "order-select",
+            fixtures=FIXTURES,
+            rules_dir=state.config.rules_dir,
+            patients=settings.patients_dir,
+            upload=upload.read() if upload else None,
+            preset=edits.preset,
+        )
         if not isinstance(body, dict):
             raise sandbox.SandboxError("The request must be a JSON object")
         hook = hook or str(body.get("hook") or "order-select")
@@ -382,8 +491,13 @@ def sandbox_run() -> tuple[str, int] | str:
         result, status = None, 400
         form["error"] = str(exc)
     template = "console/_sandbox_result.html" if "HX-Request" in request.headers else "console/sandbox.html"
-    page = render_template(template, choices=_sandbox_choices(), form=form, result=result,
-                           request_json=json.dumps(result.request, indent=2, ensure_ascii=False) if result else "")
+    page = render_template(
+        template,
+        choices=_sandbox_choices(),
+        form=form,
+        result=result,
+        request_json=json.dumps(result.request, indent=2, ensure_ascii=False) if result else "",
+    )
     # htmx swaps only 2xx answers by default; the partial carries the error itself
     return page, 200 if "HX-Request" in request.headers else status
 
@@ -398,13 +512,18 @@ def _dashboard_data(period: Period) -> dict[str, Any]:
     state = _state()
     store = state.store
     summary = analytics.rule_summary(store, period.since, period.until, period.service)
-    silent = analytics.silent_rules(store, [r.id for r in state.pipeline.rulebook.rules], period.since,
-                                    period.until, period.service)
+    silent = analytics.silent_rules(
+        store, [r.id for r in state.pipeline.rulebook.rules], period.since, period.until, period.service
+    )
     reasons = [(r["rule_id"], r["rule_version"], reason) for r in summary for reason in r["top_override_reasons"]]
-    return {"summary": summary, "silent": silent, "reasons": reasons,
-            "daily": queries.evaluations_per_day(store, period.since, period.until, period.service),
-            "cards_per_order": queries.cards_per_order(store, period.since, period.until, period.service),
-            "feedback": queries.feedback_received(store, period.since, period.until, period.service)}
+    return {
+        "summary": summary,
+        "silent": silent,
+        "reasons": reasons,
+        "daily": queries.evaluations_per_day(store, period.since, period.until, period.service),
+        "cards_per_order": queries.cards_per_order(store, period.since, period.until, period.service),
+        "feedback": queries.feedback_received(store, period.since, period.until, period.service),
+    }
 
 
 @bp.get("/dashboard")
@@ -421,13 +540,25 @@ def dashboard() -> str:
     fired_rules = sorted((k for k, v in by_rule.items() if v["fires"]), key=lambda k: -by_rule[k]["fires"])
     charts = {
         "daily": {"labels": [d.isoformat() for d, _n in data["daily"]], "counts": [n for _d, n in data["daily"]]},
-        "cards": {"labels": [label for label, _n in data["cards_per_order"]],
-                  "counts": [n for _l, n in data["cards_per_order"]]},
-        "rules": {"labels": fired_rules, "fires": [by_rule[k]["fires"] for k in fired_rules],
-                  "overridden": [by_rule[k]["overridden"] for k in fired_rules]},
+        "cards": {
+            "labels": [label for label, _n in data["cards_per_order"]],
+            "counts": [n for _l, n in data["cards_per_order"]],
+        },
+        "rules": {
+            "labels": fired_rules,
+            "fires": [by_rule[k]["fires"] for k in fired_rules],
+            "overridden": [by_rule[k]["overridden"] for k in fired_rules],
+        },
     }
-    return render_template("console/dashboard.html", period=period, data=data, totals=totals, charts=charts,
-                           services=sorted(SERVICES), tables=DASHBOARD_TABLES)
+    return render_template(
+        "console/dashboard.html",
+        period=period,
+        data=data,
+        totals=totals,
+        charts=charts,
+        services=sorted(SERVICES),
+        tables=DASHBOARD_TABLES,
+    )
 
 
 @bp.get("/dashboard/<table>.csv")
@@ -437,19 +568,45 @@ def dashboard_csv(table: str) -> Response:
     period = Period(request.args)
     data = _dashboard_data(period)
     if table == "rules":
-        keys = ["rule_id", "rule_version", "evaluations", "fires", "fire_rate", "cards", "accepted", "overridden",
-                "override_rate", "comments"]
+        keys = [
+            "rule_id",
+            "rule_version",
+            "evaluations",
+            "fires",
+            "fire_rate",
+            "cards",
+            "accepted",
+            "overridden",
+            "override_rate",
+            "comments",
+        ]
         return _csv(f"rules-{period.start}-{period.end}", keys, ([r[k] for k in keys] for r in data["summary"]))
     if table == "reasons":
-        return _csv("override-reasons", ["rule_id", "rule_version", "system", "code", "display", "count"],
-                    ([rid, ver, r["system"], r["code"], r["display"], r["count"]] for rid, ver, r in data["reasons"]))
+        return _csv(
+            "override-reasons",
+            ["rule_id", "rule_version", "system", "code", "display", "count"],
+            ([rid, ver, r["system"], r["code"], r["display"], r["count"]] for rid, ver, r in data["reasons"]),
+        )
     if table == "never-fired":
-        return _csv("silent-rules", ["rule_id", "status"],
-                    [*([r, "never_evaluated"] for r in data["silent"]["never_evaluated"]),
-                     *([r, "never_fired"] for r in data["silent"]["never_fired"])])
+        return _csv(
+            "silent-rules",
+            ["rule_id", "status"],
+            [
+                *([r, "never_evaluated"] for r in data["silent"]["never_evaluated"]),
+                *([r, "never_fired"] for r in data["silent"]["never_fired"]),
+            ],
+        )
     if table == "feedback":
-        keys = ["received_at", "service_id", "rule_id", "outcome", "override_code", "override_display",
-                "user_comment", "decision_id"]
+        keys = [
+            "received_at",
+            "service_id",
+            "rule_id",
+            "outcome",
+            "override_code",
+            "override_display",
+            "user_comment",
+            "decision_id",
+        ]
         return _csv("feedback", keys, ([f[k] for k in keys] for f in data["feedback"]))
     if table == "per-day":
         return _csv("evaluations-per-day", ["date", "decisions"], ([d.isoformat(), n] for d, n in data["daily"]))
@@ -472,12 +629,21 @@ def decisions() -> BaseResponse | str:
             if len(rows) >= total or not chunk:
                 break
         keys = ["created_at", "decision_id", "service_id", "hook", "status", "latency_ms", "cards", "top_indicator"]
-        return _csv("decisions", [*keys, "rules_fired"],
-                    ([*(r[k] for k in keys), " ".join(r["rules_fired"])] for r in rows))
+        return _csv(
+            "decisions", [*keys, "rules_fired"], ([*(r[k] for k in keys), " ".join(r["rules_fired"])] for r in rows)
+        )
     rows, total = queries.decisions(_state().store, period.since, period.until, period.service, query, page)
     template = "console/_decision_rows.html" if "HX-Request" in request.headers else "console/decisions.html"
-    return render_template(template, rows=rows, total=total, page=page, query=query, period=period,
-                           services=sorted(SERVICES), page_size=queries.PAGE_SIZE)
+    return render_template(
+        template,
+        rows=rows,
+        total=total,
+        page=page,
+        query=query,
+        period=period,
+        services=sorted(SERVICES),
+        page_size=queries.PAGE_SIZE,
+    )
 
 
 @bp.get("/decisions/<decision_id>")
@@ -488,9 +654,9 @@ def decision_page(decision_id: str) -> str:
         abort(Response(render_template("console/error.html", status=404, message="There is no such decision"), 404))
     cards = {card["uuid"]: card for card in found["cards"]}
     titles = {rule.id: rule.title for rule in state.pipeline.rulebook.rules}
-    return render_template("console/decision.html", d=found, cards=cards, titles=titles,
-                           findings=sandbox.merge_hits(found["fired"]))
-
+    return render_template(
+        "console/decision.html", d=found, cards=cards, titles=titles, findings=sandbox.merge_hits(found["fired"])
+    )
 
 
 @bp.app_template_filter("md")

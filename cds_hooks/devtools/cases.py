@@ -25,18 +25,36 @@ PATIENT_ID = "case-patient"
 
 ORDER_PRESETS: dict[str, dict[str, Any]] = {
     "wbc": {
-        "code": {"coding": [{"system": LOCAL, "code": "whole-body-cryotherapy"}],
-                 "text": "Whole-body cryotherapy (cryochamber)"},
+        "code": {
+            "coding": [{"system": LOCAL, "code": "whole-body-cryotherapy"}],
+            "text": "Whole-body cryotherapy (cryochamber)",
+        },
         "bodySite": [{"coding": [{"system": SNOMED, "code": "38266002", "display": "Entire body"}]}],
         "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "G89.29"}]}],
-        "occurrenceTiming": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "wk", "count": 8,
-                                        "duration": 3, "durationUnit": "min"}},
-        "extension": [{"url": EXT + "cryo-target-temperature",
-                       "valueQuantity": {"value": -120, "unit": "°C", "system": "http://unitsofmeasure.org", "code": "Cel"}}],
+        "occurrenceTiming": {
+            "repeat": {
+                "frequency": 2,
+                "period": 1,
+                "periodUnit": "wk",
+                "count": 8,
+                "duration": 3,
+                "durationUnit": "min",
+            }
+        },
+        "extension": [
+            {
+                "url": EXT + "cryo-target-temperature",
+                "valueQuantity": {"value": -120, "unit": "°C", "system": "http://unitsofmeasure.org", "code": "Cel"},
+            }
+        ],
     },
     "ln2": {
-        "code": {"coding": [{"system": SNOMED, "code": "302396003", "display": "Cryotherapy to skin lesion"},
-                            {"system": "http://www.ama-assn.org/go/cpt", "code": "17110"}]},
+        "code": {
+            "coding": [
+                {"system": SNOMED, "code": "302396003", "display": "Cryotherapy to skin lesion"},
+                {"system": "http://www.ama-assn.org/go/cpt", "code": "17110"},
+            ]
+        },
         "bodySite": [{"coding": [{"system": SNOMED, "code": "33712006", "display": "Skin of hand"}]}],
         "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "B07.9"}]}],
         "occurrenceTiming": {"repeat": {"duration": 10, "durationUnit": "s", "count": 1}},
@@ -44,7 +62,10 @@ ORDER_PRESETS: dict[str, dict[str, Any]] = {
         "note": [{"text": "liquid nitrogen spray"}],
     },
     "cold-pack": {
-        "code": {"coding": [{"system": SNOMED, "code": "182660006", "display": "Cold therapy"}], "text": "Cold pack to knee"},
+        "code": {
+            "coding": [{"system": SNOMED, "code": "182660006", "display": "Cold therapy"}],
+            "text": "Cold pack to knee",
+        },
         "bodySite": [{"coding": [{"system": SNOMED, "code": "181553006", "display": "Knee"}]}],
     },
     "cryomassage": {
@@ -76,7 +97,7 @@ def build_order(spec: Any, order_id: str = "cryo-1") -> dict[str, Any]:
     preset = spec.pop("preset", None)
     remove = spec.pop("remove", [])
     base = copy.deepcopy(ORDER_PRESETS[preset]) if preset else {}
-    order = _merge(base, spec)
+    order: dict[str, Any] = _merge(base, spec)
     for key in remove:
         order.pop(key, None)
     order.setdefault("resourceType", "ServiceRequest")
@@ -115,10 +136,15 @@ def case_request(case: Mapping[str, Any], hook: str = "order-select") -> dict[st
         if key == "patient" or key in case.get("omit_prefetch", []):
             continue
         matching = [r for r in resources if r.get("resourceType") in types]
-        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching),
-                         "entry": [{"resource": r} for r in matching]}
+        prefetch[key] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(matching),
+            "entry": [{"resource": r} for r in matching],
+        }
     context: dict[str, Any] = {
-        "userId": "Practitioner/case-author", "patientId": PATIENT_ID,
+        "userId": "Practitioner/case-author",
+        "patientId": PATIENT_ID,
         "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": d} for d in drafts]},
     }
     if hook == "order-select":
@@ -147,10 +173,15 @@ def bundle_request(bundle: Mapping[str, Any], order: Any = "wbc", hook: str = "o
     for key, (_template, types) in PREFETCH_QUERIES.items():
         if key != "patient":
             matching = [r for r in resources if r.get("resourceType") in types]
-            prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "total": len(matching),
-                             "entry": [{"resource": r} for r in matching]}
+            prefetch[key] = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(matching),
+                "entry": [{"resource": r} for r in matching],
+            }
     context: dict[str, Any] = {
-        "userId": "Practitioner/sandbox", "patientId": patient_id,
+        "userId": "Practitioner/sandbox",
+        "patientId": patient_id,
         "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]},
     }
     if hook == "order-select":

@@ -50,8 +50,7 @@ _STRICT_EMPTY_OK: Final[dict[str, Path]] = {"discovery": ("services",), "respons
 # Wording for subschemas tagged with "x-rule" in the JSON Schema.
 _RULES: Final[dict[str, str]] = {
     "card-summary": "summary must be shorter than 140 characters (§card-attributes)",
-    "cds-resp-1": "selectionBehavior 'at-most-one' allows at most one suggestion with "
-    "isRecommended: true (cds-resp-1)",
+    "cds-resp-1": "selectionBehavior 'at-most-one' allows at most one suggestion with isRecommended: true (cds-resp-1)",
     "cds-resp-3": "appContext is only allowed on links whose type is 'smart' (cds-resp-3)",
     "cds-resp-4": "each overrideReasons Coding must have a display (cds-resp-4)",
     "cds-resp-5": "an action in a suggestion must have a description (cds-resp-5)",
@@ -106,9 +105,7 @@ def _is_rfc3339(value: object) -> bool:
 @cache
 def _validator(kind: str) -> Draft202012Validator:
     """Build (once per kind) a validator for {"$ref": "<schema>#/$defs/<name>"}."""
-    registry: Registry[Any] = Registry().with_resource(
-        SCHEMA_ID, Resource.from_contents(load_schema())
-    )
+    registry: Registry[Any] = Registry().with_resource(SCHEMA_ID, Resource.from_contents(load_schema()))
     checker = FormatChecker()
     checker.checks("date-time")(_is_rfc3339)
     return Draft202012Validator(
@@ -194,8 +191,7 @@ def validate(kind: Kind, obj: Any) -> list[str]:
     for error in _validator(kind).iter_errors(obj):
         path: Path = tuple(error.absolute_path)
         if path in empty_paths and (
-            error.validator in _EMPTINESS_KEYWORDS
-            or (error.validator == "type" and error.instance is None)
+            error.validator in _EMPTINESS_KEYWORDS or (error.validator == "type" and error.instance is None)
         ):
             continue
         found.append((path, _schema_message(error)))

@@ -43,9 +43,13 @@ class PatientBundle:
 
 
 def _patients(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [e["resource"] for e in bundle.get("entry") or ()
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-            and e["resource"].get("resourceType") == "Patient"]
+    return [
+        e["resource"]
+        for e in bundle.get("entry") or ()
+        if isinstance(e, dict)
+        and isinstance(e.get("resource"), dict)
+        and e["resource"].get("resourceType") == "Patient"
+    ]
 
 
 def _patient_ref(resource: Mapping[str, Any]) -> str | None:
@@ -55,12 +59,13 @@ def _patient_ref(resource: Mapping[str, Any]) -> str | None:
     for key in ("subject", "patient", "beneficiary"):
         ref = resource.get(key)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            text = ref["reference"]
+            text: str = ref["reference"]
             return text.rsplit("/", 1)[-1].removeprefix("urn:uuid:")
     for participant in resource.get("participant") or ():
         ref = (participant or {}).get("actor") or {}
-        if str(ref.get("reference", "")).startswith("Patient/"):
-            return ref["reference"].split("/", 1)[1]
+        reference = str(ref.get("reference", ""))
+        if reference.startswith("Patient/"):
+            return reference.split("/", 1)[1]
     return None
 
 
@@ -81,10 +86,13 @@ def ndjson_patient_bundles(folder: Path) -> list[PatientBundle]:
             if resource["resourceType"] == "Patient":
                 order.append(pid)
             by_patient.setdefault(pid, []).append(resource)
-    return [PatientBundle(f"{folder}#Patient/{pid}",
-                          {"resourceType": "Bundle", "type": "collection",
-                           "entry": [{"resource": r} for r in by_patient[pid]]})
-            for pid in order]
+    return [
+        PatientBundle(
+            f"{folder}#Patient/{pid}",
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in by_patient[pid]]},
+        )
+        for pid in order
+    ]
 
 
 def read_patient_bundles(paths: Iterable[Path]) -> list[PatientBundle]:
@@ -122,35 +130,47 @@ def read_patient_bundles(paths: Iterable[Path]) -> list[PatientBundle]:
     return found
 
 
-_DATE_FIELDS = ("onsetDateTime", "recordedDate", "authoredOn", "performedDateTime", "effectiveDateTime",
-                "issued", "occurrenceDateTime", "dateAsserted")
+_DATE_FIELDS = (
+    "onsetDateTime",
+    "recordedDate",
+    "authoredOn",
+    "performedDateTime",
+    "effectiveDateTime",
+    "issued",
+    "occurrenceDateTime",
+    "dateAsserted",
+)
 _PERIOD_FIELDS = ("performedPeriod", "effectivePeriod", "onsetPeriod")
 
 
 def record_date(bundle: Mapping[str, Any]) -> datetime | None:
     """The date a patient's record was current: the start of its last Encounter, else the
     latest date of any clinical resource (Condition, MedicationRequest, Procedure, ...)."""
-    resources = [e["resource"] for e in bundle.get("entry") or ()
-                 if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
-    encounters = [to_instant((r.get("period") or {}).get("start")) for r in resources
-                  if r.get("resourceType") == "Encounter"]
-    encounters = [d for d in encounters if d is not None]
+    resources = [
+        e["resource"] for e in bundle.get("entry") or () if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ]
+    encounter_starts = [
+        to_instant((r.get("period") or {}).get("start")) for r in resources if r.get("resourceType") == "Encounter"
+    ]
+    encounters = [d for d in encounter_starts if d is not None]
     if encounters:
         return max(encounters)
-    dates = []
+    candidates: list[datetime | None] = []
     for r in resources:
         if r.get("resourceType") == "Patient":
             continue
-        dates += [to_instant(r.get(f)) for f in _DATE_FIELDS]
-        dates += [to_instant((r.get(f) or {}).get("start")) for f in _PERIOD_FIELDS]
-    dates = [d for d in dates if d is not None]
+        candidates += [to_instant(r.get(f)) for f in _DATE_FIELDS]
+        candidates += [to_instant((r.get(f) or {}).get("start")) for f in _PERIOD_FIELDS]
+    dates = [d for d in candidates if d is not None]
     return max(dates) if dates else None
 
 
 def case_counts(rulebook: Rulebook) -> dict[str, tuple[int, int]]:
     """Rule id -> (number of fires-*.yaml, number of silent-*.yaml) cases."""
-    return {r.id: (len(list(r.cases_dir.glob("fires-*.yaml"))), len(list(r.cases_dir.glob("silent-*.yaml"))))
-            for r in rulebook.rules}
+    return {
+        r.id: (len(list(r.cases_dir.glob("fires-*.yaml"))), len(list(r.cases_dir.glob("silent-*.yaml"))))
+        for r in rulebook.rules
+    }
 
 
 def run_patient(pipeline: Pipeline, patient: PatientBundle, orders: Sequence[str] = ORDERS) -> Iterator[Any]:
@@ -160,10 +180,13 @@ def run_patient(pipeline: Pipeline, patient: PatientBundle, orders: Sequence[str
         yield pipeline.run(SERVICE, parse_hook_request(body, ORDER_SELECT))
 
 
-def coverage_rows(config: Config, bundles: list[Path], now: datetime | None = None,
-                  evaluator: str = "plain",
-                  progress: Callable[[Iterable[PatientBundle]], Iterable[PatientBundle]] | None = None,
-                  ) -> list[dict[str, Any]]:
+def coverage_rows(
+    config: Config,
+    bundles: list[Path],
+    now: datetime | None = None,
+    evaluator: str = "plain",
+    progress: Callable[[Iterable[PatientBundle]], Iterable[PatientBundle]] | None = None,
+) -> list[dict[str, Any]]:
     """One row per rule, in rulebook order: id, version, first source, its cases (fires/silent),
     and whether (and in how many patient-requests) it fired on the real data under ``bundles``.
 
@@ -183,18 +206,29 @@ def coverage_rows(config: Config, bundles: list[Path], now: datetime | None = No
             for rule_id in {f.rule_id for f in outcome.decision.fired}:
                 fired[rule_id] += 1
     counts = case_counts(rulebook)
-    return [{
-        "id": rule.id,
-        "version": rule.version,
-        "source": rule.sources[0] if rule.sources else "",
-        "cases_fires": counts[rule.id][0],
-        "cases_silent": counts[rule.id][1],
-        "fired_on_real_data": fired[rule.id] > 0,
-        "real_data_requests": fired[rule.id],
-        "real_data_patients": len(patients),
-        "real_data_total_requests": requests,
-    } for rule in rulebook.rules]
+    return [
+        {
+            "id": rule.id,
+            "version": rule.version,
+            "source": rule.sources[0] if rule.sources else "",
+            "cases_fires": counts[rule.id][0],
+            "cases_silent": counts[rule.id][1],
+            "fired_on_real_data": fired[rule.id] > 0,
+            "real_data_requests": fired[rule.id],
+            "real_data_patients": len(patients),
+            "real_data_total_requests": requests,
+        }
+        for rule in rulebook.rules
+    ]
 
 
-__all__ = ["COLUMNS", "PatientBundle", "case_counts", "coverage_rows", "ndjson_patient_bundles",
-           "read_patient_bundles", "record_date", "run_patient"]
+__all__ = [
+    "COLUMNS",
+    "PatientBundle",
+    "case_counts",
+    "coverage_rows",
+    "ndjson_patient_bundles",
+    "read_patient_bundles",
+    "record_date",
+    "run_patient",
+]

@@ -35,49 +35,104 @@ MAX_COUNT = 500
 _PAGING = ("_count", "_offset")
 _INCLUDE = "_include"
 # `_include` targets supported: "Type:param" -> the path of the reference it follows.
-_INCLUDES = {f"{t}:medication": "medicationReference"
-             for t in ("MedicationRequest", "MedicationStatement", "MedicationAdministration")}
+_INCLUDES = {
+    f"{t}:medication": "medicationReference"
+    for t in ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
+}
 _ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _TYPE_RE = re.compile(r"[A-Z][A-Za-z]{1,63}")
 # "Patient/x", "http://base/Patient/x", "Patient/x/_history/2" -> (Patient, x)
 _REF_RE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-_DATE_RE = re.compile(r"(\d{4})(?:-(\d\d)(?:-(\d\d)(?:T(\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?"
-                      r"(Z|[+-]\d\d:\d\d)?)?)?)?")
+_DATE_RE = re.compile(
+    r"(\d{4})(?:-(\d\d)(?:-(\d\d)(?:T(\d\d):(\d\d)(?::(\d\d)(?:\.\d+)?)?"
+    r"(Z|[+-]\d\d:\d\d)?)?)?)?"
+)
 _MIN, _MAX = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 # Search tables, explicit so that the CapabilityStatement and the 400s say exactly what works.
-_NO_PATIENT = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Group",
-                         "Medication", "Substance", "HealthcareService", "Endpoint", "ValueSet",
-                         "CodeSystem", "Questionnaire", "Bundle", "Binary", "Parameters"})
-_NO_SUBJECT = _NO_PATIENT | {"Patient", "Device", "AllergyIntolerance", "Immunization", "Claim",
-                             "ExplanationOfBenefit", "Coverage", "Appointment"}
-_NO_STATUS = frozenset({"Patient", "Practitioner", "PractitionerRole", "Organization", "Group",
-                        "Condition", "AllergyIntolerance", "RelatedPerson", "Person", "Binary",
-                        "Parameters", "Bundle"})
+_NO_PATIENT = frozenset(
+    {
+        "Organization",
+        "Practitioner",
+        "PractitionerRole",
+        "Location",
+        "Group",
+        "Medication",
+        "Substance",
+        "HealthcareService",
+        "Endpoint",
+        "ValueSet",
+        "CodeSystem",
+        "Questionnaire",
+        "Bundle",
+        "Binary",
+        "Parameters",
+    }
+)
+_NO_SUBJECT = _NO_PATIENT | {
+    "Patient",
+    "Device",
+    "AllergyIntolerance",
+    "Immunization",
+    "Claim",
+    "ExplanationOfBenefit",
+    "Coverage",
+    "Appointment",
+}
+_NO_STATUS = frozenset(
+    {
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Organization",
+        "Group",
+        "Condition",
+        "AllergyIntolerance",
+        "RelatedPerson",
+        "Person",
+        "Binary",
+        "Parameters",
+        "Bundle",
+    }
+)
 _PATIENT_FIELDS = ("subject", "patient", "beneficiary")  # Device, AllergyIntolerance: patient
 _CODE_PATHS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("Condition", "Procedure", "ServiceRequest", "AllergyIntolerance",
-                     "DiagnosticReport", "Medication"), ("code",)),
-    **dict.fromkeys(("MedicationRequest", "MedicationStatement", "MedicationAdministration"),
-                    ("medicationCodeableConcept",)),
+    **dict.fromkeys(
+        ("Condition", "Procedure", "ServiceRequest", "AllergyIntolerance", "DiagnosticReport", "Medication"), ("code",)
+    ),
+    **dict.fromkeys(
+        ("MedicationRequest", "MedicationStatement", "MedicationAdministration"), ("medicationCodeableConcept",)
+    ),
     "Observation": ("code", "component.code"),  # so BP panels are found by 8480-6 / 8462-4
 }
-_CATEGORY_PATHS: dict[str, tuple[str, ...]] = {
-    t: ("category",) for t in ("Observation", "Condition", "AllergyIntolerance", "ServiceRequest", "Procedure")}
+_CATEGORY_PATHS: dict[str, tuple[str, ...]] = dict.fromkeys(
+    ("Observation", "Condition", "AllergyIntolerance", "ServiceRequest", "Procedure"), ("category",)
+)
 # `date` is one simplified parameter per type (FHIR has e.g. Condition onset-date instead).
 _EFFECTIVE = ("effectiveDateTime", "effectivePeriod", "effectiveInstant")
 _DATE_PATHS: dict[str, tuple[str, ...]] = {
-    "Observation": _EFFECTIVE, "DiagnosticReport": _EFFECTIVE, "MedicationStatement": _EFFECTIVE,
-    "MedicationAdministration": _EFFECTIVE, "Procedure": ("performedDateTime", "performedPeriod"),
-    "Condition": ("onsetDateTime", "onsetPeriod"), "MedicationRequest": ("authoredOn",),
-    "ServiceRequest": ("authoredOn",), "Encounter": ("period",), "Appointment": ("start",),
-    "Immunization": ("occurrenceDateTime",), "AllergyIntolerance": ("recordedDate",),
+    "Observation": _EFFECTIVE,
+    "DiagnosticReport": _EFFECTIVE,
+    "MedicationStatement": _EFFECTIVE,
+    "MedicationAdministration": _EFFECTIVE,
+    "Procedure": ("performedDateTime", "performedPeriod"),
+    "Condition": ("onsetDateTime", "onsetPeriod"),
+    "MedicationRequest": ("authoredOn",),
+    "ServiceRequest": ("authoredOn",),
+    "Encounter": ("period",),
+    "Appointment": ("start",),
+    "Immunization": ("occurrenceDateTime",),
+    "AllergyIntolerance": ("recordedDate",),
     "DeviceUseStatement": ("timingDateTime", "timingPeriod"),
 }
 # r = the resource's range, q = the query's range, both [lo, hi). eq means "overlaps".
 _DATE_CMP: dict[str, Callable[[Range, Range], bool]] = {
-    "eq": lambda r, q: r[0] < q[1] and r[1] > q[0], "lt": lambda r, q: r[0] < q[0],
-    "le": lambda r, q: r[0] < q[1], "gt": lambda r, q: r[1] > q[1], "ge": lambda r, q: r[1] > q[0]}
+    "eq": lambda r, q: r[0] < q[1] and r[1] > q[0],
+    "lt": lambda r, q: r[0] < q[0],
+    "le": lambda r, q: r[0] < q[1],
+    "gt": lambda r, q: r[1] > q[1],
+    "ge": lambda r, q: r[1] > q[0],
+}
 
 
 @dataclass
@@ -135,8 +190,7 @@ def _extract(doc: Any, source: Path) -> Iterator[tuple[Resource, str | None]]:
             if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
                 logger.warning("Skipping a Bundle entry without a resource in %s", source)
             elif (entry.get("search") or {}).get("mode") != "outcome":
-                yield from (_extract(res, source) if res["resourceType"] == "Bundle"
-                            else [(res, entry.get("fullUrl"))])
+                yield from (_extract(res, source) if res["resourceType"] == "Bundle" else [(res, entry.get("fullUrl"))])
     elif isinstance(doc, dict) and isinstance(doc.get("resourceType"), str):
         yield doc, None
     elif isinstance(doc, dict) and "hook" in doc and "context" in doc:
@@ -192,8 +246,9 @@ def load_resources(paths: Sequence[Path]) -> ResourceIndex:
     ``case-patient``) get their ids, and the references between their own resources, prefixed
     with the file name (``01-pregnant-whole-body-order-select.case-patient``); identical
     copies of one resource in several files are served once; a clash that remains is refused."""
-    triples = [(res, url, path) for doc, path in _documents([Path(p) for p in paths])
-               for res, url in _extract(doc, path)]
+    triples = [
+        (res, url, path) for doc, path in _documents([Path(p) for p in paths]) for res, url in _extract(doc, path)
+    ]
     for res, full_url, _file in triples:
         urn = (full_url or "").removeprefix("urn:uuid:")
         if not isinstance(res.get("id"), str) or not res["id"]:
@@ -206,8 +261,9 @@ def load_resources(paths: Sequence[Path]) -> ResourceIndex:
         if file in clashing:
             old, new = res["id"], _namespaced(_namespace(file), res["id"])
             rtype = res["resourceType"]
-            renames.setdefault(file, {}).update({f"{rtype}/{old}": f"{rtype}/{new}",
-                                                 f"urn:uuid:{old}": f"{rtype}/{new}"})
+            renames.setdefault(file, {}).update(
+                {f"{rtype}/{old}": f"{rtype}/{new}", f"urn:uuid:{old}": f"{rtype}/{new}"}
+            )
             res["id"] = new
     for res, _url, file in triples:
         if file in renames:
@@ -225,14 +281,19 @@ def load_resources(paths: Sequence[Path]) -> ResourceIndex:
         _rewrite_refs(res, urn_map)
         key = f"{res['resourceType']}/{res['id']}"
         if (other := owner.setdefault(key, file)) != file and index.get(res["resourceType"], res["id"]) != res:
-            raise FhirDataError(f"{file} and {other} both define {key} differently, even with ids "
-                                "prefixed by file name; rename one of the files")
+            raise FhirDataError(
+                f"{file} and {other} both define {key} differently, even with ids "
+                "prefixed by file name; rename one of the files"
+            )
         index.add(res)
         if res["resourceType"] == "Patient" and res["id"] not in index.patients_by_source.get(str(file), []):
             index.patients_by_source.setdefault(str(file), []).append(res["id"])
     if clashing:
-        logger.info("Ids prefixed with the file name in %d file(s) whose ids clash: %s", len(clashing),
-                    ", ".join(sorted(p.name for p in clashing)))
+        logger.info(
+            "Ids prefixed with the file name in %d file(s) whose ids clash: %s",
+            len(clashing),
+            ", ".join(sorted(p.name for p in clashing)),
+        )
     logger.info("Loaded %d FHIR resources of %d types", len(index), len(index.by_type))
     return index
 
@@ -256,8 +317,12 @@ def _at(node: Any, path: str) -> list[Any]:
     """The values at a dotted path, flattening lists on the way."""
     items = [node]
     for part in path.split("."):
-        items = [v for it in items if isinstance(it, dict) and part in it
-                 for v in (it[part] if isinstance(it[part], list) else [it[part]])]
+        items = [
+            v
+            for it in items
+            if isinstance(it, dict) and part in it
+            for v in (it[part] if isinstance(it[part], list) else [it[part]])
+        ]
     return items
 
 
@@ -278,8 +343,7 @@ def _range(value: Any) -> Range | None:
     try:
         if m[3] is None:  # a year or a month
             lo = datetime(int(m[1]), int(m[2] or 1), 1, tzinfo=UTC)
-            return lo, (lo.replace(year=lo.year + 1) if m[2] is None
-                        else (lo + timedelta(days=32)).replace(day=1))
+            return lo, (lo.replace(year=lo.year + 1) if m[2] is None else (lo + timedelta(days=32)).replace(day=1))
         lo = datetime.fromisoformat(m[0])
         lo = lo if lo.tzinfo else lo.replace(tzinfo=UTC)
         step = timedelta(days=1) if m[4] is None else timedelta(seconds=1 if m[6] else 60)
@@ -295,24 +359,31 @@ def _make_filter(rtype: str, name: str, value: str) -> Filter:
         ids = {_ref_key(v, None)[1] for v in values}
         return lambda res: res.get("id") in ids
     if name in ("patient", "subject", "actor"):
-        paths = (("participant.actor",) if rtype == "Appointment"
-                 else _PATIENT_FIELDS if name == "patient" else ("subject",))
+        paths = (
+            ("participant.actor",) if rtype == "Appointment" else _PATIENT_FIELDS if name == "patient" else ("subject",)
+        )
         # `Type/id` must match exactly; a bare id is a Patient for `patient`, any type otherwise
         wants = [_ref_key(v, "Patient" if name == "patient" else None) for v in values]
         return lambda res: any(
             rid == wid and (wtype is None or t in (None, wtype))
-            for t, rid in (_ref_key(r["reference"], None) for p in paths for r in _at(res, p)
-                           if isinstance(r, dict) and isinstance(r.get("reference"), str))
-            for wtype, wid in wants)
+            for t, rid in (
+                _ref_key(r["reference"], None)
+                for p in paths
+                for r in _at(res, p)
+                if isinstance(r, dict) and isinstance(r.get("reference"), str)
+            )
+            for wtype, wid in wants
+        )
     if name in ("code", "category"):  # `system|code`, `code` (any system), `|code` (no system), `system|`
-        tokens = [(s if bar else None, c or None)
-                  for s, bar, c in (v.rpartition("|") for v in values)]
+        tokens = [(s if bar else None, c or None) for s, bar, c in (v.rpartition("|") for v in values)]
         token_paths = _CODE_PATHS[rtype] if name == "code" else _CATEGORY_PATHS[rtype]
         return lambda res: any(
-            isinstance(c, dict) and (s is None or c.get("system", "") == s)
-            and (k is None or c.get("code") == k)
-            for p in token_paths for cc in _at(res, p) for c in _at(cc, "coding")
-            for s, k in tokens)
+            isinstance(c, dict) and (s is None or c.get("system", "") == s) and (k is None or c.get("code") == k)
+            for p in token_paths
+            for cc in _at(res, p)
+            for c in _at(cc, "coding")
+            for s, k in tokens
+        )
     if name == "status":
         return lambda res: res.get("status") in values
     queries = []
@@ -322,8 +393,9 @@ def _make_filter(rtype: str, name: str, value: str) -> Filter:
         if prefix not in _DATE_CMP or query is None:
             raise FhirError(400, "invalid", f"Bad date '{v}': use [eq|lt|gt|ge|le]YYYY[-MM[-DD..]]")
         queries.append((_DATE_CMP[prefix], query))
-    return lambda res: any(r is not None and cmp(r, q) for p in _DATE_PATHS[rtype]
-                           for r in map(_range, _at(res, p)) for cmp, q in queries)
+    return lambda res: any(
+        r is not None and cmp(r, q) for p in _DATE_PATHS[rtype] for r in map(_range, _at(res, p)) for cmp, q in queries
+    )
 
 
 def search(index: ResourceIndex, rtype: str, args: dict[str, list[str]]) -> list[Resource]:
@@ -334,12 +406,16 @@ def search(index: ResourceIndex, rtype: str, args: dict[str, list[str]]) -> list
         if name == _INCLUDE:
             bad = [v for v in values if v not in _INCLUDES or not v.startswith(f"{rtype}:")]
             if bad:
-                raise FhirError(400, "not-supported", f"Unsupported _include '{bad[0]}'; supported: "
-                                f"{', '.join(sorted(_INCLUDES))}")
+                raise FhirError(
+                    400, "not-supported", f"Unsupported _include '{bad[0]}'; supported: {', '.join(sorted(_INCLUDES))}"
+                )
             continue
         if name not in allowed:
-            raise FhirError(400, "not-supported", f"Unknown search parameter '{name}' for {rtype};"
-                            f" supported: {', '.join(sorted([*allowed, *_PAGING]))}")
+            raise FhirError(
+                400,
+                "not-supported",
+                f"Unknown search parameter '{name}' for {rtype}; supported: {', '.join(sorted([*allowed, *_PAGING]))}",
+            )
         if not all(v.strip() for v in values):
             raise FhirError(400, "invalid", f"Search parameter '{name}' has an empty value")
         filters.extend(_make_filter(rtype, name, value) for value in values)
@@ -374,8 +450,7 @@ def _fhir(body: Resource, status: int = 200) -> Response:
 
 
 def _outcome(status: int, code: str, diagnostics: str) -> Response:
-    issue = {"severity": "fatal" if status >= 500 else "error", "code": code,
-             "diagnostics": diagnostics}
+    issue = {"severity": "fatal" if status >= 500 else "error", "code": code, "diagnostics": diagnostics}
     return _fhir({"resourceType": "OperationOutcome", "issue": [issue]}, status)
 
 
@@ -388,15 +463,26 @@ def _int_arg(params: dict[str, list[str]], name: str, default: int) -> int:
 
 
 def _capability(index: ResourceIndex, base: str) -> Resource:
-    resources = [{"type": rtype, "interaction": [{"code": "read"}, {"code": "search-type"}],
-                  "searchParam": [{"name": n, "type": t} for n, t in search_params(rtype).items()]}
-                 for rtype in sorted(index.by_type)]
-    doc = (f"Read-only. Paging: _count (max {MAX_COUNT}), _offset. date: prefixes eq/lt/gt/ge/le;"
-           " a partial date covers its whole period and eq means that the ranges overlap.")
+    resources = [
+        {
+            "type": rtype,
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [{"name": n, "type": t} for n, t in search_params(rtype).items()],
+        }
+        for rtype in sorted(index.by_type)
+    ]
+    doc = (
+        f"Read-only. Paging: _count (max {MAX_COUNT}), _offset. date: prefixes eq/lt/gt/ge/le;"
+        " a partial date covers its whole period and eq means that the ranges overlap."
+    )
     return {
-        "resourceType": "CapabilityStatement", "status": "active", "kind": "instance",
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "fhirVersion": "4.0.1",
-        "software": {"name": "cryo-cds FHIR sandbox"}, "format": [FHIR_JSON, "json"],
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "kind": "instance",
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "fhirVersion": "4.0.1",
+        "software": {"name": "cryo-cds FHIR sandbox"},
+        "format": [FHIR_JSON, "json"],
         "implementation": {"description": "FHIR R4 sandbox over local files", "url": base},
         "rest": [{"mode": "server", "documentation": doc, "resource": resources}],
     }
@@ -422,9 +508,13 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
             # from this loopback server.
             if request.headers.get("Access-Control-Request-Private-Network") == "true":
                 resp.headers["Access-Control-Allow-Private-Network"] = "true"
-        resp.headers.update({"Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
-                             "Access-Control-Allow-Headers": "Authorization, Content-Type",
-                             "Access-Control-Max-Age": "600"})
+        resp.headers.update(
+            {
+                "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+            }
+        )
         return resp
 
     @app.errorhandler(Exception)
@@ -467,19 +557,20 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
         base = request.url_root.rstrip("/")
 
         def page(off: int) -> str:
-            return f"{base}/{rtype}?" + urlencode([*((k, v) for k, vs in kept.items() for v in vs),
-                                                ("_count", count), ("_offset", off)])
+            return f"{base}/{rtype}?" + urlencode(
+                [*((k, v) for k, vs in kept.items() for v in vs), ("_count", count), ("_offset", off)]
+            )
 
         links = [{"relation": "self", "url": page(offset)}]
         if count and offset + count < len(matches):
             links.append({"relation": "next", "url": page(offset + count)})
-        bundle: Resource = {"resourceType": "Bundle", "type": "searchset",
-                            "total": len(matches), "link": links}
-        shown = matches[offset:offset + count]
-        entries = [{"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-                   for r in shown]
-        entries += [{"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r,
-                     "search": {"mode": "include"}} for r in _included(index, shown, request.args.getlist(_INCLUDE))]
+        bundle: Resource = {"resourceType": "Bundle", "type": "searchset", "total": len(matches), "link": links}
+        shown = matches[offset : offset + count]
+        entries = [{"fullUrl": f"{base}/{rtype}/{r['id']}", "resource": r, "search": {"mode": "match"}} for r in shown]
+        entries += [
+            {"fullUrl": f"{base}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "include"}}
+            for r in _included(index, shown, request.args.getlist(_INCLUDE))
+        ]
         if entries:
             bundle["entry"] = entries
         return _fhir(bundle)
@@ -493,8 +584,7 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
         """FHIR's POST search: parameters in a form-encoded body (and/or the URL), as GET."""
         mimetype = request.mimetype or ""
         if request.content_length and mimetype != "application/x-www-form-urlencoded":
-            raise FhirError(415, "not-supported",
-                            "POST _search takes an application/x-www-form-urlencoded body")
+            raise FhirError(415, "not-supported", "POST _search takes an application/x-www-form-urlencoded body")
         params: dict[str, list[str]] = {}
         for source in (request.args, request.form):
             for name, values in source.lists():
@@ -504,8 +594,14 @@ def create_fhir_app(index: ResourceIndex, *, page_size: int = 50, cors_origins: 
     return app
 
 
-def serve(paths: Sequence[Path | str], host: str = "127.0.0.1", port: int = 8090, *,
-          page_size: int = 50, cors_origins: str = "*") -> None:
+def serve(
+    paths: Sequence[Path | str],
+    host: str = "127.0.0.1",
+    port: int = 8090,
+    *,
+    page_size: int = 50,
+    cors_origins: str = "*",
+) -> None:
     """Load `paths` and serve them until interrupted (threaded werkzeug server)."""
     index = load_resources([Path(p) for p in paths])
     app = create_fhir_app(index, page_size=page_size, cors_origins=cors_origins)

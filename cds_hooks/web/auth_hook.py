@@ -18,8 +18,9 @@ from .logsafe import log_safe
 from .state import ServiceState
 
 log = logging.getLogger("cds_hooks.app")
-_CREDENTIAL_PARAMS = frozenset({"access_token", "token", "id_token", "jwt", "bearer", "auth",
-                                "authorization", "api_key", "apikey", "password"})
+_CREDENTIAL_PARAMS = frozenset(
+    {"access_token", "token", "id_token", "jwt", "bearer", "auth", "authorization", "api_key", "apikey", "password"}
+)
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*\.?")
 # Endpoints with their own protection (a static audit or console token) or none (probes, and
 # the rule pages a card's source.url opens for any clinician).

@@ -18,9 +18,13 @@ def cors_headers(allowed: tuple[str, ...]) -> dict[str, str]:
         allow = origin
     else:
         return {}
-    headers = {"Access-Control-Allow-Origin": allow, "Vary": "Origin",
-               "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-               "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600"}
+    headers = {
+        "Access-Control-Allow-Origin": allow,
+        "Vary": "Origin",
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Max-Age": "600",
+    }
     if request.headers.get("Access-Control-Request-Private-Network") == "true":
         headers["Access-Control-Allow-Private-Network"] = "true"
     return headers

@@ -29,24 +29,31 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_error: Exception) -> Response:
-        return handle_cds_error(PayloadTooLarge(
-            f"The request body is larger than the configured limit of {app.config['MAX_CONTENT_LENGTH']} bytes"))
+        return handle_cds_error(
+            PayloadTooLarge(
+                f"The request body is larger than the configured limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
+            )
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         if error.code == 404:
-            return handle_cds_error(NotFound(
-                f"No endpoint at {log_safe(request.path, 200)}; GET /cds-services lists the services"))
+            return handle_cds_error(
+                NotFound(f"No endpoint at {log_safe(request.path, 200)}; GET /cds-services lists the services")
+            )
         if error.code == 405:
-            return handle_cds_error(MethodNotAllowed(f"{request.method} is not allowed on {log_safe(request.path, 200)}"))
+            return handle_cds_error(
+                MethodNotAllowed(f"{request.method} is not allowed on {log_safe(request.path, 200)}")
+            )
         wrapped = CdsError(error.description or error.name)
         wrapped.status = error.code or 400
         return handle_cds_error(wrapped)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
-        log.error("unexpected %s on %s %s", type(error).__name__, request.method, log_safe(request.path),
-                  exc_info=error)
+        log.error(
+            "unexpected %s on %s %s", type(error).__name__, request.method, log_safe(request.path), exc_info=error
+        )
         failure = CdsError("The service failed to process this request; it has been logged")
         failure.status, failure.code, failure.issue_code = 500, "internal-error", "exception"
         return json_response(error_body(failure), 500)

@@ -16,9 +16,15 @@ bp = Blueprint("health", __name__)
 def health() -> Response:
     state = current_state()
     pipeline = state.pipeline
-    return json_response({"status": "ok", "rulesRevision": pipeline.rulebook.revision,
-                          "evaluator": pipeline.evaluator.name, "rules": len(pipeline.rulebook.rules),
-                          "auditWriteFailures": state.store.write_failure_count()})
+    return json_response(
+        {
+            "status": "ok",
+            "rulesRevision": pipeline.rulebook.revision,
+            "evaluator": pipeline.evaluator.name,
+            "rules": len(pipeline.rulebook.rules),
+            "auditWriteFailures": state.store.write_failure_count(),
+        }
+    )
 
 
 @bp.get("/readyz")

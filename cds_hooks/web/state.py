@@ -37,8 +37,10 @@ class ServiceState:
     def __post_init__(self) -> None:
         self.fhir_allow = parse_allow_list(self.config.fhir_server_allow)
         if self.verifier is not None and not self.fhir_allow and not self.config.fhir_allow_private:
-            log.warning("no FHIR server allow-list (CDS_HOOKS_FHIR_SERVER_ALLOW or an issuer's "
-                        "fhir_servers): loopback, private and link-local FHIR servers are refused")
+            log.warning(
+                "no FHIR server allow-list (CDS_HOOKS_FHIR_SERVER_ALLOW or an issuer's "
+                "fhir_servers): loopback, private and link-local FHIR servers are refused"
+            )
 
     def _allow_list(self, claims: dict[str, Any] | None) -> tuple[AllowEntry, ...]:
         """The calling client's own fhir_servers when its issuer names some, else the global list."""
@@ -48,11 +50,11 @@ class ServiceState:
                 return parse_allow_list(issuer.fhir_servers)
         return self.fhir_allow
 
-    def record_source(self, hook_request: HookRequest,
-                      claims: dict[str, Any] | None = None) -> FhirFetcher | None:
+    def record_source(self, hook_request: HookRequest, claims: dict[str, Any] | None = None) -> FhirFetcher | None:
         """A fetcher for the call's FHIR server, if the client named one the service may call."""
-        return fetcher_for(self.config, self.prefetch, hook_request, self._allow_list(claims),
-                           authenticated=self.verifier is not None)
+        return fetcher_for(
+            self.config, self.prefetch, hook_request, self._allow_list(claims), authenticated=self.verifier is not None
+        )
 
 
 def install_state(app: Flask, state: ServiceState) -> None:

@@ -67,9 +67,7 @@ def sign_token(
     }
     payload.update(claims)
     payload = {k: v for k, v in payload.items() if v is not None}
-    return jwt.encode(
-        payload, private_key, algorithm=alg, headers={"typ": "JWT", "kid": kid, **(headers or {})}
-    )
+    return jwt.encode(payload, private_key, algorithm=alg, headers={"typ": "JWT", "kid": kid, **(headers or {})})
 
 
 def b64url(data: bytes) -> str:

@@ -100,22 +100,77 @@ class LoadCase:
 CASES = (
     LoadCase("critical: Raynaud's + liquid nitrogen", {"order": "ln2", "resources": [RAYNAUD]}, 2, True),
     LoadCase("critical+warning+info: Raynaud's + whole-body", {"order": "wbc", "resources": [RAYNAUD]}, 2, True),
-    LoadCase("critical: whole-body at -180 C", {"order": {"preset": "wbc", "extension": [{
-        "url": EXT + "cryo-target-temperature",
-        "valueQuantity": {"value": -180, "unit": "°C", "system": "http://unitsofmeasure.org", "code": "Cel"}}]}}, 1, True),
-    LoadCase("warning: 45 s freeze", {"order": {"preset": "ln2", "remove": ["occurrenceTiming"], "extension": [
-        {"url": EXT + "cryo-application-duration",
-         "valueQuantity": {"value": 45, "unit": "s", "system": "http://unitsofmeasure.org", "code": "s"}},
-        {"url": EXT + "freeze-thaw-cycles", "valueInteger": 2}]}}, 2, True),
+    LoadCase(
+        "critical: whole-body at -180 C",
+        {
+            "order": {
+                "preset": "wbc",
+                "extension": [
+                    {
+                        "url": EXT + "cryo-target-temperature",
+                        "valueQuantity": {
+                            "value": -180,
+                            "unit": "°C",
+                            "system": "http://unitsofmeasure.org",
+                            "code": "Cel",
+                        },
+                    }
+                ],
+            }
+        },
+        1,
+        True,
+    ),
+    LoadCase(
+        "warning: 45 s freeze",
+        {
+            "order": {
+                "preset": "ln2",
+                "remove": ["occurrenceTiming"],
+                "extension": [
+                    {
+                        "url": EXT + "cryo-application-duration",
+                        "valueQuantity": {"value": 45, "unit": "s", "system": "http://unitsofmeasure.org", "code": "s"},
+                    },
+                    {"url": EXT + "freeze-thaw-cycles", "valueInteger": 2},
+                ],
+            }
+        },
+        2,
+        True,
+    ),
     LoadCase("info: liquid nitrogen, empty record", {"order": "ln2"}, 2, True),
-    LoadCase("no cards: cold pack, normal heart rate", {"order": "cold-pack", "resources": [{
-        "resourceType": "Observation", "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "effectiveDateTime": "2026-11-01", "valueQuantity": {"value": 64, "unit": "/min", "code": "/min"}}]}, 3, True),
-    LoadCase("no cards: cryoablation (not cryotherapy)", {"order": {
-        "code": {"coding": [{"system": SN, "code": "233161001", "display": "Cryoablation operation for arrhythmia"}],
-                 "text": "Cryoablation (cryotherapy catheter) for atrial fibrillation"},
-        "bodySite": [{"coding": [{"system": SN, "code": "33712006", "display": "Skin of hand"}]}]}}, 1, False),
+    LoadCase(
+        "no cards: cold pack, normal heart rate",
+        {
+            "order": "cold-pack",
+            "resources": [
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "effectiveDateTime": "2026-11-01",
+                    "valueQuantity": {"value": 64, "unit": "/min", "code": "/min"},
+                }
+            ],
+        },
+        3,
+        True,
+    ),
+    LoadCase(
+        "no cards: cryoablation (not cryotherapy)",
+        {
+            "order": {
+                "code": {
+                    "coding": [{"system": SN, "code": "233161001", "display": "Cryoablation operation for arrhythmia"}],
+                    "text": "Cryoablation (cryotherapy catheter) for atrial fibrillation",
+                },
+                "bodySite": [{"coding": [{"system": SN, "code": "33712006", "display": "Skin of hand"}]}],
+            }
+        },
+        1,
+        False,
+    ),
 )
 CASE_BY_NAME = {case.name: case for case in CASES}
 
@@ -216,15 +271,27 @@ def item_key(item: dict[str, Any]) -> tuple[Any, ...]:
     stamp = datetime.fromisoformat(item["outcomeTimestamp"].replace("Z", "+00:00")).astimezone(UTC)
     reason = item.get("overrideReason") or {}
     coding = reason.get("reason") or {}
-    return (item["card"], item["outcome"], stamp.isoformat(timespec="microseconds"),
-            tuple(sorted(s["id"] for s in item.get("acceptedSuggestions") or ())),
-            coding.get("system"), coding.get("code"), reason.get("userComment"))
+    return (
+        item["card"],
+        item["outcome"],
+        stamp.isoformat(timespec="microseconds"),
+        tuple(sorted(s["id"] for s in item.get("acceptedSuggestions") or ())),
+        coding.get("system"),
+        coding.get("code"),
+        reason.get("userComment"),
+    )
 
 
 def row_key(row: Any) -> tuple[Any, ...]:
-    return (row.card_uuid, row.outcome, row.outcome_timestamp.astimezone(UTC).isoformat(timespec="microseconds"),
-            tuple(sorted(row.accepted_suggestions or ())), row.override_system, row.override_code,
-            row.user_comment)
+    return (
+        row.card_uuid,
+        row.outcome,
+        row.outcome_timestamp.astimezone(UTC).isoformat(timespec="microseconds"),
+        tuple(sorted(row.accepted_suggestions or ())),
+        row.override_system,
+        row.override_code,
+        row.user_comment,
+    )
 
 
 def make_item(card: CardSeen, rng: random.Random, serial: int) -> dict[str, Any]:
@@ -243,8 +310,12 @@ def make_item(card: CardSeen, rng: random.Random, serial: int) -> dict[str, Any]
 
 
 def unknown_card_item() -> dict[str, Any]:
-    return {"card": str(uuid.uuid4()), "outcome": "overridden", "outcomeTimestamp": datetime.now(UTC).isoformat(),
-            "overrideReason": {"userComment": "card the service never issued"}}
+    return {
+        "card": str(uuid.uuid4()),
+        "outcome": "overridden",
+        "outcomeTimestamp": datetime.now(UTC).isoformat(),
+        "overrideReason": {"userComment": "card the service never issued"},
+    }
 
 
 # -- gunicorn ----------------------------------------------------------------------------
@@ -283,11 +354,14 @@ def wait_until_up(server: Server, deadline_s: float = 120) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {server.process.returncode} before answering:\n"
-                               + server.log_text()[-3000:])
+            raise RuntimeError(
+                f"gunicorn exited with {server.process.returncode} before answering:\n" + server.log_text()[-3000:]
+            )
         try:
-            if requests.get(server.base + "/healthz", timeout=2).status_code == 200 \
-                    and len(worker_pids(server.process.pid)) >= server.workers:
+            if (
+                requests.get(server.base + "/healthz", timeout=2).status_code == 200
+                and len(worker_pids(server.process.pid)) >= server.workers
+            ):
                 return
         except requests.ConnectionError:
             pass
@@ -303,21 +377,50 @@ def extra_args() -> list[str]:
 
 
 @contextlib.contextmanager
-def gunicorn(db_url: str, workers: int, threads: int, workdir: Path, *,
-             env_extra: dict[str, str] | None = None, args_extra: tuple[str, ...] = ()) -> Iterator[Server]:
+def gunicorn(
+    db_url: str,
+    workers: int,
+    threads: int,
+    workdir: Path,
+    *,
+    env_extra: dict[str, str] | None = None,
+    args_extra: tuple[str, ...] = (),
+) -> Iterator[Server]:
     """gunicorn serving the app; JWT checks off unless ``env_extra`` turns them on."""
     port = free_port()
-    env = {**os.environ, "CDS_HOOKS_AUTH": "off", "CDS_HOOKS_DATABASE_URL": db_url,
-           "CDS_HOOKS_PATIENT_HASH_KEY": PATIENT_HASH_KEY, "GLIBC_TUNABLES": GLIBC_TUNABLES,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           **(env_extra or {})}
+    env = {
+        **os.environ,
+        "CDS_HOOKS_AUTH": "off",
+        "CDS_HOOKS_DATABASE_URL": db_url,
+        "CDS_HOOKS_PATIENT_HASH_KEY": PATIENT_HASH_KEY,
+        "GLIBC_TUNABLES": GLIBC_TUNABLES,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        **(env_extra or {}),
+    }
     log_path = workdir / "gunicorn.log"
-    command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
-               "--preload", "-b", f"127.0.0.1:{port}", "--log-level", "info", *extra_args(), *args_extra,
-               "cds_hooks.app:create_app()"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        str(workers),
+        "-k",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--preload",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "info",
+        *extra_args(),
+        *args_extra,
+        "cds_hooks.app:create_app()",
+    ]
     with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
     server = Server(process, f"http://127.0.0.1:{port}", log_path, workers)
     try:
         wait_until_up(server)
@@ -373,11 +476,14 @@ def throwaway_database(kind: str, workdir: Path, admin_url: str = PG_ADMIN_URL) 
 
 
 def _card_seen(card: dict[str, Any]) -> CardSeen:
-    return CardSeen(card["uuid"], card["source"]["topic"]["code"], card["indicator"],
-                    tuple(s["uuid"] for s in card.get("suggestions") or ()),
-                    tuple((r.get("system", ""), r["code"], r.get("display", "")) for r in card.get("overrideReasons") or ()),
-                    tuple((f["rule"], f["indicator"])
-                          for f in (card.get("extension") or {}).get("org.cryo-cds.findings", ())))
+    return CardSeen(
+        card["uuid"],
+        card["source"]["topic"]["code"],
+        card["indicator"],
+        tuple(s["uuid"] for s in card.get("suggestions") or ()),
+        tuple((r.get("system", ""), r["code"], r.get("display", "")) for r in card.get("overrideReasons") or ()),
+        tuple((f["rule"], f["indicator"]) for f in (card.get("extension") or {}).get("org.cryo-cds.findings", ())),
+    )
 
 
 class TokenSigner:
@@ -390,19 +496,39 @@ class TokenSigner:
         self.jwks_path.write_text(json.dumps({"keys": [jwk]}))
 
     def server_env(self) -> dict[str, str]:
-        return {"CDS_HOOKS_AUTH": "on", "CDS_HOOKS_PUBLIC_BASE_URL": LOAD_PUBLIC_BASE,
-                "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": LOAD_ISSUER, "jwks_file": str(self.jwks_path)}])}
+        return {
+            "CDS_HOOKS_AUTH": "on",
+            "CDS_HOOKS_PUBLIC_BASE_URL": LOAD_PUBLIC_BASE,
+            "CDS_HOOKS_TRUSTED_ISSUERS": json.dumps([{"iss": LOAD_ISSUER, "jwks_file": str(self.jwks_path)}]),
+        }
 
     def header(self, path: str) -> dict[str, str]:
         now = int(time.time())
-        token = jwt.encode({"iss": LOAD_ISSUER, "aud": LOAD_PUBLIC_BASE + path, "iat": now, "exp": now + 300,
-                            "jti": str(uuid.uuid4())}, self._key, algorithm="ES384",
-                           headers={"kid": "load-1", "typ": "JWT"})
+        token = jwt.encode(
+            {
+                "iss": LOAD_ISSUER,
+                "aud": LOAD_PUBLIC_BASE + path,
+                "iat": now,
+                "exp": now + 300,
+                "jti": str(uuid.uuid4()),
+            },
+            self._key,
+            algorithm="ES384",
+            headers={"kid": "load-1", "typ": "JWT"},
+        )
         return {"Authorization": f"Bearer {token}"}
 
 
-def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, seed: int = 7,
-             progress: Callable[[str], None] = lambda _m: None, signer: TokenSigner | None = None) -> LoadResult:
+def run_load(
+    server: Server,
+    calls: int,
+    clients: int,
+    *,
+    kill_worker: bool,
+    seed: int = 7,
+    progress: Callable[[str], None] = lambda _m: None,
+    signer: TokenSigner | None = None,
+) -> LoadResult:
     templates = request_templates()
     plan = schedule(calls, seed)
     results = [CallResult(i, case, str(uuid.uuid4())) for i, (case, _p) in enumerate(plan)]
@@ -436,8 +562,12 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
         while post.attempts < RETRIES:
             post.attempts += 1
             try:
-                response = session().post(feedback_url, data=post.body_text.encode(),
-                                          headers=headers(f"/cds-services/{SERVICE}/feedback"), timeout=60)
+                response = session().post(
+                    feedback_url,
+                    data=post.body_text.encode(),
+                    headers=headers(f"/cds-services/{SERVICE}/feedback"),
+                    timeout=60,
+                )
             except requests.RequestException as exc:  # dropped by the killed worker: send again
                 post.error = f"{type(exc).__name__}: {exc}"[:300]
                 time.sleep(0.2 * post.attempts)
@@ -474,8 +604,9 @@ def run_load(server: Server, calls: int, clients: int, *, kill_worker: bool, see
         body = templates[(result.case, plan[result.index][1])].replace(HOOK_INSTANCE_SLOT, result.hook_instance)
         started = time.perf_counter()
         try:
-            response = session().post(call_url, data=body.encode(), headers=headers(f"/cds-services/{SERVICE}"),
-                                      timeout=60)
+            response = session().post(
+                call_url, data=body.encode(), headers=headers(f"/cds-services/{SERVICE}"), timeout=60
+            )
             result.status = response.status_code
             if response.status_code == 200:
                 result.cards = [_card_seen(card) for card in response.json()["cards"]]
@@ -571,16 +702,26 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
     card_count = {call.case: len(call.cards) for call in ok}
     card_sig = {call.case: tuple(sorted((c.code, c.indicator) for c in call.cards)) for call in ok}
     codes_seen = {card.code for call in ok for card in call.cards}
-    checks.append(Check("every card code names one rule (feedback maps to rules unambiguously)",
-                        codes_seen <= rule_ids, _sample(codes_seen - rule_ids)))
+    checks.append(
+        Check(
+            "every card code names one rule (feedback maps to rules unambiguously)",
+            codes_seen <= rule_ids,
+            _sample(codes_seen - rule_ids),
+        )
+    )
     indicators = Counter(card.indicator for call in ok for card in call.cards)
     facts["cards by indicator"] = dict(indicators)
     facts["calls without cards"] = sum(1 for call in ok if not call.cards)
-    checks.append(Check("the mix fired critical, warning and info cards and some calls had none",
-                        all(indicators[k] for k in ("critical", "warning", "info")) and facts["calls without cards"] > 0))
+    checks.append(
+        Check(
+            "the mix fired critical, warning and info cards and some calls had none",
+            all(indicators[k] for k in ("critical", "warning", "info")) and facts["calls without cards"] > 0,
+        )
+    )
 
-    checks.append(Check("no call answered with an HTTP error", not http_errors,
-                        _sample((c.status, c.error) for c in http_errors)))
+    checks.append(
+        Check("no call answered with an HTTP error", not http_errors, _sample((c.status, c.error) for c in http_errors))
+    )
     if not kill_worker:
         checks.append(Check("no call dropped (no worker was killed)", not dropped, _sample(c.error for c in dropped)))
 
@@ -591,20 +732,36 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
             cards = conn.execute(select(Card.uuid, Card.decision_id, Card.rule_id, Card.indicator)).all()
             per = {}
             for name, model in (("orders", DecisionOrder), ("evaluations", RuleEvaluation), ("hits", RuleHit)):
-                per[name] = dict(conn.execute(select(model.decision_id, func.count()).group_by(model.decision_id)).all())
+                per[name] = dict(
+                    conn.execute(select(model.decision_id, func.count()).group_by(model.decision_id)).all()
+                )
             dangling_hits = conn.execute(
-                select(func.count()).select_from(RuleHit).outerjoin(Card, Card.uuid == RuleHit.card_uuid)
-                .where(RuleHit.card_uuid.is_not(None), Card.uuid.is_(None))).scalar_one()
+                select(func.count())
+                .select_from(RuleHit)
+                .outerjoin(Card, Card.uuid == RuleHit.card_uuid)
+                .where(RuleHit.card_uuid.is_not(None), Card.uuid.is_(None))
+            ).scalar_one()
             orphans = 0
             for model in (DecisionOrder, RuleEvaluation, RuleHit, Card):
                 orphans += conn.execute(
-                    select(func.count()).select_from(model)
+                    select(func.count())
+                    .select_from(model)
                     .outerjoin(Decision, Decision.decision_id == model.decision_id)
-                    .where(Decision.decision_id.is_(None))).scalar_one()
-            feedback_rows = conn.execute(select(
-                Feedback.card_uuid, Feedback.outcome, Feedback.outcome_timestamp, Feedback.accepted_suggestions,
-                Feedback.override_system, Feedback.override_code, Feedback.user_comment, Feedback.known_card,
-                Feedback.rule_id)).all()
+                    .where(Decision.decision_id.is_(None))
+                ).scalar_one()
+            feedback_rows = conn.execute(
+                select(
+                    Feedback.card_uuid,
+                    Feedback.outcome,
+                    Feedback.outcome_timestamp,
+                    Feedback.accepted_suggestions,
+                    Feedback.override_system,
+                    Feedback.override_code,
+                    Feedback.user_comment,
+                    Feedback.known_card,
+                    Feedback.rule_id,
+                )
+            ).all()
         summary = rule_summary(store)
     finally:
         store.dispose()
@@ -616,10 +773,18 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
     cards_by_decision: dict[str, list[Any]] = defaultdict(list)
     for row in cards:
         cards_by_decision[row.decision_id].append(row)
-    not_one = [(c.hook_instance, len(by_instance.get(c.hook_instance, []))) for c in ok
-               if len(by_instance.get(c.hook_instance, [])) != 1]
-    checks.append(Check(f"each of the {len(ok)} 200 responses has exactly one decision record", not not_one,
-                        f"{len(not_one)} do not, e.g. (hookInstance, records): {_sample(not_one)}"))
+    not_one = [
+        (c.hook_instance, len(by_instance.get(c.hook_instance, [])))
+        for c in ok
+        if len(by_instance.get(c.hook_instance, [])) != 1
+    ]
+    checks.append(
+        Check(
+            f"each of the {len(ok)} 200 responses has exactly one decision record",
+            not not_one,
+            f"{len(not_one)} do not, e.g. (hookInstance, records): {_sample(not_one)}",
+        )
+    )
     wrong_cards = []
     for call in ok:
         rows = by_instance.get(call.hook_instance, [])
@@ -629,21 +794,32 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
         sent = {(c.uuid, c.code, c.indicator) for c in call.cards}
         if stored != sent:
             wrong_cards.append(call.hook_instance)
-    checks.append(Check("each 200 response's decision holds exactly the cards returned", not wrong_cards,
-                        f"{len(wrong_cards)} differ, e.g. {_sample(wrong_cards)}"))
+    checks.append(
+        Check(
+            "each 200 response's decision holds exactly the cards returned",
+            not wrong_cards,
+            f"{len(wrong_cards)} differ, e.g. {_sample(wrong_cards)}",
+        )
+    )
     committed_dropped = [c for c in dropped if by_instance.get(c.hook_instance)]
     twice = [c.hook_instance for c in dropped if len(by_instance.get(c.hook_instance, [])) > 1]
     facts["dropped calls"] = len(dropped)
     facts["dropped calls whose decision was committed"] = len(committed_dropped)
     if dropped or kill_worker:
-        checks.append(Check(f"each of the {len(dropped)} dropped calls left at most one decision", not twice,
-                            _sample(twice)))
+        checks.append(
+            Check(f"each of the {len(dropped)} dropped calls left at most one decision", not twice, _sample(twice))
+        )
     known = {c.hook_instance for c in load.calls}
     strays = [h for h in by_instance if h not in known]
     expected_rows = len(ok) + len(committed_dropped)
-    checks.append(Check(f"decision rows ({len(decisions)}) == 200 responses ({len(ok)}) + committed dropped calls "
-                        f"({len(committed_dropped)}), none unaccounted for",
-                        len(decisions) == expected_rows and not strays, f"strays: {_sample(strays)}"))
+    checks.append(
+        Check(
+            f"decision rows ({len(decisions)}) == 200 responses ({len(ok)}) + committed dropped calls "
+            f"({len(committed_dropped)}), none unaccounted for",
+            len(decisions) == expected_rows and not strays,
+            f"strays: {_sample(strays)}",
+        )
+    )
     call_by_instance = {c.hook_instance: c for c in load.calls}
     partial = []
     hits_by_case: dict[str, set[int]] = defaultdict(set)  # a rule may hit more than once per card
@@ -654,20 +830,34 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
         case, sig = CASE_BY_NAME[call.case], signature[call.case]
         hits = per["hits"].get(row.decision_id, 0)
         hits_by_case[call.case].add(hits)
-        want = {"orders": 1 if case.cryo else 0, "evaluations": n_rules if case.cryo else 0,
-                "cards": card_count.get(call.case, len(sig))}
-        got = {"orders": per["orders"].get(row.decision_id, 0), "evaluations": per["evaluations"].get(row.decision_id, 0),
-               "cards": len(cards_by_decision.get(row.decision_id, []))}
-        if got != want or hits < len(sig) or row.status != 200 \
-                or _signature_rows(cards_by_decision.get(row.decision_id, [])) != card_sig.get(call.case, sig):
+        want = {
+            "orders": 1 if case.cryo else 0,
+            "evaluations": n_rules if case.cryo else 0,
+            "cards": card_count.get(call.case, len(sig)),
+        }
+        got = {
+            "orders": per["orders"].get(row.decision_id, 0),
+            "evaluations": per["evaluations"].get(row.decision_id, 0),
+            "cards": len(cards_by_decision.get(row.decision_id, [])),
+        }
+        if (
+            got != want
+            or hits < len(sig)
+            or row.status != 200
+            or _signature_rows(cards_by_decision.get(row.decision_id, [])) != card_sig.get(call.case, sig)
+        ):
             partial.append((row.hook_instance, got, want))
     uneven_hits = {case: sorted(counts) for case, counts in hits_by_case.items() if len(counts) != 1}
     if uneven_hits:
         partial.append(("rule hits per decision differ within a case", uneven_hits))
     missing_sig = [c.hook_instance for c in committed_dropped if c.case not in signature]
-    checks.append(Check("every decision row is complete (orders, evaluations, hits, cards), none orphaned",
-                        not partial and not dangling_hits and not orphans and not missing_sig,
-                        f"partial: {_sample(partial, 2)}; hits without card: {dangling_hits}; orphans: {orphans}"))
+    checks.append(
+        Check(
+            "every decision row is complete (orders, evaluations, hits, cards), none orphaned",
+            not partial and not dangling_hits and not orphans and not missing_sig,
+            f"partial: {_sample(partial, 2)}; hits without card: {dangling_hits}; orphans: {orphans}",
+        )
+    )
 
     # -- feedback
     confirmed = [p for p in load.posts if p.status == 200]
@@ -678,21 +868,38 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
     facts["feedback posts retried"] = sum(1 for p in load.posts if p.attempts > 1)
     facts["feedback items sent"] = len(sent_keys)
     facts["feedback items distinct"] = len(distinct)
-    checks.append(Check("every feedback post was accepted (200), after retries of dropped ones", not failed_posts,
-                        _sample((p.status, p.error) for p in failed_posts)))
+    checks.append(
+        Check(
+            "every feedback post was accepted (200), after retries of dropped ones",
+            not failed_posts,
+            _sample((p.status, p.error) for p in failed_posts),
+        )
+    )
     row_counts = Counter(row_key(row) for row in feedback_rows)
     extra = [k for k, n in row_counts.items() if k not in distinct or n > 1]
     absent = [k for k in distinct if k not in row_counts]
-    checks.append(Check(f"feedback rows ({len(feedback_rows)}) == distinct feedback items sent ({len(distinct)}), "
-                        f"one row each ({len(sent_keys) - len(distinct)} re-sent items stored once)",
-                        len(feedback_rows) == len(distinct) and not extra and not absent,
-                        f"extra/duplicated: {_sample(extra, 2)}; missing: {_sample(absent, 2)}"))
+    checks.append(
+        Check(
+            f"feedback rows ({len(feedback_rows)}) == distinct feedback items sent ({len(distinct)}), "
+            f"one row each ({len(sent_keys) - len(distinct)} re-sent items stored once)",
+            len(feedback_rows) == len(distinct) and not extra and not absent,
+            f"extra/duplicated: {_sample(extra, 2)}; missing: {_sample(absent, 2)}",
+        )
+    )
     client_cards = load.card_by_uuid
-    wrong_link = [row.card_uuid for row in feedback_rows
-                  if bool(row.known_card) != (row.card_uuid in client_cards)
-                  or (row.card_uuid in client_cards and row.rule_id != client_cards[row.card_uuid].code)]
-    checks.append(Check("feedback joined to the right card and rule (unknown cards kept, flagged)", not wrong_link,
-                        _sample(wrong_link)))
+    wrong_link = [
+        row.card_uuid
+        for row in feedback_rows
+        if bool(row.known_card) != (row.card_uuid in client_cards)
+        or (row.card_uuid in client_cards and row.rule_id != client_cards[row.card_uuid].code)
+    ]
+    checks.append(
+        Check(
+            "feedback joined to the right card and rule (unknown cards kept, flagged)",
+            not wrong_link,
+            _sample(wrong_link),
+        )
+    )
 
     # -- the summary
     expected: dict[str, Counter[str]] = defaultdict(Counter)
@@ -725,26 +932,45 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
         for name in fields:
             if row.get(name, 0) != expected[rule_id][name]:
                 mismatches.append(f"{rule_id}.{name}: summary {row.get(name, 0)} != sent {expected[rule_id][name]}")
-        want_top = [(code, system, n) for (code, system), n in
-                    sorted(reasons[rule_id].items(), key=lambda kv: (-kv[1], kv[0][0]))][:5]
+        want_top = [
+            (code, system, n)
+            for (code, system), n in sorted(reasons[rule_id].items(), key=lambda kv: (-kv[1], kv[0][0]))
+        ][:5]
         got_top = [(r["code"], r["system"], r["count"]) for r in row.get("top_override_reasons", [])]
         if got_top != want_top:
             mismatches.append(f"{rule_id}.top_override_reasons: {got_top} != {want_top}")
-    totals = {name: (sum(int(r[name]) for r in summary), sum(c[name] for c in expected.values()))
-              for name in ("fires", "accepted", "overridden")}
+    totals = {
+        name: (sum(int(r[name]) for r in summary), sum(c[name] for c in expected.values()))
+        for name in ("fires", "accepted", "overridden")
+    }
     facts["summary totals (summary, sent)"] = totals
-    checks.append(Check("rule_summary equals what the clients saw and sent (evaluations, fires, cards, accepted, "
-                        "overridden, comments, top override reasons)", not mismatches, "; ".join(mismatches[:6])))
+    checks.append(
+        Check(
+            "rule_summary equals what the clients saw and sent (evaluations, fires, cards, accepted, "
+            "overridden, comments, top override reasons)",
+            not mismatches,
+            "; ".join(mismatches[:6]),
+        )
+    )
 
     # -- the server
     failures = server_log.count("audit write failed")
     tracebacks = server_log.count("Traceback")
-    checks.append(Check("server log: no audit write failure, no traceback", failures == 0 and tracebacks == 0,
-                        f"{failures} 'audit write failed', {tracebacks} tracebacks"))
+    checks.append(
+        Check(
+            "server log: no audit write failure, no traceback",
+            failures == 0 and tracebacks == 0,
+            f"{failures} 'audit write failed', {tracebacks} tracebacks",
+        )
+    )
     if kill_worker:
-        checks.append(Check(f"worker {load.killed_pid} was SIGKILLed (after {load.killed_at_call} calls) and replaced",
-                            load.killed_pid is not None and bool(load.replacement_pids),
-                            f"replacements: {load.replacement_pids}"))
+        checks.append(
+            Check(
+                f"worker {load.killed_pid} was SIGKILLed (after {load.killed_at_call} calls) and replaced",
+                load.killed_pid is not None and bool(load.replacement_pids),
+                f"replacements: {load.replacement_pids}",
+            )
+        )
     return checks, facts
 
 
@@ -761,30 +987,51 @@ def check_usable(server: Server, db_url: str, signer: TokenSigner | None = None)
         return {} if signer is None else signer.header(path)
 
     with requests.Session() as s:
-        response = s.post(f"{server.base}/cds-services/{SERVICE}", json=body, timeout=30,
-                          headers=auth(f"/cds-services/{SERVICE}"))
+        response = s.post(
+            f"{server.base}/cds-services/{SERVICE}", json=body, timeout=30, headers=auth(f"/cds-services/{SERVICE}")
+        )
         cards = response.json().get("cards", []) if response.status_code == 200 else []
         feedback_status = None
         if cards:
-            item = {"card": cards[0]["uuid"], "outcome": "overridden", "outcomeTimestamp": datetime.now(UTC).isoformat(),
-                    "overrideReason": {"userComment": "after the load"}}
-            feedback_status = s.post(f"{server.base}/cds-services/{SERVICE}/feedback", json={"feedback": [item]},
-                                     timeout=30, headers=auth(f"/cds-services/{SERVICE}/feedback")).status_code
+            item = {
+                "card": cards[0]["uuid"],
+                "outcome": "overridden",
+                "outcomeTimestamp": datetime.now(UTC).isoformat(),
+                "overrideReason": {"userComment": "after the load"},
+            }
+            feedback_status = s.post(
+                f"{server.base}/cds-services/{SERVICE}/feedback",
+                json={"feedback": [item]},
+                timeout=30,
+                headers=auth(f"/cds-services/{SERVICE}/feedback"),
+            ).status_code
     store = AuditStore(db_url, PATIENT_HASH_KEY.encode())
     try:
         with store.reading() as conn:
-            ids = conn.execute(select(Decision.decision_id).where(Decision.hook_instance == body["hookInstance"])).scalars().all()
-            stored_cards = conn.execute(select(func.count()).select_from(Card).where(Card.decision_id.in_(ids))).scalar_one()
-            stored_feedback = conn.execute(select(func.count()).select_from(Feedback).where(
-                Feedback.card_uuid == (cards[0]["uuid"] if cards else ""), Feedback.known_card.is_(True))).scalar_one()
+            ids = (
+                conn.execute(select(Decision.decision_id).where(Decision.hook_instance == body["hookInstance"]))
+                .scalars()
+                .all()
+            )
+            stored_cards = conn.execute(
+                select(func.count()).select_from(Card).where(Card.decision_id.in_(ids))
+            ).scalar_one()
+            stored_feedback = conn.execute(
+                select(func.count())
+                .select_from(Feedback)
+                .where(Feedback.card_uuid == (cards[0]["uuid"] if cards else ""), Feedback.known_card.is_(True))
+            ).scalar_one()
             if conn.dialect.name == "sqlite":
                 integrity = conn.execute(text("PRAGMA integrity_check")).scalar_one()
             else:
                 integrity = "ok"
                 for _ in range(20):  # the killed worker's sessions must not stay open in a transaction
-                    stuck = conn.execute(text(
-                        "select count(*) from pg_stat_activity where datname = current_database() "
-                        "and state like 'idle in transaction%' and pid <> pg_backend_pid()")).scalar_one()
+                    stuck = conn.execute(
+                        text(
+                            "select count(*) from pg_stat_activity where datname = current_database() "
+                            "and state like 'idle in transaction%' and pid <> pg_backend_pid()"
+                        )
+                    ).scalar_one()
                     if not stuck:
                         break
                     time.sleep(0.25)
@@ -792,13 +1039,25 @@ def check_usable(server: Server, db_url: str, signer: TokenSigner | None = None)
                     integrity = f"{stuck} sessions idle in transaction"
     finally:
         store.dispose()
-    checks.append(Check("database usable afterwards: one more call (200) and its feedback are recorded",
-                        response.status_code == 200 and len(ids) == 1 and stored_cards == len(cards) > 0
-                        and feedback_status == 200 and stored_feedback == 1,
-                        f"status {response.status_code}, decisions {len(ids)}, cards {stored_cards}/{len(cards)}, "
-                        f"feedback {feedback_status}/{stored_feedback}"))
-    checks.append(Check("database consistent afterwards (SQLite integrity_check / no PostgreSQL session left "
-                        "idle in transaction)", integrity == "ok", str(integrity)))
+    checks.append(
+        Check(
+            "database usable afterwards: one more call (200) and its feedback are recorded",
+            response.status_code == 200
+            and len(ids) == 1
+            and stored_cards == len(cards) > 0
+            and feedback_status == 200
+            and stored_feedback == 1,
+            f"status {response.status_code}, decisions {len(ids)}, cards {stored_cards}/{len(cards)}, "
+            f"feedback {feedback_status}/{stored_feedback}",
+        )
+    )
+    checks.append(
+        Check(
+            "database consistent afterwards (SQLite integrity_check / no PostgreSQL session left idle in transaction)",
+            integrity == "ok",
+            str(integrity),
+        )
+    )
     return checks
 
 
@@ -834,7 +1093,9 @@ class Report:
         return {
             "wall_s": round(self.load.wall_s, 2),
             "calls_per_s": round(len(self.load.calls) / self.load.wall_s, 1),
-            "requests_per_s (calls + feedback posts)": round((len(self.load.calls) + len(self.load.posts)) / self.load.wall_s, 1),
+            "requests_per_s (calls + feedback posts)": round(
+                (len(self.load.calls) + len(self.load.posts)) / self.load.wall_s, 1
+            ),
             "call latency ms p50/p90/p99/max": [round(percentile(ok_latencies, q), 1) for q in (50, 90, 99, 100)],
             "feedback latency ms p50/p99/max": [round(percentile(fb, q), 1) for q in (50, 99, 100)],
             "calls 200": len(self.load.ok_calls),
@@ -844,20 +1105,34 @@ class Report:
         }
 
     def render(self) -> str:
-        lines = [f"== load: {self.db}, {self.calls} calls, {self.clients} clients, {self.workers} gunicorn workers "
-                 f"(gthread x4, --preload){', one worker SIGKILLed mid-load' if self.kill_worker else ''}"]
+        lines = [
+            f"== load: {self.db}, {self.calls} calls, {self.clients} clients, {self.workers} gunicorn workers "
+            f"(gthread x4, --preload){', one worker SIGKILLed mid-load' if self.kill_worker else ''}"
+        ]
         for key, value in {**self.figures(), **self.facts}.items():
             lines.append(f"  {key}: {value}")
         for check in self.checks:
-            lines.append(f"  [{'PASS' if check.ok else 'FAIL'}] {check.name}"
-                         + (f"\n         {check.detail}" if not check.ok and check.detail else ""))
+            lines.append(
+                f"  [{'PASS' if check.ok else 'FAIL'}] {check.name}"
+                + (f"\n         {check.detail}" if not check.ok and check.detail else "")
+            )
         lines.append(f"  => {'all checks passed' if self.ok else 'CHECKS FAILED'}")
         return "\n".join(lines)
 
 
-def run(db: str, calls: int, clients: int, workers: int, *, kill_worker: bool, threads: int = 4,
-        workdir: Path | None = None, seed: int = 7, progress: Callable[[str], None] = lambda _m: None,
-        auth: bool = False) -> Report:
+def run(
+    db: str,
+    calls: int,
+    clients: int,
+    workers: int,
+    *,
+    kill_worker: bool,
+    threads: int = 4,
+    workdir: Path | None = None,
+    seed: int = 7,
+    progress: Callable[[str], None] = lambda _m: None,
+    auth: bool = False,
+) -> Report:
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cryo-load-")))
@@ -865,8 +1140,9 @@ def run(db: str, calls: int, clients: int, workers: int, *, kill_worker: bool, t
         signer = TokenSigner(workdir) if auth else None
         with gunicorn(db_url, workers, threads, workdir, env_extra=signer.server_env() if signer else None) as server:
             progress(f"gunicorn up at {server.base}, workers {worker_pids(server.process.pid)}")
-            load = run_load(server, calls, clients, kill_worker=kill_worker, seed=seed, progress=progress,
-                            signer=signer)
+            load = run_load(
+                server, calls, clients, kill_worker=kill_worker, seed=seed, progress=progress, signer=signer
+            )
             progress(f"load done in {load.wall_s:.1f} s; verifying")
             alive = server.process.poll() is None
             checks, facts = verify(db_url, load, kill_worker=kill_worker, server_log=server.log_text())
@@ -892,8 +1168,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 2 and args.kill_worker:
         parser.error("--kill-worker needs at least 2 workers")
-    report = run(args.db, args.calls, args.clients, args.workers, kill_worker=args.kill_worker, threads=args.threads,
-                 seed=args.seed, progress=lambda m: print(f"  .. {m}", flush=True), auth=args.auth)
+    report = run(
+        args.db,
+        args.calls,
+        args.clients,
+        args.workers,
+        kill_worker=args.kill_worker,
+        threads=args.threads,
+        seed=args.seed,
+        progress=lambda m: print(f"  .. {m}", flush=True),
+        auth=args.auth,
+    )
     print(report.render(), flush=True)
     if not report.ok:
         saved = Path(tempfile.gettempdir()) / f"cryo-load-{args.db}-{os.getpid()}.log"

@@ -43,10 +43,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path | None = None,
-                  deadline_s: float = 60) -> None:
+def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path | None = None, deadline_s: float = 60) -> None:
     """Return once ``url`` answers; fail (with the tail of ``log``) if the process exits first
     or nothing answers within the deadline, killing it then."""
+
     def tail() -> str:
         return log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
 
