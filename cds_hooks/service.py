@@ -17,6 +17,7 @@ from .audit.records import CardRecord, DecisionRecord, FiredRule
 from .cards import FINDINGS_EXTENSION, CardBuilder, collect_findings, incomplete_card
 from .engine import Evaluator
 from .errors import PreconditionFailed, error_body
+from .evaluator import OrderEvaluation, engine_ready
 from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
@@ -141,17 +142,18 @@ class Pipeline:
             outcome.decision = replace(outcome.decision, status=412)
             return outcome
 
-        evaluations = []
+        evaluations: list[OrderEvaluation] = []
         engine_ms = facts_ms = 0.0
         for order in orders:
             t0 = time.perf_counter()
             facts = build_facts(order, record, drafts, self.terminology, now, self.rulebook.parameters)
             t1 = time.perf_counter()
+            facts = engine_ready(facts)
             hits = self.evaluator.evaluate(facts)
             t2 = time.perf_counter()
             facts_ms += (t1 - t0) * 1000
             engine_ms += (t2 - t1) * 1000
-            evaluations.append((order.ref, order.modality, hits, {f["id"]: f for f in facts}))
+            evaluations.append(OrderEvaluation(order.ref, order.modality, hits, {f["id"]: f for f in facts}))
         timings["facts"], timings["engine"] = facts_ms, engine_ms
         mark = time.perf_counter()
 

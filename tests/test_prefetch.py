@@ -20,9 +20,9 @@ from cds_hooks.config import Config
 from cds_hooks.devtools.cases import DEFAULT_NOW, case_request
 from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 from cds_hooks.facts import FactContext
+from cds_hooks.facts.observations import observation_facts
 from cds_hooks.fhir_client import FhirFetcher
 from cds_hooks.hooks import parse_hook_request
-from cds_hooks.obsfacts import observation_facts
 from cds_hooks.prefetch import (
     OBSERVATION_SETS,
     PREFETCH_QUERIES,
