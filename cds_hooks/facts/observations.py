@@ -175,8 +175,10 @@ LABS = {  # test -> (value sets, converter)
 
 def _lab_value(test: str, found: Analyte, ctx: FactContext) -> float | None:
     sets, convert = LABS[test]
+    if ctx.codes.sets_of(found.code).isdisjoint(sets):
+        return None
     quantity = found.quantity
-    if quantity is None or not any(ctx.in_set(found.code, s) for s in sets):
+    if quantity is None:
         return None
     if test == "hb":
         return hb_g_dl(quantity, molar=ctx.in_set(found.code, "OBS-HB.molar"))
@@ -349,8 +351,15 @@ def pregnancy_facts(record: PatientRecord, ctx: FactContext, found_all: list[Ana
     return facts
 
 
+# Every value set an analyte's own code is tested against: an analyte in none of them (most of
+# a real record: weight, BMI, smoking status...) is set aside once instead of by every family.
+READ_SETS = frozenset(HB_SETS + A1C_SETS + ANC_SETS + HR_SETS + BP_SETS + EXAM_SETS + PREGNANCY_SETS)
+
+
 def observation_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
-    found = list(analytes(record, ctx.now))  # walked once, read by every family
+    found = [  # walked once, read by every family
+        a for a in analytes(record, ctx.now) if not ctx.codes.sets_of(a.code).isdisjoint(READ_SETS)
+    ]
     return (
         lab_facts(record, ctx, found)
         + bp_fact(record, ctx, found)
