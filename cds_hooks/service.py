@@ -21,7 +21,7 @@ from .evaluator import OrderEvaluation, engine_ready
 from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
-from .orders import find_cryo_orders, looks_like_cryotherapy
+from .orders import SystemicHeuristic, find_cryo_orders, looks_like_cryotherapy
 from .record import (
     COMPLETENESS_KEYS,
     PREFETCH_QUERIES,
@@ -90,6 +90,7 @@ class Pipeline:
         self.terminology = terminology
         self.evaluator = evaluator
         self.destruction_codes_imply_cryo = destruction_codes_imply_cryo
+        self.systemic = SystemicHeuristic.from_parameters(rulebook.parameters)
         self.clock = clock
 
     def run(self, service: ServiceDefinition, request: HookRequest, source: RecordSource | None = None) -> Outcome:
@@ -104,7 +105,11 @@ class Pipeline:
 
         drafts, unreadable = parse_draft_orders(request.draft_orders)
         orders = find_cryo_orders(
-            drafts, self.terminology, request.selections, destruction_codes_imply_cryo=self.destruction_codes_imply_cryo
+            drafts,
+            self.terminology,
+            request.selections,
+            systemic=self.systemic,
+            destruction_codes_imply_cryo=self.destruction_codes_imply_cryo,
         )
         unchecked = {
             f"draft order {d.ref}": f"not valid FHIR R4 ({d.reason}); its cryotherapy checks were not run"

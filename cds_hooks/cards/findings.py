@@ -10,12 +10,6 @@ from typing import Any
 from ..evaluator import OrderEvaluation
 from ..rulebook import SEVERITY_RANK, Rule, Rulebook, Variant
 
-GROUPS = {"immune": "GRP-IMMUNE"}
-GROUP_FINDINGS = {"GRP-IMMUNE": "Weakened immune system"}
-# Generic instructions that give way to a critical card on the same order; their text then
-# closes every critical card of that order, so nothing is lost when it is overridden.
-SUPPRESSED_BY_CRITICAL = ("LC-AFTERCARE", "PR-SYS-SAFETY")
-
 
 @dataclass
 class Finding:
@@ -42,8 +36,12 @@ class Finding:
 
 
 def collect_findings(rulebook: Rulebook, evaluations: Sequence[OrderEvaluation]) -> list[Finding]:
-    """One finding per (order, rule or group), most serious first within each order."""
+    """One finding per (order, rule or group), most serious first within each order.
+
+    Generic instructions (rule.yaml ``closes_critical``) give way to a critical card on the
+    same order; their text then closes that card, so nothing is lost when it is overridden."""
     result: list[Finding] = []
+    suppressed = rulebook.suppressed_by_critical()
     for index, evaluation in enumerate(evaluations):
         order_ref, modality, facts = evaluation.order_ref, evaluation.modality, evaluation.facts
         order: Mapping[str, Any] = next((f for f in facts.values() if f.get("kind") == "order"), {})
@@ -55,7 +53,7 @@ def collect_findings(rulebook: Rulebook, evaluations: Sequence[OrderEvaluation])
             if severity is None:
                 continue
             rule = rulebook.by_id[variant.rule_id]
-            card_key = GROUPS.get(rule.group or "", rule.id)
+            card_key = rulebook.card_code(rule)
             matched: list[Mapping[str, Any]] = [facts[fid] for fid in hit.fact_ids if fid in facts]
             finding = found.get(card_key)
             if finding is None:
@@ -76,6 +74,6 @@ def collect_findings(rulebook: Rulebook, evaluations: Sequence[OrderEvaluation])
             finding.hits.append((rule, severity, matched))
         order_findings = list(found.values())
         if any(f.severity == "critical" for f in order_findings):
-            order_findings = [f for f in order_findings if f.key not in SUPPRESSED_BY_CRITICAL]
+            order_findings = [f for f in order_findings if f.key not in suppressed]
         result.extend(sorted(order_findings, key=lambda f: (-SEVERITY_RANK[f.severity], f.key)))
     return result

@@ -15,7 +15,7 @@ from datetime import datetime
 from itertools import count
 from typing import Any
 
-from ..orders import CryoOrder
+from ..orders import CryoOrder, SystemicHeuristic
 from ..record import PatientRecord
 from ..terminology import Terminology
 from .conditions import allergy_facts, condition_facts, device_facts
@@ -32,13 +32,14 @@ def build_facts(
     drafts: Sequence[Any],
     terminology: Terminology,
     now: datetime,
-    parameters: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any],
 ) -> list[Fact]:
     """All facts for evaluating one cryotherapy order against the record (``parameters``: the
-    rulebook's, for the windows the facts step applies itself)."""
+    rulebook's, for the windows and heuristics the facts step applies itself)."""
     octx = OrderContext.build(order, record, terminology, now)
-    supply_days = float((parameters or {}).get("medication_supply_days", 30))
-    ctx = FactContext(terminology, now, octx.treatment, count(), supply_days)
+    supply_days = float(parameters["medication_supply_days"])
+    systemic = SystemicHeuristic.from_parameters(parameters)
+    ctx = FactContext(terminology, now, octx.treatment, count(), systemic, supply_days)
     facts = [order_fact(order, octx, record, ctx), patient_fact(record, ctx), record_fact(record, ctx)]
     facts += condition_facts(record, ctx, octx)
     facts += medication_facts(record, drafts, order, ctx)

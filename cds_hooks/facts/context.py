@@ -16,7 +16,7 @@ from typing import Any, Required, TypedDict, cast
 
 from ..concepts import codings, texts
 from ..fhirtime import days_between, to_instant
-from ..orders import detect
+from ..orders import SystemicHeuristic, detect
 from ..record import ref_of
 from ..terminology import Terminology
 
@@ -203,6 +203,7 @@ class FactContext:
     now: datetime
     treatment: datetime
     ids: Iterator[int]  # an itertools.count shared by one request's facts
+    systemic: SystemicHeuristic  # classifies past sessions like the order (same modality?)
     supply_days: float = 30.0  # F-MED last taken without a stop date: start + this (§10.1)
     codes: CodeIndex = field(init=False, repr=False, compare=False)
     _cryo: dict[int, tuple[Any, bool]] = field(init=False, repr=False, compare=False, default_factory=dict)

@@ -178,7 +178,7 @@ def order_fact(order: CryoOrder, octx: OrderContext, record: PatientRecord, ctx:
         if p.status == "completed"
         and ref_of(p) != order.ref
         and ctx.is_cryotherapy(p)
-        and classify(p, tx) == order.modality
+        and classify(p, tx, ctx.systemic) == order.modality
         and 0 < days_between(performed_time(p) or ctx.treatment, ctx.treatment) <= 7
     )
     sites = resource.bodySite
@@ -335,7 +335,7 @@ def _prior_course(order: CryoOrder, record: PatientRecord, ctx: FactContext) -> 
         if ref_of(sr) == order.ref or sr.status not in ("active", "on-hold", "completed"):
             continue
         authored = to_instant(sr.authoredOn)
-        if authored is None or detect(sr, tx) is None or classify(sr, tx) != order.modality:
+        if authored is None or detect(sr, tx) is None or classify(sr, tx, ctx.systemic) != order.modality:
             continue
         candidates.append((authored, sr))
     if not candidates:
