@@ -176,11 +176,11 @@ def measure_sizes(runs: int) -> dict[str, dict[str, Any]]:
 def print_sizes(results: dict[str, dict[str, dict[str, Any]]]) -> None:
     trees = list(results)
     print(f"\nper-step p50 ms on the benchmarks/http.py bodies ({', '.join(trees)})")
-    print(f"{'body':<22}{'res':>6} {'step':<11}" + "".join(f"{t[-14:]:>16}" for t in trees))
+    print(f"{'body':<22}{'res':>6} {'step':<11}" + "".join(f"{t[-19:]:>20}" for t in trees))
     first = results[trees[0]]
     for label, row in first.items():
         for step in SIZE_STEPS:
-            cells = "".join(f"{results[t].get(label, {}).get(step, float('nan')):16.2f}" for t in trees)
+            cells = "".join(f"{results[t].get(label, {}).get(step, float('nan')):20.2f}" for t in trees)
             print(f"{label:<22}{row['resources']:>6} {step:<11}{cells}")
 
 

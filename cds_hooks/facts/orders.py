@@ -36,6 +36,7 @@ REGION_SETS = (
     "REGION.FOOT",
     "REGION.GENITAL-PERIANAL",
 )
+REGION_SETS_ALL = frozenset(REGION_SETS)
 
 
 def site_regions(sites: Any, tx: Terminology) -> set[str]:
@@ -43,7 +44,7 @@ def site_regions(sites: Any, tx: Terminology) -> set[str]:
     found: set[str] = set()
     for site in sites or ():
         for system, code, _ in codings(site):
-            found.update(r for r in REGION_SETS if tx[r].has_code(system, code))
+            found.update(REGION_SETS_ALL & tx.memberships(system, code))
     return found
 
 
