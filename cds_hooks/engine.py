@@ -105,6 +105,17 @@ if _durable_engine is not None:
 
 
 Evaluator = DurableEvaluator | PlainEvaluator
+
+
+def make_evaluator(rules: Mapping[str, Mapping[str, Any]], preferred: str = "durable") -> Evaluator:
+    """The configured evaluator; durable-rules unless unavailable or 'plain' is asked for."""
+    if preferred == "durable":
+        if durable_available():
+            return DurableEvaluator(rules)
+        log.warning("durable-rules cannot be imported on this Python; using the plain evaluator")
+    return PlainEvaluator(rules)
+
+
 __all__ = [
     "NUMBER_LIMIT",
     "DurableEvaluator",
@@ -116,12 +127,3 @@ __all__ = [
     "engine_safe_fact",
     "make_evaluator",
 ]
-
-
-def make_evaluator(rules: Mapping[str, Mapping[str, Any]], preferred: str = "durable") -> Evaluator:
-    """The configured evaluator; durable-rules unless unavailable or 'plain' is asked for."""
-    if preferred == "durable":
-        if durable_available():
-            return DurableEvaluator(rules)
-        log.warning("durable-rules cannot be imported on this Python; using the plain evaluator")
-    return PlainEvaluator(rules)

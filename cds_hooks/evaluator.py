@@ -6,6 +6,10 @@ understands exactly the subset the rulebook emits: ``$and``, ``$or``, equality, 
 ``$lte``, ``$gt``, ``$gte`` and absence patterns (``<alias>$not``). As in the engine, the
 positive patterns of one rule bind different facts; an absence pattern means that no fact
 at all matches it.
+
+It also holds what both evaluators share: the ``Hit`` and per-order ``OrderEvaluation``
+results the cards read, and the conversion that makes facts safe for the C engine (applied
+here too, so the oracle reads exactly what the engine reads).
 """
 
 from __future__ import annotations
