@@ -24,7 +24,7 @@ from cds_hooks.service import SERVICES
 from cds_hooks.state import open_audit_store
 
 from .conftest import ROOT, make_pipeline
-from .support.cli import assert_one_line_error, cli_env, cryo, strip_uuids
+from .support.cli import assert_one_line_error, cli_env, cryo, ctrl_c_enabled, strip_uuids
 from .support.loopback import LoopbackServer, free_port, wait_until_up
 
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
@@ -141,6 +141,7 @@ def test_ctrl_c_stops_the_server_quietly(home: dict[str, Path]) -> None:
             env=cli_env(home),
             stdout=sink,
             stderr=sink,
+            preexec_fn=ctrl_c_enabled,
         )
         try:
             wait_until_up(f"http://127.0.0.1:{port}/healthz", process, log)
