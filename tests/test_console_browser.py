@@ -9,7 +9,6 @@ app on the same SQLite file with JWT checks off; the console's app has them on.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from cds_hooks.service import SERVICES
 
 from .conftest import RULES_DIR
 from .support.loopback import LoopbackServer
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
 
 
 def _screenshot_script() -> Any:
@@ -75,21 +73,6 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     running = Console(tmp_path_factory.mktemp("console"))
     yield running
     running.server.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        reason = f"Chromium not found at {CHROMIUM} (Debian package 'chromium')"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI is set, so the browser tests must run", pytrace=False)
-        pytest.skip(f"{reason}; install it, or set CI=1 to turn this skip into a failure")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
