@@ -102,6 +102,22 @@ def test_an_unknown_command_and_a_missing_argument_are_one_line(home: dict[str, 
     assert_one_line_error(cryo(home, "serve", "--port", "http"), "--port", "'http'")
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        (("serve", "--port", "70000"), {}, ("--port", "must be 65535 or less, got 70000")),
+        (("audit", "decisions", "--limit", "0"), {}, ("--limit", "must be 1 or more, got 0")),
+        (("check", "x.json"), {"CDS_HOOKS_PORT": "99999"}, ("CDS_HOOKS_PORT must be 65535 or less, got 99999",)),
+        (("check", "x.json"), {"CDS_HOOKS_FETCH_BUDGET_S": "nan"}, ("CDS_HOOKS_FETCH_BUDGET_S must be a finite",)),
+        (("check", "x.json"), {"CDS_HOOKS_MAX_BODY_BYTES": "lots"}, ("MAX_BODY_BYTES must be a whole number",)),
+    ],
+)
+def test_numbers_are_checked_by_one_parser_on_the_command_line_and_in_settings(
+    home: dict[str, Path], args: tuple[str, ...], env: dict[str, str], needles: tuple[str, ...]
+) -> None:
+    assert_one_line_error(cryo(home, *args, **env), *needles)
+
+
 def test_a_port_in_use_is_reported_before_anything_claims_to_listen(home: dict[str, Path]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

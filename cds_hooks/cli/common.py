@@ -13,10 +13,12 @@ import json
 import shutil
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+
+from ..config import MAX_PORT, N, parse_number
 
 T = TypeVar("T")
 USAGE_ERROR = 2
@@ -44,28 +46,21 @@ def iso_datetime(raw: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def non_negative_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _number_type(kind: type[N], *, allow_zero: bool = False, maximum: N | None = None) -> Callable[[str], N]:
+    """An argparse ``type`` over the settings' own number parser (``config.parse_number``)."""
+
+    def parse(raw: str) -> N:
+        try:
+            return parse_number(raw, kind, allow_zero=allow_zero, maximum=maximum)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
-def positive_int(raw: str) -> int:
-    value = non_negative_int(raw)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be 1 or more, got 0")
-    return value
-
-
-def port_number(raw: str) -> int:
-    value = non_negative_int(raw)
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {value} (1-65535)")
-    return value
+non_negative_int = _number_type(int, allow_zero=True)
+positive_int = _number_type(int)
+port_number = _number_type(int, maximum=MAX_PORT)
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
