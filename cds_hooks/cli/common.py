@@ -63,6 +63,31 @@ positive_int = _number_type(int)
 port_number = _number_type(int, maximum=MAX_PORT)
 
 
+def add_listen_options(parser: Parser, *, host: str, port: int, from_settings: bool = False) -> None:
+    """``--host`` and ``--port`` of a command that serves HTTP. With ``from_settings`` an option
+    left out is None, so the command falls back to CDS_HOOKS_HOST/CDS_HOOKS_PORT, then to these."""
+    if from_settings:
+        parser.add_argument("--host", help=f"address to listen on (default CDS_HOOKS_HOST or {host})")
+        parser.add_argument("--port", type=port_number, help=f"port (default CDS_HOOKS_PORT or {port})")
+    else:
+        parser.add_argument("--host", default=host, help=f"address to listen on (default {host})")
+        parser.add_argument("--port", type=port_number, default=port, help=f"port (default {port})")
+
+
+def add_json_option(parser: Parser, what: str = "JSON instead of a table") -> None:
+    parser.add_argument("--json", action="store_true", help=what)
+
+
+def print_rows(
+    rows: Sequence[dict[str, Any]], *, as_json: bool, columns: Sequence[str], headers: dict[str, str]
+) -> None:
+    """Rows as JSON (``--json``) or as a table fitted to the terminal."""
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, columns, headers)
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from a file; CliError naming the file and what is wrong with it."""
     if path.is_dir():

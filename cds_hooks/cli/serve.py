@@ -8,8 +8,8 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..config import from_env
-from .common import CliError, Parser, port_number, warn
+from ..config import Config, from_env
+from .common import CliError, Parser, add_listen_options, warn
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
     serve = sub.add_parser("serve", help="run the CDS Hooks service (development server)")
-    serve.add_argument("--host", help="address to listen on (default CDS_HOOKS_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=port_number, help="port (default CDS_HOOKS_PORT or 8080)")
+    add_listen_options(serve, host=Config.host, port=Config.port, from_settings=True)
     serve.add_argument("--public-base-url", help="the URL clients use (JWT audience); default http://HOST:PORT")
     serve.add_argument("--no-auth", action="store_true", help="accept calls without a JWT (development only)")
     serve.set_defaults(func=run)
