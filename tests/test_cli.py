@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from cds_hooks.config import Config
 from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
@@ -169,6 +171,53 @@ def test_ctrl_c_stops_the_server_quietly(home: dict[str, Path]) -> None:
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
     assert f"data dir {home['data']}" in text  # the state's home is printed at start-up
+
+
+def test_bad_console_options_are_one_line_before_anything_listens(home: dict[str, Path]) -> None:
+    result = cryo(home, "serve", "--console-token", "short")
+    assert_one_line_error(result, "--console-token must be at least 24 characters")
+    assert "listening" not in result.stderr
+    assert_one_line_error(cryo(home, "serve", "--console-patients", "nowhere"), "--console-patients: nowhere: no such")
+
+
+def test_serve_takes_the_console_token_and_patient_folder_from_its_options(home: dict[str, Path]) -> None:
+    token = "console-token-given-on-the-command-line"
+    patients = home["cwd"] / "patients"
+    patients.mkdir()
+    (patients / "someone-from-the-option.json").write_text('{"resourceType": "Bundle"}', encoding="utf-8")
+    port = free_port()
+    log = home["cwd"].parent / "serve.log"
+    command = ["serve", "--port", str(port), "--console-token", token, "--console-patients", "patients"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cds_hooks.cli", *command],
+            cwd=home["cwd"],
+            env=cli_env(home),
+            stdout=sink,
+            stderr=sink,
+        )
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/healthz", process, log)
+            base = f"http://127.0.0.1:{port}/console"
+
+            def log_in(given: str) -> tuple[requests.Session, int]:
+                session = requests.Session()
+                page = session.get(f"{base}/login", timeout=30).text
+                csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+                assert csrf, page
+                answer = session.post(
+                    f"{base}/login", data={"token": given, "csrf_token": csrf[1]}, allow_redirects=False, timeout=30
+                )
+                return session, answer.status_code
+
+            assert log_in("console-token-that-is-not-the-one-given")[1] != 302
+            session, status = log_in(token)
+            assert status == 302
+            assert "someone-from-the-option.json" in session.get(f"{base}/sandbox", timeout=30).text
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert token not in log.read_text()  # the token is never logged
 
 
 # -- check ---------------------------------------------------------------------------------
