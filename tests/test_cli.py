@@ -5,6 +5,7 @@ from ``fhirServer``; ``audit`` names the log it reads and lists decisions with f
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -348,3 +349,83 @@ def test_another_key_for_a_written_log_is_refused(home: dict[str, Path], written
     result = cryo(home, "audit", "summary", CDS_HOOKS_PATIENT_HASH_KEY="another-key-0123456789abcdef")
     assert_one_line_error(result, "was written with another patient-hash key")
     assert cryo(home, "audit", "summary").returncode == 0  # the right key still reads it
+
+
+# -- documentation and progress ------------------------------------------------------------
+
+
+def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[tuple[str, list[str]]]:
+    """Every runnable command ("audit decisions") with its long options, from the parser itself."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+        yield " ".join(words), options
+    for action in subparsers:
+        for name, sub in action.choices.items():
+            yield from _commands(sub, (*words, name))
+
+
+def test_the_readme_documents_every_command_and_option() -> None:
+    from cds_hooks.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `cryo-cds ")]
+    commands = list(_commands(build_parser()))
+    assert len(commands) >= 10
+    for command, options in commands:
+        row = [r for r in rows if r.startswith(f"| `cryo-cds {command}") and r[len(command) + 12] in " `"]
+        assert len(row) == 1, f"README has no row for cryo-cds {command}"
+        assert [o for o in options if o not in row[0]] == [], f"README row of cryo-cds {command}"
+
+
+def _on_a_terminal(home: dict[str, Path], *args: str) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal and stdout on a pipe: (status, stdout, stderr)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    out_path = home["cwd"].parent / "stdout.txt"
+    try:
+        with out_path.open("wb") as sink:  # a file: a full pipe would stall the process while we read the terminal
+            process = subprocess.Popen(
+                [sys.executable, "-m", "cds_hooks.cli", *args],
+                cwd=home["cwd"],
+                env={**cli_env(home), "COLUMNS": "100"},
+                stdout=sink,
+                stderr=follower,
+            )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        status = process.wait(timeout=120)
+        out = out_path.read_text(encoding="utf-8")
+    finally:
+        os.close(leader)
+    return status, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_a_batch_check_draws_a_progress_bar_only_on_a_terminal(home: dict[str, Path]) -> None:
+    files = [str(PREGNANT), str(PACEMAKER)]
+    status, out, err = _on_a_terminal(home, "check", "--json", "--now", NOW, "--evaluator", "plain", *files)
+    assert status == 0, err
+    assert "checking [" in err and "2/2" in err
+    assert len(out.splitlines()) == 2  # the bar never mixes into the output
+    quiet = cryo(home, "check", "--json", "--now", NOW, "--evaluator", "plain", *files)
+    assert quiet.returncode == 0 and "checking" not in quiet.stderr
+
+
+def test_rules_coverage_draws_a_progress_bar_only_on_a_terminal(home: dict[str, Path]) -> None:
+    patients = sorted((ROOT / "fhir_fixtures" / "external").glob("*.json"))[:2]
+    args = ("rules", "coverage", "--json", "--now", NOW, *map(str, patients))
+    status, out, err = _on_a_terminal(home, *args)
+    assert status == 0, err
+    assert "patients [" in err and "2/2" in err
+    assert json.loads(out)  # the rows, undisturbed by the bar
+    quiet = cryo(home, *args)
+    assert quiet.returncode == 0 and "patients [" not in quiet.stderr
