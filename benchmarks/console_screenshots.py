@@ -9,129 +9,30 @@ whose console is then logged into and photographed in headless Chromium (Debian'
 
     .venv/bin/python benchmarks/console_screenshots.py DIR [--cases N]
 
-It prints the files it wrote. ``seed`` is shared with tests/test_console_browser.py.
+It prints the files it wrote. The seed and the console settings come from
+tests/support/console_seed.py, shared with tests/test_console_browser.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import requests
-from werkzeug.serving import make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
-from cds_hooks.devtools.cases import case_request, load_case
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, chromium_missing
+from tests.support.console_seed import RULES, SITE_PARAMS, TOKEN, console_config, seed
+from tests.support.loopback import LoopbackServer
 
-REQUESTS = ROOT / "fhir_fixtures" / "requests"
-RULES = ROOT / "rules"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TOKEN = "console-screenshots-token-0123456789"
-SITE_PARAMS = {"hb_window_days": 120}  # one site override, so the rule page shows how it is marked
 PATIENTS = ROOT / "fhir_fixtures" / "external"  # real Synthea patients (sources in its README)
 COMPLEX_PATIENT = "Jerrell_Gerlach_20f72f10-7dfd-4dc6-abb6-2160e0a548eb.json"
-SERVICE_FOR_HOOK = {"order-select": "cryotherapy-order-select", "order-sign": "cryotherapy-order-sign"}
-
-
-@contextmanager
-def serve(app: Callable[..., Any]) -> Iterator[str]:
-    """The WSGI app on a free 127.0.0.1 port, in a thread, for the duration of the block."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
-
-
-def seed_requests(max_cases: int | None = None) -> list[dict[str, Any]]:
-    """The bundled fixtures, then the rule cases (in file order, at most ``max_cases``)."""
-    bodies = [json.loads(path.read_text()) for path in sorted(REQUESTS.glob("*.json"))]
-    cases = sorted(RULES.glob("*/cases/*.yaml"))[:max_cases]
-    for index, path in enumerate(cases):
-        bodies.append(case_request(load_case(path), "order-sign" if index % 4 == 3 else "order-select"))
-    return bodies
-
-
-def seed(base_url: str, max_cases: int | None = None) -> dict[str, int]:
-    """Send the seed requests and feedback; returns how many calls, cards and feedback items."""
-    counts = {"calls": 0, "cards": 0, "overridden": 0, "accepted": 0}
-    session = requests.Session()
-    for body in seed_requests(max_cases):
-        service = SERVICE_FOR_HOOK[body["hook"]]
-        answer = session.post(f"{base_url}/cds-services/{service}", json=body, timeout=30)
-        counts["calls"] += 1
-        if answer.status_code != 200:
-            continue
-        feedback = []
-        for card in answer.json()["cards"]:
-            counts["cards"] += 1
-            stamp = datetime.now(UTC).isoformat()
-            if counts["cards"] % 3 == 0 and card.get("overrideReasons"):
-                reason = card["overrideReasons"][0]
-                feedback.append(
-                    {
-                        "card": card["uuid"],
-                        "outcome": "overridden",
-                        "outcomeTimestamp": stamp,
-                        "overrideReason": {"reason": reason},
-                    }
-                )
-                counts["overridden"] += 1
-            elif counts["cards"] % 3 == 1 and card.get("suggestions"):
-                feedback.append(
-                    {
-                        "card": card["uuid"],
-                        "outcome": "accepted",
-                        "outcomeTimestamp": stamp,
-                        "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
-                    }
-                )
-                counts["accepted"] += 1
-        if feedback:
-            session.post(
-                f"{base_url}/cds-services/{service}/feedback", json={"feedback": feedback}, timeout=30
-            ).raise_for_status()
-    return counts
-
-
-def console_config(db: Path, *, token: str = TOKEN) -> Config:
-    """A deployment-like service: JWT checks on (no issuers needed here), console token set."""
-    return Config(
-        rules_dir=RULES,
-        database_url=f"sqlite:///{db}",
-        patient_hash_key=b"s" * 32,
-        auth_required=True,
-        audit_token=token,
-        rule_params=SITE_PARAMS,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", type=Path)
     parser.add_argument("--cases", type=int, default=None, help="seed only the first N rule cases")
     args = parser.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        print(f"Chromium not found at {CHROMIUM} (Debian package 'chromium')", file=sys.stderr)
+    if (missing := chromium_missing()) is not None:
+        print(missing, file=sys.stderr)
         return 2
     args.dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -157,11 +58,12 @@ def main(argv: list[str] | None = None) -> int:
                 rule_params=SITE_PARAMS,
             )
         )
-        with serve(hooks_app) as hooks_url:
-            counts = seed(hooks_url, args.cases)
+        with LoopbackServer(hooks_app) as hooks:
+            counts = seed(hooks.url, args.cases)
         print(f"seeded: {counts}")
         os.environ.setdefault("CDS_HOOKS_CONSOLE_PATIENTS", str(PATIENTS))
-        with serve(create_app(console_config(db))) as url, sync_playwright() as playwright:
+        with LoopbackServer(create_app(console_config(db))) as console, sync_playwright() as playwright:
+            url = console.url
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1366, "height": 768})
             written = []

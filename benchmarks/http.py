@@ -38,8 +38,6 @@ import http.client
 import json
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -52,12 +50,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.load import GLIBC_TUNABLES, gunicorn_process
+
 FIXTURE_03 = ROOT / "fhir_fixtures" / "requests" / "03-no-findings-whole-body-order-select.json"
 SYNTHEA_DIR = ROOT / "fhir_fixtures" / "external"
 SYNTHEA_PATIENT = SYNTHEA_DIR / "Parker_Casper_6d0c6969-6843-47e1-9921-d9bf11b1df31.json"
 SERVICE_PATH = "/cds-services/cryotherapy-order-select"
 PATIENT_HASH_KEY = "benchmark-http-patient-hash-key-0123456789"
-GLIBC_TUNABLES = "glibc.malloc.trim_threshold=268435456:glibc.malloc.top_pad=67108864"
 DEFAULT_WORKER_ARGS = "-w 2 -k sync"
 SERVICE_APP = "cds_hooks.app:create_app()"
 CEILING_SOURCE = '''\
@@ -186,19 +187,6 @@ def _encode(body: dict[str, Any]) -> bytes:
 # -- servers -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def gunicorn_extra_args() -> list[str]:
-    """gunicorn >= 27 opens a control socket in ~/.gunicorn, shared by every instance: not here."""
-    from gunicorn.config import KNOWN_SETTINGS
-
-    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
-
-
 @dataclass
 class Server:
     name: str
@@ -236,30 +224,17 @@ def post(port: int, body: bytes, path: str = SERVICE_PATH) -> tuple[int, bytes]:
 
 @contextmanager
 def gunicorn(name: str, app: str, worker_args: str, workdir: Path, env: dict[str, str]) -> Iterator[Server]:
-    port = free_port()
-    log_path = workdir / f"{name}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        *shlex.split(worker_args),
-        "--preload",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--timeout",
-        "120",
-        "--log-level",
-        "warning",
-        *gunicorn_extra_args(),
-        app,
-    ]
+    """The load harness's gunicorn start-up (tests/support/load.py), timed to the first 200."""
     started = time.perf_counter()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = Server(name, process, port, log_path)
-    try:
+    with gunicorn_process(
+        app,
+        shlex.split(worker_args),
+        workdir,
+        env,
+        log_name=f"{name}.log",
+        args_extra=("--timeout", "120", "--log-level", "warning"),
+    ) as (process, port, log_path):
+        server = Server(name, process, port, log_path)
         probe = FIXTURE_03.read_bytes()
         deadline = started + 120
         while True:
@@ -276,14 +251,6 @@ def gunicorn(name: str, app: str, worker_args: str, workdir: Path, env: dict[str
                 raise RuntimeError(f"{name} did not answer in time:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.01)
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 # -- measuring -----------------------------------------------------------------------------

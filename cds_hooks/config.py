@@ -6,11 +6,12 @@ instead of failing on the first request.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import platformdirs
 
@@ -18,6 +19,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PREFIX = "CDS_HOOKS_"
 DATABASE_FILE = "decisions.db"
 KEY_FILE = "patient-hash.key"
+MAX_PORT = 65535
+N = TypeVar("N", int, float)
 
 
 def bundled_rules_dir() -> Path:
@@ -92,14 +95,29 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{PREFIX}{name} must be true or false, got {raw!r}")
 
 
-def _number(name: str, raw: str, kind: type) -> Any:
+def parse_number(raw: str, kind: type[N], *, allow_zero: bool = False, maximum: N | None = None) -> N:
+    """``raw`` as a whole number (``int``) or a finite number (``float``) above 0 (or 0 and
+    above), at most ``maximum``; ValueError saying what was expected. The one number parser
+    of the ``CDS_HOOKS_*`` settings and of the command line's options."""
     try:
-        value = kind(raw)
+        value = kind(raw.strip())
     except ValueError:
-        raise ConfigError(f"{PREFIX}{name} must be a {kind.__name__}, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{PREFIX}{name} must be positive")
+        raise ValueError(f"must be {'a whole number' if kind is int else 'a number'}, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {raw!r}")
+    lowest = "0 or more" if allow_zero else ("1 or more" if kind is int else "more than 0")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"must be {lowest}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"must be {maximum} or less, got {value}")
     return value
+
+
+def _number(name: str, raw: str, kind: type[N], maximum: N | None = None) -> N:
+    try:
+        return parse_number(raw, kind, maximum=maximum)
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name} {exc}") from None
 
 
 def _list(raw: str) -> tuple[str, ...]:
@@ -171,7 +189,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     if (raw := get("HOST")) is not None:
         changes["host"] = raw
     if (raw := get("PORT")) is not None:
-        changes["port"] = _number("PORT", raw, int)
+        changes["port"] = _number("PORT", raw, int, maximum=MAX_PORT)
     changes.update(_hardening_settings(get))
     return Config(**changes)
 

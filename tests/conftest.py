@@ -30,6 +30,7 @@ from cds_hooks.service import Pipeline
 from cds_hooks.terminology import Terminology
 
 from .support import load
+from .support.browser import chromium  # noqa: F401  (the shared headless-Chromium fixture)
 
 # Per-user state (the default data directory) goes to a throwaway folder for the whole run,
 # subprocesses included, never to the developer's own ~/.local/share/cryo-cds.

@@ -3,15 +3,14 @@ CDS Hooks Sandbox does: JWTs signed in the page with a `jku` the service fetches
 prefetch read by the browser from the FHIR sandbox server, the hook call, then feedback from
 clicks on the cards. The browser enforces CORS, so wrong preflight answers fail here.
 
-Chromium comes from Debian (`/usr/bin/chromium`, installed by `.ci/run`); without it the tests
-skip with the reason on a developer machine and fail when the CI environment variable is set.
+Chromium comes from Debian (`/usr/bin/chromium`, installed by `.ci/run`) through the shared
+``chromium`` fixture (tests/support/browser.py): without it the tests skip with the reason on a
+developer machine and fail when the CI environment variable is set.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,17 +30,6 @@ from .support.loopback import LoopbackServer
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = Path(__file__).resolve().parent / "browser" / "ehr_client.html"
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Flags for a closed network, as the machine notes prescribe (no background connections).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _page_app(public_jwks: dict[str, Any]) -> Flask:
@@ -51,21 +39,6 @@ def _page_app(public_jwks: dict[str, Any]) -> Flask:
     app.add_url_rule("/", "page", lambda: Response(PAGE.read_bytes(), mimetype="text/html"))
     app.add_url_rule("/.well-known/jwks.json", "jwks", lambda: public_jwks)
     return app
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        reason = f"Chromium not found at {CHROMIUM} (Debian package 'chromium')"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI is set, so the browser tests must run", pytrace=False)
-        pytest.skip(f"{reason}; install it, or set CI=1 to turn this skip into a failure")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class Setup:
@@ -123,8 +96,8 @@ def _private_jwk(private: Any, public: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def open_page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
+def open_page(chromium: Any) -> Iterator[Any]:
+    context = chromium.new_context()
     yield context.new_page
     context.close()
 

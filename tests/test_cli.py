@@ -5,8 +5,10 @@ from ``fhirServer``; ``audit`` names the log it reads and lists decisions with f
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from cds_hooks.config import Config
 from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
@@ -24,7 +27,7 @@ from cds_hooks.service import SERVICES
 from cds_hooks.state import open_audit_store
 
 from .conftest import ROOT, make_pipeline
-from .support.cli import assert_one_line_error, cli_env, cryo, strip_uuids
+from .support.cli import assert_one_line_error, cli_env, cryo, ctrl_c_enabled, strip_uuids
 from .support.loopback import LoopbackServer, free_port, wait_until_up
 
 REQUESTS = ROOT / "fhir_fixtures" / "requests"
@@ -102,6 +105,22 @@ def test_an_unknown_command_and_a_missing_argument_are_one_line(home: dict[str, 
     assert_one_line_error(cryo(home, "serve", "--port", "http"), "--port", "'http'")
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "needles"),
+    [
+        (("serve", "--port", "70000"), {}, ("--port", "must be 65535 or less, got 70000")),
+        (("audit", "decisions", "--limit", "0"), {}, ("--limit", "must be 1 or more, got 0")),
+        (("check", "x.json"), {"CDS_HOOKS_PORT": "99999"}, ("CDS_HOOKS_PORT must be 65535 or less, got 99999",)),
+        (("check", "x.json"), {"CDS_HOOKS_FETCH_BUDGET_S": "nan"}, ("CDS_HOOKS_FETCH_BUDGET_S must be a finite",)),
+        (("check", "x.json"), {"CDS_HOOKS_MAX_BODY_BYTES": "lots"}, ("MAX_BODY_BYTES must be a whole number",)),
+    ],
+)
+def test_numbers_are_checked_by_one_parser_on_the_command_line_and_in_settings(
+    home: dict[str, Path], args: tuple[str, ...], env: dict[str, str], needles: tuple[str, ...]
+) -> None:
+    assert_one_line_error(cryo(home, *args, **env), *needles)
+
+
 def test_a_port_in_use_is_reported_before_anything_claims_to_listen(home: dict[str, Path]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -141,6 +160,7 @@ def test_ctrl_c_stops_the_server_quietly(home: dict[str, Path]) -> None:
             env=cli_env(home),
             stdout=sink,
             stderr=sink,
+            preexec_fn=ctrl_c_enabled,
         )
         try:
             wait_until_up(f"http://127.0.0.1:{port}/healthz", process, log)
@@ -152,6 +172,53 @@ def test_ctrl_c_stops_the_server_quietly(home: dict[str, Path]) -> None:
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
     assert f"data dir {home['data']}" in text  # the state's home is printed at start-up
+
+
+def test_bad_console_options_are_one_line_before_anything_listens(home: dict[str, Path]) -> None:
+    result = cryo(home, "serve", "--console-token", "short")
+    assert_one_line_error(result, "--console-token must be at least 24 characters")
+    assert "listening" not in result.stderr
+    assert_one_line_error(cryo(home, "serve", "--console-patients", "nowhere"), "--console-patients: nowhere: no such")
+
+
+def test_serve_takes_the_console_token_and_patient_folder_from_its_options(home: dict[str, Path]) -> None:
+    token = "console-token-given-on-the-command-line"
+    patients = home["cwd"] / "patients"
+    patients.mkdir()
+    (patients / "someone-from-the-option.json").write_text('{"resourceType": "Bundle"}', encoding="utf-8")
+    port = free_port()
+    log = home["cwd"].parent / "serve.log"
+    command = ["serve", "--port", str(port), "--console-token", token, "--console-patients", "patients"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cds_hooks.cli", *command],
+            cwd=home["cwd"],
+            env=cli_env(home),
+            stdout=sink,
+            stderr=sink,
+        )
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/healthz", process, log)
+            base = f"http://127.0.0.1:{port}/console"
+
+            def log_in(given: str) -> tuple[requests.Session, int]:
+                session = requests.Session()
+                page = session.get(f"{base}/login", timeout=30).text
+                csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+                assert csrf, page
+                answer = session.post(
+                    f"{base}/login", data={"token": given, "csrf_token": csrf[1]}, allow_redirects=False, timeout=30
+                )
+                return session, answer.status_code
+
+            assert log_in("console-token-that-is-not-the-one-given")[1] != 302
+            session, status = log_in(token)
+            assert status == 302
+            assert "someone-from-the-option.json" in session.get(f"{base}/sandbox", timeout=30).text
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert token not in log.read_text()  # the token is never logged
 
 
 # -- check ---------------------------------------------------------------------------------
@@ -282,3 +349,83 @@ def test_another_key_for_a_written_log_is_refused(home: dict[str, Path], written
     result = cryo(home, "audit", "summary", CDS_HOOKS_PATIENT_HASH_KEY="another-key-0123456789abcdef")
     assert_one_line_error(result, "was written with another patient-hash key")
     assert cryo(home, "audit", "summary").returncode == 0  # the right key still reads it
+
+
+# -- documentation and progress ------------------------------------------------------------
+
+
+def _commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[tuple[str, list[str]]]:
+    """Every runnable command ("audit decisions") with its long options, from the parser itself."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers:
+        options = [o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"]
+        yield " ".join(words), options
+    for action in subparsers:
+        for name, sub in action.choices.items():
+            yield from _commands(sub, (*words, name))
+
+
+def test_the_readme_documents_every_command_and_option() -> None:
+    from cds_hooks.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `cryo-cds ")]
+    commands = list(_commands(build_parser()))
+    assert len(commands) >= 10
+    for command, options in commands:
+        row = [r for r in rows if r.startswith(f"| `cryo-cds {command}") and r[len(command) + 12] in " `"]
+        assert len(row) == 1, f"README has no row for cryo-cds {command}"
+        assert [o for o in options if o not in row[0]] == [], f"README row of cryo-cds {command}"
+
+
+def _on_a_terminal(home: dict[str, Path], *args: str) -> tuple[int, str, str]:
+    """Run the CLI with stderr on a pseudo-terminal and stdout on a pipe: (status, stdout, stderr)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    out_path = home["cwd"].parent / "stdout.txt"
+    try:
+        with out_path.open("wb") as sink:  # a file: a full pipe would stall the process while we read the terminal
+            process = subprocess.Popen(
+                [sys.executable, "-m", "cds_hooks.cli", *args],
+                cwd=home["cwd"],
+                env={**cli_env(home), "COLUMNS": "100"},
+                stdout=sink,
+                stderr=follower,
+            )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        status = process.wait(timeout=120)
+        out = out_path.read_text(encoding="utf-8")
+    finally:
+        os.close(leader)
+    return status, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_a_batch_check_draws_a_progress_bar_only_on_a_terminal(home: dict[str, Path]) -> None:
+    files = [str(PREGNANT), str(PACEMAKER)]
+    status, out, err = _on_a_terminal(home, "check", "--json", "--now", NOW, "--evaluator", "plain", *files)
+    assert status == 0, err
+    assert "checking [" in err and "2/2" in err
+    assert len(out.splitlines()) == 2  # the bar never mixes into the output
+    quiet = cryo(home, "check", "--json", "--now", NOW, "--evaluator", "plain", *files)
+    assert quiet.returncode == 0 and "checking" not in quiet.stderr
+
+
+def test_rules_coverage_draws_a_progress_bar_only_on_a_terminal(home: dict[str, Path]) -> None:
+    patients = sorted((ROOT / "fhir_fixtures" / "external").glob("*.json"))[:2]
+    args = ("rules", "coverage", "--json", "--now", NOW, *map(str, patients))
+    status, out, err = _on_a_terminal(home, *args)
+    assert status == 0, err
+    assert "patients [" in err and "2/2" in err
+    assert json.loads(out)  # the rows, undisturbed by the bar
+    quiet = cryo(home, *args)
+    assert quiet.returncode == 0 and "patients [" not in quiet.stderr

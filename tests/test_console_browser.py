@@ -2,14 +2,14 @@
 log in, open every page, run a sandbox case and see its cards, compare the dashboard with
 ``cryo-cds audit summary --json`` for the same period, and see login and CSRF refusals.
 
-The decision log is filled by real hook calls (the screenshot script's ``seed``) to a second
-app on the same SQLite file with JWT checks off; the console's app has them on.
+The decision log is filled by real hook calls (``seed`` of tests/support/console_seed.py, which
+the screenshot script uses too) to a second app on the same SQLite file with JWT checks off;
+the console's app has them on.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,21 +25,8 @@ from cds_hooks.hooks import parse_hook_request
 from cds_hooks.service import SERVICES
 
 from .conftest import RULES_DIR
+from .support import console_seed
 from .support.loopback import LoopbackServer
-from .test_browser import CHROMIUM, CHROMIUM_ARGS
-
-
-def _screenshot_script() -> Any:
-    """benchmarks/console_screenshots.py as a module: the test drives the same script users run."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "console_screenshots.py"
-    spec = importlib.util.spec_from_file_location("console_screenshots", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = "07-heart-failure-afib-whole-body-order-sign.json"
@@ -48,8 +35,7 @@ FIXED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 class Console:
     def __init__(self, tmp: Path) -> None:
-        shots = _screenshot_script()
-        self.token = shots.TOKEN
+        self.token = console_seed.TOKEN
         self.db = tmp / "decisions.db"
         hooks = LoopbackServer(
             create_app(
@@ -62,10 +48,10 @@ class Console:
             )
         )
         try:
-            self.seeded = shots.seed(hooks.url, max_cases=24)
+            self.seeded = console_seed.seed(hooks.url, max_cases=24)
         finally:
             hooks.stop()
-        self.app = create_app(shots.console_config(self.db))
+        self.app = create_app(console_seed.console_config(self.db))
         self.server = LoopbackServer(self.app)
         self.url = self.server.url
 
@@ -75,21 +61,6 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     running = Console(tmp_path_factory.mktemp("console"))
     yield running
     running.server.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        reason = f"Chromium not found at {CHROMIUM} (Debian package 'chromium')"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI is set, so the browser tests must run", pytrace=False)
-        pytest.skip(f"{reason}; install it, or set CI=1 to turn this skip into a failure")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

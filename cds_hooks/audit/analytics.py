@@ -295,10 +295,14 @@ def list_decisions(
                 select(RuleHit.decision_id, RuleHit.rule_id).where(RuleHit.decision_id.in_(ids))
             ):
                 fired[decision_id].add(fired_rule)
-            counted = conn.execute(
-                select(Card.decision_id, func.count()).where(Card.decision_id.in_(ids)).group_by(Card.decision_id)
+            # .tuples().all(): a Result has keys(), so dict() would read it as a mapping and fail.
+            cards = dict(
+                conn.execute(
+                    select(Card.decision_id, func.count()).where(Card.decision_id.in_(ids)).group_by(Card.decision_id)
+                )
+                .tuples()
+                .all()
             )
-            cards = dict(counted.tuples().all())
     return [
         _jsonable({**row, "rules_fired": sorted(fired[row["decision_id"]]), "cards": cards.get(row["decision_id"], 0)})
         for row in rows

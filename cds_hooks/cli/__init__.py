@@ -24,7 +24,7 @@ COMMANDS: list[Register] = [serve.register, check.register, fhir.register, audit
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="cryo-cds", description=(__doc__ or "").split("\n\n")[0])
+    parser = Parser(prog="cryo-cds", description=(__doc__ or "").split("\n\n")[0].replace("``", ""))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(sub)

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from ..config import from_env
 from ..state import open_audit_store
 from .common import (
     Parser,
+    add_json_option,
     iso_datetime,
     non_negative_int,
     positive_int,
     print_json,
-    print_table,
+    print_rows,
     warn,
 )
 
@@ -58,6 +60,15 @@ def _period(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]
     return since, until
 
 
+def _explained(found: dict[str, Any] | None, what: str) -> int:
+    """One decision or card as JSON; status 1 when the log has no such thing."""
+    if found is None:
+        warn(f"cryo-cds: no {what} in this log")
+        return 1
+    print_json(found)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..audit import analytics
 
@@ -67,33 +78,21 @@ def run(args: argparse.Namespace) -> int:
         command = args.audit_command
         if command == "summary":
             rows = analytics.rule_summary(store, *_period(args))
-            if args.json:
-                print_json(rows)
-            else:
-                print_table(rows, SUMMARY_COLUMNS, SUMMARY_HEADERS)
+            print_rows(rows, as_json=args.json, columns=SUMMARY_COLUMNS, headers=SUMMARY_HEADERS)
         elif command == "decisions":
             rows = analytics.list_decisions(
                 store, *_period(args), service_id=args.service, rule_id=args.rule, limit=args.limit
             )
-            if args.json:
-                print_json(rows)
-            else:
+            if not args.json:
                 for row in rows:
                     row["created_at"] = str(row["created_at"])[:19].replace("T", " ")
-                print_table(rows, DECISION_COLUMNS, DECISION_HEADERS)
+            print_rows(rows, as_json=args.json, columns=DECISION_COLUMNS, headers=DECISION_HEADERS)
+            if not args.json:
                 warn(f"{len(rows)} decision(s), newest first")
         elif command == "decision":
-            found = analytics.explain_decision(store, args.decision_id)
-            if found is None:
-                warn(f"cryo-cds: no decision {args.decision_id} in this log")
-                return 1
-            print_json(found)
+            return _explained(analytics.explain_decision(store, args.decision_id), f"decision {args.decision_id}")
         elif command == "card":
-            found = analytics.explain_card(store, args.card_uuid)
-            if found is None:
-                warn(f"cryo-cds: no card {args.card_uuid} in this log")
-                return 1
-            print_json(found)
+            return _explained(analytics.explain_card(store, args.card_uuid), f"card {args.card_uuid}")
         elif command == "silent":
             from ..rulebook import load_rulebook
 
@@ -106,31 +105,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _period_args(parser: Parser) -> None:
-    parser.add_argument("--since", type=iso_datetime, help="from this ISO date-time (inclusive)")
-    parser.add_argument("--until", type=iso_datetime, help="up to this ISO date-time (exclusive)")
-    parser.add_argument("--days", type=positive_int, help="the last N days (instead of --since)")
+def _question(
+    questions: argparse._SubParsersAction[Parser], name: str, help: str, *, period: bool = False, json: bool = False
+) -> Parser:
+    """One ``audit`` question; ``period`` adds --since/--until/--days, ``json`` adds --json."""
+    parser = questions.add_parser(name, help=help)
+    if period:
+        parser.add_argument("--since", type=iso_datetime, help="from this ISO date-time (inclusive)")
+        parser.add_argument("--until", type=iso_datetime, help="up to this ISO date-time (exclusive)")
+        parser.add_argument("--days", type=positive_int, help="the last N days (instead of --since)")
+    if json:
+        add_json_option(parser)
+    return parser
 
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
     audit = sub.add_parser("audit", help="query the decision log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="QUESTION")
-    summary = audit_sub.add_parser("summary", help="per-rule fires, overrides and reasons over a period")
-    _period_args(summary)
-    summary.add_argument("--json", action="store_true")
-    decisions = audit_sub.add_parser("decisions", help="list decisions, newest first, with filters")
-    _period_args(decisions)
+    _question(audit_sub, "summary", "per-rule fires, overrides and reasons over a period", period=True, json=True)
+    decisions = _question(audit_sub, "decisions", "list decisions, newest first, with filters", period=True, json=True)
     decisions.add_argument("--service", help="only this service id (e.g. cryotherapy-order-sign)")
     decisions.add_argument("--rule", help="only decisions where this rule fired (e.g. CI-PREG)")
     decisions.add_argument("--limit", type=positive_int, default=50, help="at most N rows (default 50)")
-    decisions.add_argument("--json", action="store_true")
-    silent = audit_sub.add_parser("silent", help="rules never evaluated or never fired over a period")
-    _period_args(silent)
-    decision = audit_sub.add_parser("decision", help="explain one decision (JSON)")
-    decision.add_argument("decision_id")
-    card = audit_sub.add_parser("card", help="explain one card by its uuid (JSON)")
-    card.add_argument("card_uuid")
-    purge = audit_sub.add_parser("purge", help="delete decisions older than N days")
+    _question(audit_sub, "silent", "rules never evaluated or never fired over a period (JSON)", period=True)
+    _question(audit_sub, "decision", "explain one decision (JSON)").add_argument("decision_id")
+    _question(audit_sub, "card", "explain one card by its uuid (JSON)").add_argument("card_uuid")
+    purge = _question(audit_sub, "purge", "delete decisions older than N days")
     purge.add_argument("--older-than-days", type=non_negative_int, required=True, metavar="N")
     audit.set_defaults(func=run)
 

@@ -13,10 +13,12 @@ import json
 import shutil
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+
+from ..config import MAX_PORT, N, parse_number
 
 T = TypeVar("T")
 USAGE_ERROR = 2
@@ -44,28 +46,46 @@ def iso_datetime(raw: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def non_negative_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {raw!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def _number_type(kind: type[N], *, allow_zero: bool = False, maximum: N | None = None) -> Callable[[str], N]:
+    """An argparse ``type`` over the settings' own number parser (``config.parse_number``)."""
+
+    def parse(raw: str) -> N:
+        try:
+            return parse_number(raw, kind, allow_zero=allow_zero, maximum=maximum)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
-def positive_int(raw: str) -> int:
-    value = non_negative_int(raw)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be 1 or more, got 0")
-    return value
+non_negative_int = _number_type(int, allow_zero=True)
+positive_int = _number_type(int)
+port_number = _number_type(int, maximum=MAX_PORT)
 
 
-def port_number(raw: str) -> int:
-    value = non_negative_int(raw)
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {value} (1-65535)")
-    return value
+def add_listen_options(parser: Parser, *, host: str, port: int, from_settings: bool = False) -> None:
+    """``--host`` and ``--port`` of a command that serves HTTP. With ``from_settings`` an option
+    left out is None, so the command falls back to CDS_HOOKS_HOST/CDS_HOOKS_PORT, then to these."""
+    if from_settings:
+        parser.add_argument("--host", help=f"address to listen on (default CDS_HOOKS_HOST or {host})")
+        parser.add_argument("--port", type=port_number, help=f"port (default CDS_HOOKS_PORT or {port})")
+    else:
+        parser.add_argument("--host", default=host, help=f"address to listen on (default {host})")
+        parser.add_argument("--port", type=port_number, default=port, help=f"port (default {port})")
+
+
+def add_json_option(parser: Parser, what: str = "JSON instead of a table") -> None:
+    parser.add_argument("--json", action="store_true", help=what)
+
+
+def print_rows(
+    rows: Sequence[dict[str, Any]], *, as_json: bool, columns: Sequence[str], headers: dict[str, str]
+) -> None:
+    """Rows as JSON (``--json``) or as a table fitted to the terminal."""
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, columns, headers)
 
 
 def read_json_object(path: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import CliError, Parser, port_number, warn
+from .common import CliError, Parser, add_listen_options, warn
 from .serve import bind
 
 
@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
     fhir = sub.add_parser("fhir-server", help="serve FHIR bundles or fixtures as a read-only FHIR R4 server")
     fhir.add_argument("paths", nargs="+", metavar="PATH", help="JSON/NDJSON files or folders")
-    fhir.add_argument("--host", default="127.0.0.1")
-    fhir.add_argument("--port", type=port_number, default=8090)
+    add_listen_options(fhir, host="127.0.0.1", port=8090)
     fhir.add_argument("--cors-origins", default="*", help="'*' or a comma-separated list of origins")
     fhir.set_defaults(func=run)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import socket
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
-from ..config import from_env
-from .common import CliError, Parser, port_number, warn
+from ..config import Config, from_env
+from .common import CliError, Parser, add_listen_options, warn
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -51,9 +53,27 @@ class _Late:
         return self.app(environ, start_response)
 
 
+CONSOLE_TOKEN_MIN = 24  # as for CDS_HOOKS_AUDIT_TOKEN, its fallback
+
+
+def console_options(args: argparse.Namespace) -> None:
+    """Hand --console-token/--console-patients to the console as the environment variables it
+    reads (CDS_HOOKS_CONSOLE_TOKEN/_PATIENTS), after checking them, before anything listens."""
+    if args.console_token is not None:
+        if len(args.console_token) < CONSOLE_TOKEN_MIN:
+            raise CliError(f"--console-token must be at least {CONSOLE_TOKEN_MIN} characters")
+        os.environ["CDS_HOOKS_CONSOLE_TOKEN"] = args.console_token
+    if args.console_patients is not None:
+        folder = Path(args.console_patients).expanduser()
+        if not folder.is_dir():
+            raise CliError(f"--console-patients: {args.console_patients}: no such folder")
+        os.environ["CDS_HOOKS_CONSOLE_PATIENTS"] = str(folder.resolve())
+
+
 def run(args: argparse.Namespace) -> int:
     from ..app import create_app
 
+    console_options(args)
     config = from_env()
     if args.no_auth:
         config = config.with_overrides(auth_required=False)
@@ -75,11 +95,22 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
     serve = sub.add_parser("serve", help="run the CDS Hooks service (development server)")
-    serve.add_argument("--host", help="address to listen on (default CDS_HOOKS_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=port_number, help="port (default CDS_HOOKS_PORT or 8080)")
+    add_listen_options(serve, host=Config.host, port=Config.port, from_settings=True)
     serve.add_argument("--public-base-url", help="the URL clients use (JWT audience); default http://HOST:PORT")
     serve.add_argument("--no-auth", action="store_true", help="accept calls without a JWT (development only)")
+    serve.add_argument(
+        "--console-token",
+        metavar="TOKEN",
+        help=f"token for the console's login page, at least {CONSOLE_TOKEN_MIN} characters (default "
+        "CDS_HOOKS_CONSOLE_TOKEN, else CDS_HOOKS_AUDIT_TOKEN); other users of the machine can read a "
+        "command line, so on a shared machine prefer the variable",
+    )
+    serve.add_argument(
+        "--console-patients",
+        metavar="DIR",
+        help="folder of FHIR Bundles the console's sandbox offers (default CDS_HOOKS_CONSOLE_PATIENTS)",
+    )
     serve.set_defaults(func=run)
 
 
-__all__ = ["bind", "register", "run"]
+__all__ = ["bind", "console_options", "register", "run"]

@@ -9,7 +9,7 @@ that came closest and the test it failed, or the fact that an ``unless`` pattern
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -223,3 +223,18 @@ def closest_miss(
     if not near:
         return None
     return max(near, key=lambda c: c.score)
+
+
+def merge_hits(hits: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (rule, order): a rule that matched several fact combinations is one finding
+    whose facts and evidence are the union of its hits."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for hit in hits:
+        key = (hit["rule_id"], hit["order_ref"])
+        if key not in merged:
+            merged[key] = {**hit, "facts": dict(hit.get("facts") or {}), "evidence": list(hit.get("evidence") or [])}
+            continue
+        entry = merged[key]
+        entry["facts"].update(hit.get("facts") or {})
+        entry["evidence"] = list(dict.fromkeys([*entry["evidence"], *(hit.get("evidence") or [])]))
+    return list(merged.values())

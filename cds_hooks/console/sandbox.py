@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -35,7 +35,7 @@ from ..hooks import parse_hook_request
 from ..orders import find_cryo_orders
 from ..record import build_record, parse_draft_orders
 from ..service import SERVICES, Outcome, Pipeline
-from .explain import VariantCheck, closest_miss
+from .explain import VariantCheck, closest_miss, merge_hits
 
 FIXTURE_DATE = date.fromisoformat(DEFAULT_NOW[:10])  # fixtures and cases are written for it
 HOOK_SERVICES = {service.hook: service for service in SERVICES.values()}
@@ -251,21 +251,6 @@ def run(pipeline: Pipeline, body: dict[str, Any], when: datetime) -> SandboxRun:
     if result.outcome.status == 200:
         result.orders = _why(sandbox, hook_request, result.outcome, when)
     return result
-
-
-def merge_hits(hits: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (rule, order): a rule that matched several fact combinations is one finding
-    whose facts and evidence are the union of its hits."""
-    merged: dict[tuple[str, str], dict[str, Any]] = {}
-    for hit in hits:
-        key = (hit["rule_id"], hit["order_ref"])
-        if key not in merged:
-            merged[key] = {**hit, "facts": dict(hit.get("facts") or {}), "evidence": list(hit.get("evidence") or [])}
-            continue
-        entry = merged[key]
-        entry["facts"].update(hit.get("facts") or {})
-        entry["evidence"] = list(dict.fromkeys([*entry["evidence"], *(hit.get("evidence") or [])]))
-    return list(merged.values())
 
 
 def _why(pipeline: Pipeline, hook_request: Any, outcome: Outcome, when: datetime) -> list[OrderWhy]:

@@ -29,11 +29,10 @@ from flask import (
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from ..audit import analytics
-from ..devtools.cases import ORDER_PRESETS, load_case
 from ..rulebook import MODALITIES, SEVERITY_RANK, Rule
 from ..service import SERVICES
-from . import access, queries, sandbox
-from .explain import raw_rule, rule_parameters, variant_patterns
+from . import access, queries
+from .explain import merge_hits, raw_rule, rule_parameters, variant_patterns
 from .render import markdown, safe_url
 
 bp = Blueprint(
@@ -324,6 +323,8 @@ def rules() -> BaseResponse | str:
 
 
 def _cases(rule: Rule) -> list[dict[str, Any]]:
+    from ..devtools.cases import load_case  # development module: loaded when a page needs it
+
     found = []
     for path in sorted(rule.cases_dir.glob("*.yaml")) if rule.cases_dir.is_dir() else []:
         try:
@@ -430,6 +431,9 @@ def _source(text: str) -> dict[str, Any]:
 
 
 def _sandbox_choices() -> dict[str, Any]:
+    from ..devtools.cases import ORDER_PRESETS
+    from . import sandbox
+
     state = _state()
     settings = _settings()
     cases = []
@@ -448,6 +452,8 @@ def _sandbox_choices() -> dict[str, Any]:
 
 @bp.get("/sandbox")
 def sandbox_page() -> str:
+    from . import sandbox  # the sandbox reads the rule-case format (devtools): loaded on first use
+
     form = {
         "source": request.args.get("source") or f"fixture:{(sandbox.fixture_names(FIXTURES) or [''])[0]}",
         "hook": request.args.get("hook") or "",
@@ -458,6 +464,8 @@ def sandbox_page() -> str:
 
 @bp.post("/sandbox")
 def sandbox_run() -> tuple[str, int] | str:
+    from . import sandbox
+
     state = _state()
     settings = _settings()
     form = request.form.to_dict()
@@ -655,7 +663,7 @@ def decision_page(decision_id: str) -> str:
     cards = {card["uuid"]: card for card in found["cards"]}
     titles = {rule.id: rule.title for rule in state.pipeline.rulebook.rules}
     return render_template(
-        "console/decision.html", d=found, cards=cards, titles=titles, findings=sandbox.merge_hits(found["fired"])
+        "console/decision.html", d=found, cards=cards, titles=titles, findings=merge_hits(found["fired"])
     )
 
 

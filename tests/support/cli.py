@@ -4,6 +4,7 @@ with its own data directory and no ``CDS_HOOKS_*`` settings from the caller."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,9 @@ def strip_uuids(node: Any) -> Any:
     if isinstance(node, list):
         return [strip_uuids(v) for v in node]
     return node
+
+
+def ctrl_c_enabled() -> None:
+    """``preexec_fn`` for a child that must obey Ctrl-C: a runner started in the background
+    (``cmd &``) ignores SIGINT, children inherit that, and Python then installs no handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

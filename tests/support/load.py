@@ -41,7 +41,6 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -68,6 +67,8 @@ from cds_hooks.audit.models import Card, Decision, DecisionOrder, Feedback, Rule
 from cds_hooks.audit.store import AuditStore
 from cds_hooks.devtools.cases import PATIENT_ID, case_request
 from cds_hooks.rulebook import load_rulebook
+
+from .loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "cryotherapy-order-select"
@@ -321,12 +322,6 @@ def unknown_card_item() -> dict[str, Any]:
 # -- gunicorn ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -377,6 +372,52 @@ def extra_args() -> list[str]:
 
 
 @contextlib.contextmanager
+def gunicorn_process(
+    app: str,
+    worker_args: Sequence[str],
+    workdir: Path,
+    env: Mapping[str, str],
+    *,
+    log_name: str = "gunicorn.log",
+    args_extra: Sequence[str] = (),
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """``gunicorn --preload`` serving ``app`` on a free loopback port: (process, port, log).
+
+    Its output goes to a file in ``workdir`` (a full pipe would block the server); on leaving,
+    SIGTERM lets the workers finish their requests, SIGKILL follows after 30 s. Shared by the
+    load harness, the replay test and benchmarks/http.py, which wait for it in their own ways.
+    """
+    port = free_port()
+    log_path = workdir / log_name
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        *worker_args,
+        "--preload",
+        "-b",
+        f"127.0.0.1:{port}",
+        *extra_args(),
+        *args_extra,
+        app,
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=workdir, env=dict(env), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process, port, log_path
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+@contextlib.contextmanager
 def gunicorn(
     db_url: str,
     workers: int,
@@ -386,8 +427,7 @@ def gunicorn(
     env_extra: dict[str, str] | None = None,
     args_extra: tuple[str, ...] = (),
 ) -> Iterator[Server]:
-    """gunicorn serving the app; JWT checks off unless ``env_extra`` turns them on."""
-    port = free_port()
+    """gunicorn (gthread workers) serving the app; JWT checks off unless ``env_extra`` turns them on."""
     env = {
         **os.environ,
         "CDS_HOOKS_AUTH": "off",
@@ -397,42 +437,13 @@ def gunicorn(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         **(env_extra or {}),
     }
-    log_path = workdir / "gunicorn.log"
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-w",
-        str(workers),
-        "-k",
-        "gthread",
-        "--threads",
-        str(threads),
-        "--preload",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--log-level",
-        "info",
-        *extra_args(),
-        *args_extra,
-        "cds_hooks.app:create_app()",
-    ]
-    with log_path.open("wb") as log:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(
-            command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log_path, workers)
-    try:
+    worker_args = ("-w", str(workers), "-k", "gthread", "--threads", str(threads))
+    with gunicorn_process(
+        "cds_hooks.app:create_app()", worker_args, workdir, env, args_extra=("--log-level", "info", *args_extra)
+    ) as (process, port, log_path):
+        server = Server(process, f"http://127.0.0.1:{port}", log_path, workers)
         wait_until_up(server)
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 # -- databases ---------------------------------------------------------------------------
