@@ -21,6 +21,7 @@ from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
 from .orders import find_cryo_orders, looks_like_cryotherapy
+from .prefetch import SUPPLEMENTARY_KEYS
 from .record import (
     COMPLETENESS_KEYS,
     PREFETCH_QUERIES,
@@ -242,8 +243,10 @@ def _card_record(card: Mapping[str, Any]) -> CardRecord:
 
 def _reportable_gaps(record: PatientRecord) -> dict[str, str]:
     """Missing parts that leave rules unchecked and so deserve an MD-INCOMPLETE warning: the
-    queries not answered and every resource that was skipped because it could not be read."""
-    return {**{k: v for k, v in record.gaps.items() if k in COMPLETENESS_KEYS}, **record.unread}
+    queries not answered, every resource that was skipped because it could not be read, and a
+    supplementary query that was asked and failed (its resources may be missing)."""
+    reportable = (*COMPLETENESS_KEYS, *SUPPLEMENTARY_KEYS)
+    return {**{k: v for k, v in record.gaps.items() if k in reportable}, **record.unread}
 
 
 def _first_below_warning(cards: list[dict[str, Any]]) -> int:

@@ -223,6 +223,11 @@ def test_next_links_to_another_origin_are_not_followed_and_get_no_token(client, 
     server, _other, seen_by_other = paged_fhir_with_foreign_next
     response, _elapsed = _call_without_prefetch(client, server.url)
     assert response.status_code == 200
+    assert "leads away from the FHIR server" in response.get_data(as_text=True)  # MD-INCOMPLETE detail
+    incomplete = [c for c in response.get_json()["cards"] if c["source"]["topic"]["code"] == "MD-INCOMPLETE"]
+    assert len(incomplete) == 1
+    in_words = incomplete[0]["detail"].split("<details>", 1)[0]  # what the clinician reads, above Evidence
+    assert "**observations (vital signs and results)**: the record system pointed the next page" in in_words
     assert seen_by_other == []
 
 
