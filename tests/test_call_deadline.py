@@ -24,8 +24,8 @@ from cds_hooks.hooks import parse_hook_request
 from cds_hooks.service import SERVICES
 
 from .conftest import RULES_DIR, card_findings
+from .support.hostile_fhir import HostileServer, dripping_body
 from .support.loopback import LoopbackServer
-from .test_hostile_fhir import HostileServer, dripping_body
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 PACEMAKER = FIXTURES / "02-pacemaker-whole-body-order-sign.json"
