@@ -6,6 +6,7 @@ instead of failing on the first request.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -100,8 +101,8 @@ def _number(name: str, raw: str, kind: type) -> Any:
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{PREFIX}{name} must be a {kind.__name__}, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{PREFIX}{name} must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{PREFIX}{name} must be a positive, finite number")
     return value
 
 

@@ -91,8 +91,9 @@ def _rows(app: Any) -> list[Any]:
 def test_the_setting_is_read_and_checked() -> None:
     assert from_env({"CDS_HOOKS_CALL_DEADLINE_S": "2.5"}).call_deadline_s == 2.5
     assert from_env({}).call_deadline_s == 5.0
-    with pytest.raises(ConfigError, match="CDS_HOOKS_CALL_DEADLINE_S"):
-        from_env({"CDS_HOOKS_CALL_DEADLINE_S": "0"})
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(ConfigError, match="CDS_HOOKS_CALL_DEADLINE_S"):
+            from_env({"CDS_HOOKS_CALL_DEADLINE_S": bad})
 
 
 def test_the_fetch_budget_is_cut_to_fit_the_deadline_with_a_reserve() -> None:
