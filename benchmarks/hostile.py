@@ -7,9 +7,10 @@ issue checks. Run:
 Attacks: oversize and chunked bodies, huge integers, NUL / lone surrogates / over-length fields,
 bad tokens (none, wrong key, expired, wrong audience, garbage, huge exp, tenant list, foreign
 jku, replay, missing), tokens in query strings, %0A / %00 paths, feedback floods, FHIR servers
-that drip headers or body or send a gigabyte, redirects, ``next`` links (served or prefetched)
-to another host, user-info and dot-segment URLs, servers outside the allow-list, link-local
-metadata addresses. Hostile FHIR servers and the foreign origin run in this process on loopback.
+that drip headers or body, send a gigabyte or JSON no parser should take, redirects, ``next``
+links (served or prefetched) to another host, user-info and dot-segment URLs, servers outside
+the allow-list, link-local metadata addresses. Hostile FHIR servers and the foreign origin run
+in this process on loopback.
 
 Printed: answers by status class per attack (5xx must be 0), the slowest hostile-FHIR call
 against the fetch budget + 1 s, worker RSS growth, requests and tokens that reached the foreign
@@ -51,7 +52,15 @@ from sqlalchemy import create_engine, func, select
 from cds_hooks.audit.models import Decision
 from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 from tests.support import load as harness
-from tests.support.hostile_fhir import Firehose, HostileServer, dripping_body, redirect_to, slow_headers
+from tests.support.hostile_fhir import (
+    UNPARSABLE_ANSWERS,
+    Firehose,
+    HostileServer,
+    answer_with,
+    dripping_body,
+    redirect_to,
+    slow_headers,
+)
 from tests.support.jwt_helpers import b64url, compact, jwks, make_keypair, sign_token
 from tests.support.loopback import LoopbackServer
 
@@ -145,6 +154,8 @@ def start_origins() -> Origins:
         "dripping-body": HostileServer(dripping_body),
         "firehose": HostileServer(Firehose()),
         "redirect": HostileServer(redirect_to(foreign_server.url + "/Patient/x")),
+        "deep-nesting": HostileServer(answer_with(UNPARSABLE_ANSWERS["deep nesting"])),
+        "huge-integer": HostileServer(answer_with(UNPARSABLE_ANSWERS["huge integer"])),
     }
     origins.servers = list(servers.values())
     origins.urls = {name: server.url for name, server in servers.items()}
@@ -153,7 +164,7 @@ def start_origins() -> Origins:
 
 def allow_list(origins: Origins) -> list[str]:
     """The issuer's fhir_servers: every loopback server but the foreign one; pathsite only under /fhir."""
-    names = ("good", "paged", "slow-headers", "dripping-body", "firehose", "redirect")
+    names = ("good", "paged", "slow-headers", "dripping-body", "firehose", "redirect", "deep-nesting", "huge-integer")
     return [origins.urls[n] for n in names] + [origins.urls["pathsite"] + "/fhir"]
 
 
@@ -357,6 +368,8 @@ def attacks(client: Client, origins: Origins) -> dict[str, tuple[int, Callable[[
         "FHIR: dripping body": (80, fetch_from("dripping-body")),
         "FHIR: 1 GB body": (40, fetch_from("firehose")),
         "FHIR: redirect to another host": (60, fetch_from("redirect")),
+        "FHIR: answer nested 200,000 deep": (40, fetch_from("deep-nesting")),
+        "FHIR: answer with a 5,000-digit integer": (40, fetch_from("huge-integer")),
         "FHIR: next link to another host": (80, fetch_from("paged")),
         "FHIR: prefetched next link to another host": (80, prefetched_next),
         "FHIR: user-info URL": (
@@ -582,7 +595,7 @@ def _verdict(value: float, limit: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every attack's count (1.0: 5,590 requests)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every attack's count (1.0: 5,390 requests)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
     parser.add_argument("--seed", type=int, default=12)
     args = parser.parse_args(argv)

@@ -20,7 +20,15 @@ from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 from cds_hooks.fhir_targets import address_refused, parse_allow_list, parse_target
 
 from .conftest import RULES_DIR
-from .support.hostile_fhir import Firehose, HostileServer, dripping_body, redirect_to, slow_headers
+from .support.hostile_fhir import (
+    UNPARSABLE_ANSWERS,
+    Firehose,
+    HostileServer,
+    answer_with,
+    dripping_body,
+    redirect_to,
+    slow_headers,
+)
 from .support.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
@@ -91,6 +99,18 @@ def test_a_huge_body_is_cut_at_the_size_cap(client) -> None:
     assert "larger than 1048576 bytes" in response.get_data(as_text=True)
     # What left the server per request: the cap plus socket buffers, not the gigabyte on offer.
     assert firehose.sent < len(server.requests) * (1024 * 1024 + 16 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("kind", sorted(UNPARSABLE_ANSWERS))
+def test_an_answer_hostile_to_the_json_parser_is_a_failed_query_not_a_500(client, kind) -> None:
+    server = HostileServer(answer_with(UNPARSABLE_ANSWERS[kind]))
+    try:
+        response, _elapsed = _call_without_prefetch(client, server.url)
+    finally:
+        server.close()
+    assert response.status_code == 412
+    assert "not JSON" in response.get_data(as_text=True)
+    assert server.requests
 
 
 def test_a_redirect_is_not_followed(client) -> None:

@@ -90,3 +90,21 @@ def redirect_to(location: str) -> Callable[[socket.socket, threading.Event], Non
         conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode())
 
     return behave
+
+
+def answer_with(body: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """A server that answers 200 with ``body`` at once (for answers that are hostile to parse)."""
+
+    def behave(conn: socket.socket, _stop: threading.Event) -> None:
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: {len(body)}\r\n\r\n"
+        conn.sendall(head.encode() + body)
+
+    return behave
+
+
+#: Answers a JSON parser may choke on: nesting deeper than the recursion limit, and an integer
+#: longer than Python's int-from-string limit (4,300 digits).
+UNPARSABLE_ANSWERS = {
+    "deep nesting": b"[" * 200_000 + b"]" * 200_000,
+    "huge integer": b'{"resourceType": "Bundle", "total": ' + b"9" * 5000 + b"}",
+}
