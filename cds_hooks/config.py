@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import platformdirs
 
+from .deadline import DEFAULT_CALL_DEADLINE_S
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 PREFIX = "CDS_HOOKS_"
 DATABASE_FILE = "decisions.db"
@@ -73,6 +75,7 @@ class Config:
     db_timeout_s: float = 5.0  # connect, statement and hung-network limit of every database call
     spool_dir: Path | None = None  # decisions the database could not take; None: see spool_dir()
     feedback_max_items: int = 100  # per feedback POST
+    call_deadline_s: float = DEFAULT_CALL_DEADLINE_S  # whole hook call; the FHIR fetch budget is cut to fit
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -207,6 +210,8 @@ def _hardening_settings(get: Any) -> dict[str, Any]:
         changes["spool_dir"] = Path(raw)
     if (raw := get("FEEDBACK_MAX_ITEMS")) is not None:
         changes["feedback_max_items"] = _number("FEEDBACK_MAX_ITEMS", raw, int)
+    if (raw := get("CALL_DEADLINE_S")) is not None:
+        changes["call_deadline_s"] = _number("CALL_DEADLINE_S", raw, float)
     return changes
 
 

@@ -12,6 +12,7 @@ import logging
 from functools import partial
 
 from .config import Config
+from .deadline import CallDeadline
 from .fhir_client import FhirFetcher
 from .fhir_targets import AllowEntry, TargetRefused, address_refused, parse_target
 from .hooks import HookRequest
@@ -27,8 +28,10 @@ def fetcher_for(
     allowed: tuple[AllowEntry, ...],
     *,
     authenticated: bool,
+    deadline: CallDeadline | None = None,
 ) -> FhirFetcher | None:
-    """A fetcher for the call's FHIR server, or None when it names none the service may call."""
+    """A fetcher for the call's FHIR server, or None when it names none the service may call.
+    With a call ``deadline``, the fetch budget is the configured one cut to fit inside it."""
     if not hook_request.fhir_server:
         return None
     try:
@@ -48,7 +51,7 @@ def fetcher_for(
         hook_request.patient_id,
         prefetch,
         access_token=hook_request.access_token,
-        budget_s=config.fetch_budget_s,
+        budget_s=config.fetch_budget_s if deadline is None else deadline.fetch_budget_s(config.fetch_budget_s),
         max_pages=config.fetch_max_pages,
         max_bytes=config.fetch_max_bytes,
         address_guard=guard,

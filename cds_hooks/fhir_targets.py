@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_CHARS = 2048
@@ -65,6 +65,8 @@ def parse_target(url: str) -> Target:
         raise TargetRefused("the URL has no host")
     if parts.fragment:
         raise TargetRefused("the URL must not have a fragment")
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        raise TargetRefused("the URL's path must not contain '.' or '..' segments")  # would step out of an allowed path
     return Target(Origin(scheme, host, port or DEFAULT_PORTS[scheme]), parts.path.rstrip("/"))
 
 

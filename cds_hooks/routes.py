@@ -14,6 +14,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from . import metrics
 from .audit.records import FeedbackItem
 from .audit.store import StoreTimeout
+from .deadline import CallDeadline
 from .errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from .fhirtime import to_instant
 from .hooks import parse_hook_request, text_problem
@@ -52,10 +53,12 @@ def _service(service_id: str) -> ServiceDefinition:
 
 @bp.post("/cds-services/<service_id>")
 def call_service(service_id: str) -> Response:
+    state = current_state()
+    deadline = CallDeadline(state.config.call_deadline_s)  # the whole call, body parsing included
     service = _service(service_id)
     hook_request = parse_hook_request(json_body(), service.hook)
-    state = current_state()
-    outcome = state.pipeline.run(service, hook_request, state.record_source(hook_request, current_claims()))
+    source = state.record_source(hook_request, current_claims(), deadline)
+    outcome = state.pipeline.run(service, hook_request, source, deadline)
     body = json_bytes(outcome.body)  # encoded before recording: no row for an answer that fails
     if not state.store.record_or_spool(outcome.decision, outcome.evaluated_rules):
         raise ServiceUnavailable("The decision could not be recorded; retry shortly")

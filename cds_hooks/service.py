@@ -15,6 +15,8 @@ from typing import Any
 
 from .audit.records import CardRecord, DecisionRecord, FiredRule
 from .cards import FINDINGS_EXTENSION, CardBuilder, collect_findings, incomplete_card
+from .cards.unfinished import unfinished_card
+from .deadline import CallDeadline
 from .engine import Evaluator
 from .errors import PreconditionFailed, error_body
 from .evaluator import OrderEvaluation, engine_ready
@@ -22,6 +24,7 @@ from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
 from .orders import SystemicHeuristic, find_cryo_orders, looks_like_cryotherapy
+from .prefetch import SUPPLEMENTARY_KEYS
 from .record import (
     COMPLETENESS_KEYS,
     PREFETCH_QUERIES,
@@ -93,7 +96,13 @@ class Pipeline:
         self.systemic = SystemicHeuristic.from_parameters(rulebook.parameters)
         self.clock = clock
 
-    def run(self, service: ServiceDefinition, request: HookRequest, source: RecordSource | None = None) -> Outcome:
+    def run(
+        self,
+        service: ServiceDefinition,
+        request: HookRequest,
+        source: RecordSource | None = None,
+        deadline: CallDeadline | None = None,
+    ) -> Outcome:
         started = time.perf_counter()
         timings: dict[str, float] = {}
         now = self.clock()
@@ -125,7 +134,12 @@ class Pipeline:
 
         record = build_record(request.prefetch, source)
         mark = lap("parse", mark)
-        if not record.available:
+        # -- call deadline (issue 12): checked between steps; past it, orders go unchecked --
+        unfinished: list[tuple[str, str]] = []
+        if deadline is not None and deadline.passed():
+            unfinished = [(o.ref, o.modality) for o in orders]
+        # -- end call deadline --
+        if not record.available and not unfinished:
             failure = PreconditionFailed(
                 "The patient's record could not be obtained: no prefetch data and no reachable FHIR server",
                 problems=[f"{key}: {why}" for key, why in sorted(record.gaps.items())],
@@ -149,7 +163,10 @@ class Pipeline:
 
         evaluations: list[OrderEvaluation] = []
         engine_ms = facts_ms = 0.0
-        for order in orders:
+        for index, order in enumerate(orders):
+            if unfinished or (deadline is not None and deadline.passed()):  # call deadline (issue 12)
+                unfinished = [(o.ref, o.modality) for o in orders[index:]]
+                break
             t0 = time.perf_counter()
             facts = build_facts(order, record, drafts, self.terminology, now, self.rulebook.parameters)
             t1 = time.perf_counter()
@@ -183,8 +200,15 @@ class Pipeline:
         if gaps:
             cards.insert(_first_below_warning(cards), incomplete_card(gaps))
         lap("cards", mark)
-        evaluated = [(r.id, r.version) for r in self.rulebook.rules]
+        evaluated = [(r.id, r.version) for r in self.rulebook.rules] if evaluations else []
         data_gaps = [f"{k}: {v}" for k, v in sorted(gaps.items())] + draft_problems
+        if unfinished and deadline is not None:  # call deadline (issue 12): say so on a card and in the log
+            first_below_critical = next((i for i, c in enumerate(cards) if c["indicator"] != "critical"), len(cards))
+            cards.insert(first_below_critical, unfinished_card(unfinished, partly=bool(evaluations)))
+            data_gaps.append(
+                f"call deadline: stopped after {deadline.elapsed_s():.2f} s (limit {deadline.limit_s:g} s); "
+                "not checked: " + ", ".join(ref for ref, _modality in unfinished)
+            )
         return self._outcome(
             service,
             request,
@@ -249,8 +273,10 @@ def _card_record(card: Mapping[str, Any]) -> CardRecord:
 
 def _reportable_gaps(record: PatientRecord) -> dict[str, str]:
     """Missing parts that leave rules unchecked and so deserve an MD-INCOMPLETE warning: the
-    queries not answered and every resource that was skipped because it could not be read."""
-    return {**{k: v for k, v in record.gaps.items() if k in COMPLETENESS_KEYS}, **record.unread}
+    queries not answered, every resource that was skipped because it could not be read, and a
+    supplementary query that was asked and failed (its resources may be missing)."""
+    reportable = (*COMPLETENESS_KEYS, *SUPPLEMENTARY_KEYS)
+    return {**{k: v for k, v in record.gaps.items() if k in reportable}, **record.unread}
 
 
 def _first_below_warning(cards: list[dict[str, Any]]) -> int:

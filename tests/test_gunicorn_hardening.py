@@ -10,10 +10,21 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from .support import load as load_harness
+from .support.loopback import free_port
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 AUDIT_TOKEN = "gunicorn-audit-token-0123456789"
 CALLS = 8
+# Every family issue 12 lists: calls by service/hook/status, step latency, cards by rule and
+# severity, audit write failures, spool depth, FHIR fetches by outcome.
+FAMILIES = {
+    "cryo_cds_calls",
+    "cryo_cds_step_seconds",
+    "cryo_cds_cards",
+    "cryo_cds_audit_write_failures",
+    "cryo_cds_audit_spool_depth",
+    "cryo_cds_fhir_fetches",
+}
 
 
 def test_metrics_add_up_across_workers_and_the_access_log_stays_clean(tmp_path: Path) -> None:
@@ -38,12 +49,19 @@ def test_metrics_add_up_across_workers_and_the_access_log_stays_clean(tmp_path: 
             with requests.Session() as session:  # a new connection each time: both workers serve
                 response = session.post(server.base + "/cds-services/cryotherapy-order-sign", json=body, timeout=30)
                 assert response.status_code == 200
+        unreachable = dict(body, fhirServer=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+        del unreachable["prefetch"]
+        fetch = requests.post(server.base + "/cds-services/cryotherapy-order-sign", json=unreachable, timeout=30)
+        assert fetch.status_code == 412
         refused = requests.get(server.base + "/cds-services?access_token=SECRET-IN-URL", timeout=10)
         assert refused.status_code == 400
         requests.get(server.base + "/x%0AFORGED-LINE", timeout=10)
         scraped = requests.get(server.base + "/metrics", headers={"Authorization": f"Bearer {AUDIT_TOKEN}"}, timeout=10)
         log_text = server.log_text()
     assert scraped.status_code == 200
+    families = {family.name: family for family in text_string_to_metric_families(scraped.text)}
+    assert set(families) >= FAMILIES, FAMILIES - set(families)
+    assert any(s.labels.get("outcome") == "unreachable" for s in families["cryo_cds_fhir_fetches"].samples)
     total = sum(
         sample.value
         for family in text_string_to_metric_families(scraped.text)

@@ -4,13 +4,10 @@ sends the access token anywhere but the origin of ``fhirServer``."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,15 @@ from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 from cds_hooks.fhir_targets import address_refused, parse_allow_list, parse_target
 
 from .conftest import RULES_DIR
+from .support.hostile_fhir import (
+    UNPARSABLE_ANSWERS,
+    Firehose,
+    HostileServer,
+    answer_with,
+    dripping_body,
+    redirect_to,
+    slow_headers,
+)
 from .support.loopback import LoopbackServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
@@ -30,88 +36,6 @@ PACEMAKER = FIXTURES / "02-pacemaker-whole-body-order-sign.json"
 TOKEN = "hostile-test-access-token-0123456789"
 BUDGET_S = 1.5
 SERVICE = "/cds-services/cryotherapy-order-sign"
-
-
-class HostileServer:
-    """A raw TCP server: reads one request per connection, records its path and Authorization
-    header, then lets ``behave(conn, stop)`` misbehave until the client hangs up or stop."""
-
-    def __init__(self, behave: Callable[[socket.socket, threading.Event], None]) -> None:
-        self._behave = behave
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.stop = threading.Event()
-        self.requests: list[tuple[str, str]] = []
-        self._threads: list[threading.Thread] = []
-        self._accept = threading.Thread(target=self._serve, daemon=True)
-        self._accept.start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=self._handle, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-            auth = next(
-                (line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("authorization:")), ""
-            )
-            self.requests.append((lines[0].split(" ")[1], auth))
-            with contextlib.suppress(OSError):  # the client hung up: what a well-behaved fetcher does
-                self._behave(conn, self.stop)
-
-    def close(self) -> None:
-        self.stop.set()
-        self._sock.close()
-        for thread in self._threads:
-            thread.join(timeout=10)
-
-
-def slow_headers(conn: socket.socket, stop: threading.Event) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\n")
-    while not stop.wait(0.05):
-        conn.sendall(b"X")  # one header byte at a time, never ending the line
-
-
-def dripping_body(conn: socket.socket, stop: threading.Event) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 100000\r\n\r\n{")
-    while not stop.wait(0.05):
-        conn.sendall(b" ")
-
-
-class Firehose:
-    """Sends a huge chunked body as fast as the client takes it; counts what got through."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def __call__(self, conn: socket.socket, stop: threading.Event) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        block = b" " * 65536
-        frame = b"%x\r\n" % len(block) + block + b"\r\n"
-        conn.sendall(b"1\r\n[\r\n")
-        while not stop.is_set() and self.sent < 1024**3:
-            conn.sendall(frame)
-            self.sent += len(block)
-
-
-def redirect_to(location: str) -> Callable[[socket.socket, threading.Event], None]:
-    def behave(conn: socket.socket, _stop: threading.Event) -> None:
-        conn.sendall(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode())
-
-    return behave
 
 
 @pytest.fixture()
@@ -177,6 +101,18 @@ def test_a_huge_body_is_cut_at_the_size_cap(client) -> None:
     assert firehose.sent < len(server.requests) * (1024 * 1024 + 16 * 1024 * 1024)
 
 
+@pytest.mark.parametrize("kind", sorted(UNPARSABLE_ANSWERS))
+def test_an_answer_hostile_to_the_json_parser_is_a_failed_query_not_a_500(client, kind) -> None:
+    server = HostileServer(answer_with(UNPARSABLE_ANSWERS[kind]))
+    try:
+        response, _elapsed = _call_without_prefetch(client, server.url)
+    finally:
+        server.close()
+    assert response.status_code == 412
+    assert "not JSON" in response.get_data(as_text=True)
+    assert server.requests
+
+
 def test_a_redirect_is_not_followed(client) -> None:
     other = HostileServer(slow_headers)
     server = HostileServer(redirect_to(other.url + "/Patient/x"))
@@ -223,6 +159,11 @@ def test_next_links_to_another_origin_are_not_followed_and_get_no_token(client, 
     server, _other, seen_by_other = paged_fhir_with_foreign_next
     response, _elapsed = _call_without_prefetch(client, server.url)
     assert response.status_code == 200
+    assert "leads away from the FHIR server" in response.get_data(as_text=True)  # MD-INCOMPLETE detail
+    incomplete = [c for c in response.get_json()["cards"] if c["source"]["topic"]["code"] == "MD-INCOMPLETE"]
+    assert len(incomplete) == 1
+    in_words = incomplete[0]["detail"].split("<details>", 1)[0]  # what the clinician reads, above Evidence
+    assert "**observations (vital signs and results)**: the record system pointed the next page" in in_words
     assert seen_by_other == []
 
 
@@ -252,6 +193,9 @@ def test_a_prefetched_page_whose_next_link_leaves_the_origin_is_not_followed(
         "http://127.0.0.1\\@evil.example/",
         "ftp://127.0.0.1/fhir",
         "http:///fhir",
+        "http://127.0.0.1/fhir/../admin",  # would step out of an allow-listed path
+        "http://127.0.0.1/fhir/%2E%2e/admin",
+        "http://127.0.0.1/fhir/./",
     ],
 )
 def test_user_info_and_other_url_tricks_are_refused_with_400(client, fhir_server) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from .. import overrides
 from ..rulebook import SEVERITY_RANK, Rulebook
 from .findings import Finding
+from .gap_words import reason_in_words
 from .text import context, evidence_codes, evidence_sentence, in_sentence, render
 
 SOURCE_LABEL = "Cryotherapy safety rules"
@@ -36,7 +37,7 @@ MODALITY_NAMES = {
     "local-destructive": "liquid-nitrogen cryotherapy",
     "local-cold": "local cold therapy",
 }
-MD_INCOMPLETE_VERSION = "1.1.0"
+MD_INCOMPLETE_VERSION = "1.2.0"
 
 
 def order_names(findings: Sequence[Finding]) -> dict[str, str]:
@@ -226,28 +227,44 @@ GAP_NAMES = {
     "conditions": "problem list",
     "medicationRequests": "medications",
     "observations": "observations (vital signs and results)",
+    "observationsByCode": "observations (vital signs and results)",
     "devices": "devices and implants",
     "allergies": "allergies",
     "procedures": "recent procedures",
 }
+# A skipped resource ("Observation/x") or a follow-up query ("medicationRequests medications")
+# is named after the part of the record it belongs to.
+_GAP_PREFIXES = (
+    ("Patient", "the patient's demographics"),
+    ("Condition", "problem list"),
+    ("Medication", "medications"),
+    ("medication", "medications"),
+    ("Observation", "observations (vital signs and results)"),
+    ("Device", "devices and implants"),
+    ("AllergyIntolerance", "allergies"),
+    ("Procedure", "recent procedures"),
+    ("draft order", "a draft cryotherapy order that could not be read"),
+)
+
+
+def _gap_name(key: str) -> str:
+    if key in GAP_NAMES:
+        return GAP_NAMES[key]
+    return next((name for prefix, name in _GAP_PREFIXES if key.startswith(prefix)), "part of the record")
 
 
 def incomplete_card(gaps: Mapping[str, str]) -> dict[str, Any]:
-    """MD-INCOMPLETE: the rules ran on part of the record; say which part is missing."""
-    parts = [
-        GAP_NAMES.get(
-            k,
-            "a draft cryotherapy order that could not be read" if k.startswith("draft order") else "part of the record",
-        )
-        for k in sorted(gaps)
-    ]
-    missing = ", ".join(dict.fromkeys(parts))
+    """MD-INCOMPLETE: the rules ran on part of the record; say which part is missing and why."""
+    reasons: dict[str, dict[str, None]] = {}
+    for key in sorted(gaps):
+        reasons.setdefault(_gap_name(key), {})[reason_in_words(gaps[key])] = None
+    missing = "\n".join(f"- **{name}**: {'; '.join(why)}." for name, why in reasons.items())
     return {
         "uuid": str(uuid.uuid4()),
         "summary": "Part of the record could not be read: some cryotherapy checks were not run.",
         "indicator": "warning",
         "detail": (
-            f"These could not be read, so the checks that need them were not run: **{missing}**. "
+            f"These could not be read, so the checks that need them were not run:\n\n{missing}\n\n"
             "Review them in the chart before signing the order.\n\n"
             "<details><summary>Evidence</summary>\n\n"
             + "\n".join(f"- {k}: {v}" for k, v in sorted(gaps.items()))

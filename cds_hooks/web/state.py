@@ -12,6 +12,7 @@ from flask import Flask, current_app
 from ..audit.store import AuditStore
 from ..auth import JwtVerifier
 from ..config import Config
+from ..deadline import CallDeadline
 from ..fhir_client import FhirFetcher
 from ..fhir_source import fetcher_for
 from ..fhir_targets import (
@@ -50,10 +51,18 @@ class ServiceState:
                 return parse_allow_list(issuer.fhir_servers)
         return self.fhir_allow
 
-    def record_source(self, hook_request: HookRequest, claims: dict[str, Any] | None = None) -> FhirFetcher | None:
-        """A fetcher for the call's FHIR server, if the client named one the service may call."""
+    def record_source(
+        self, hook_request: HookRequest, claims: dict[str, Any] | None = None, deadline: CallDeadline | None = None
+    ) -> FhirFetcher | None:
+        """A fetcher for the call's FHIR server, if the client named one the service may call;
+        its budget is cut to fit the call's ``deadline``."""
         return fetcher_for(
-            self.config, self.prefetch, hook_request, self._allow_list(claims), authenticated=self.verifier is not None
+            self.config,
+            self.prefetch,
+            hook_request,
+            self._allow_list(claims),
+            authenticated=self.verifier is not None,
+            deadline=deadline,
         )
 
 
