@@ -54,7 +54,9 @@ def _seen(outcome: Outcome) -> dict[str, Any]:
         "status": outcome.status,
         "cards": _without_uuids(outcome.body.get("cards")),
         "data_gaps": sorted(outcome.decision.data_gaps),
-        "fired": sorted((h.rule_id, h.order_ref, json.dumps(h.evidence, sort_keys=True)) for h in outcome.decision.fired),
+        "fired": sorted(
+            (hit.rule_id, hit.order_ref, json.dumps(hit.evidence, sort_keys=True)) for hit in outcome.decision.fired
+        ),
     }
 
 

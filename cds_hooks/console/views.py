@@ -29,10 +29,9 @@ from flask import (
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from ..audit import analytics
-from ..devtools.cases import ORDER_PRESETS, load_case
 from ..rulebook import MODALITIES, SEVERITY_RANK, Rule
 from ..service import SERVICES
-from . import access, queries, sandbox
+from . import access, queries
 from .explain import raw_rule, rule_parameters, variant_patterns
 from .render import markdown, safe_url
 
@@ -324,6 +323,8 @@ def rules() -> BaseResponse | str:
 
 
 def _cases(rule: Rule) -> list[dict[str, Any]]:
+    from ..devtools.cases import load_case  # devtools loads on first use, never in a serving worker
+
     found = []
     for path in sorted(rule.cases_dir.glob("*.yaml")) if rule.cases_dir.is_dir() else []:
         try:
@@ -430,6 +431,9 @@ def _source(text: str) -> dict[str, Any]:
 
 
 def _sandbox_choices() -> dict[str, Any]:
+    from ..devtools.cases import ORDER_PRESETS
+    from . import sandbox  # with devtools: loaded on first use, never in a serving worker
+
     state = _state()
     settings = _settings()
     cases = []
@@ -448,6 +452,8 @@ def _sandbox_choices() -> dict[str, Any]:
 
 @bp.get("/sandbox")
 def sandbox_page() -> str:
+    from . import sandbox
+
     form = {
         "source": request.args.get("source") or f"fixture:{(sandbox.fixture_names(FIXTURES) or [''])[0]}",
         "hook": request.args.get("hook") or "",
@@ -458,6 +464,8 @@ def sandbox_page() -> str:
 
 @bp.post("/sandbox")
 def sandbox_run() -> tuple[str, int] | str:
+    from . import sandbox
+
     state = _state()
     settings = _settings()
     form = request.form.to_dict()
@@ -648,6 +656,8 @@ def decisions() -> BaseResponse | str:
 
 @bp.get("/decisions/<decision_id>")
 def decision_page(decision_id: str) -> str:
+    from . import sandbox
+
     state = _state()
     found = analytics.explain_decision(state.store, decision_id[:64])
     if found is None:
