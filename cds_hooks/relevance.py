@@ -17,6 +17,7 @@ resource of any type whose code carries an ICD-10-CM coding is kept because an o
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .lenient import NEEDS, date_candidates
@@ -29,6 +30,8 @@ OBSERVATION_STATUSES = frozenset(
 )
 _OBSERVATION_DATES = ("effectiveDateTime", "effectiveInstant", "issued")
 READ_TYPES = frozenset(NEEDS)
+# A plainly valid FHIR date/dateTime/instant: the common case, told without the repair parser.
+_PLAIN_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?")
 
 
 class RuleReach:
@@ -105,16 +108,16 @@ def _codings(concept: Any) -> list[tuple[str, str]] | None:
     return out
 
 
+def _readable_date(value: Any) -> bool:
+    return isinstance(value, str) and (_PLAIN_DATE.fullmatch(value) is not None or bool(date_candidates(value)))
+
+
 def _looks_readable(raw: dict[str, Any]) -> bool:
     """True when the full reading would keep the Observation (a known status and a date),
     so that leaving it out cannot hide one that MD-INCOMPLETE would have named."""
     if raw.get("status") not in OBSERVATION_STATUSES:
         return False
-    for name in _OBSERVATION_DATES:
-        value = raw.get(name)
-        if isinstance(value, str) and date_candidates(value):
-            return True
+    if any(_readable_date(raw.get(name)) for name in _OBSERVATION_DATES):
+        return True
     period = raw.get("effectivePeriod")
-    if isinstance(period, dict):
-        return any(isinstance(period.get(end), str) and date_candidates(period[end]) for end in ("start", "end"))
-    return False
+    return isinstance(period, dict) and any(_readable_date(period.get(end)) for end in ("start", "end"))
