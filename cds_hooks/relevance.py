@@ -9,7 +9,7 @@ date that would make the full reading name it in MD-INCOMPLETE) is read as befor
 that might matter is skipped silently.
 
 What "a rule can read" means here is taken from the modules that read the record: the
-Observation value sets come from ``prefetch.OBSERVATION_SETS`` (obsfacts reads exactly
+Observation value sets come from ``prefetch.OBSERVATION_SETS`` (facts/observations.py reads exactly
 those), the resource types from ``lenient.NEEDS`` (one entry per type the facts read), and a
 resource of any type whose code carries an ICD-10-CM coding is kept because an order's
 ``reasonReference`` may point to it.
