@@ -177,7 +177,9 @@ class AuditStore:
         The usual start-up finds the schema current: that is told by one query against the
         version files' text, so a serving worker never imports Alembic (~0.3 s, ~15 MB)."""
         self._check_open()
-        if self.schema_is_current():
+        with _MIGRATE_LOCK:  # not beside another thread's migration: its DDL locks the file
+            current = self.schema_is_current()
+        if current:
             self._engine.dispose()  # hold no connection across a later fork
             return
         from alembic import command
