@@ -13,9 +13,10 @@ fills the prefetch keys of our discovery document with resources of the template
 
 Requests alternate between the two servers one at a time (c=1); the script prints p50/p95 and
 ours/ceiling ratios, the growth slope (ms per 100 resources, least squares), ``wrk`` req/s at
-c=8 and c=32 (skipped with a message when ``wrk`` is not installed), RSS of master + workers
-after the run and the start-up time to the first answer. The machine is shared, so compare
-only figures of one run, and repeat a run before believing a difference.
+c=8 and c=32 (skipped with a message when ``wrk`` is not installed), RSS (and PSS, which
+counts the pages master and workers share once) of master + workers after the run and the
+start-up time to the first answer. The machine is shared, so compare only figures of one
+run, and repeat a run before believing a difference.
 
     python benchmarks/http.py                       # full run (~4 min)
     python benchmarks/http.py --quick               # fewer repeats, smaller series (~1 min)
@@ -203,6 +204,16 @@ class Server:
             children.update(int(p) for p in (task / "children").read_text().split())
         return [self.process.pid, *sorted(children)]
 
+    def pss_mb(self) -> float:
+        """Proportional set size: pages shared by master and workers (``--preload``) counted
+        once in total rather than once per process, as RSS counts them."""
+        total_kb = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+        return total_kb / 1024
+
     def rss_mb(self) -> float:
         total_kb = 0
         for pid in self.pids():
@@ -365,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             servers = [ours, ceiling]
             print(f"start-up to first answer: ours {ours.startup_s:.2f} s, ceiling {ceiling.startup_s:.2f} s")
             print(
-                f"RSS master + workers after start: ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB",
+                f"RSS master + workers after start: ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB"
+                f" (PSS: ours {ours.pss_mb():.0f} MB, ceiling {ceiling.pss_mb():.0f} MB)",
                 flush=True,
             )
 
@@ -417,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"\nRSS master + workers after the run: ours {ours.rss_mb():.0f} MB "
                 f"({len(ours.pids())} processes), ceiling {ceiling.rss_mb():.0f} MB"
+                f" (PSS: ours {ours.pss_mb():.0f} MB, ceiling {ceiling.pss_mb():.0f} MB)"
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -4,6 +4,12 @@ The access log keeps method, path, status and timing but never a query string (w
 careless client may have put a token) nor an Authorization header, and escapes control
 characters so a ``%0A`` in a path cannot forge a line. With ``PROMETHEUS_MULTIPROC_DIR`` set,
 a worker that exits is marked dead so its gauges stop counting (prometheus-client's recipe).
+
+Workers: one sync worker per CPU, the app loaded once before the fork (``--preload``). On the
+2-core benchmark (benchmarks/http.py, results in benchmarks/results/) that gave the best
+latency and throughput and the least memory: a call is CPU-bound Python, so ``gthread``
+threads wait for one GIL, add memory per thread and at c=8 sometimes left a core idle.
+``WEB_CONCURRENCY`` or ``-w``/``-k`` on the command line override these defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
 from .web.logsafe import log_safe
 
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
+worker_class = "sync"
+preload_app = True
 logger_class = "cds_hooks.gunicorn_conf.SafeAccessLogger"
 access_log_format = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s %(M)sms'
 

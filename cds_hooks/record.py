@@ -5,6 +5,9 @@ do not have, ``null`` is "the client has none", an OperationOutcome is a failed 
 Bundle is an answer. Resources are read by ``lenient.read_resource``: strictly when valid
 R4B, leniently when not; one whose needed fields cannot be read is skipped and named in
 ``unread`` (an MD-INCOMPLETE card and the decision's data gaps), never dropped silently.
+With a ``RuleReach`` (``relevance.py``), resources no rule can read are counted in
+``counted`` instead of being validated: the cost of a call then follows what the rules read,
+not the size of the patient's history.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .lenient import Reading, prune_empty, read_resource
 from .prefetch import (
@@ -21,6 +24,9 @@ from .prefetch import (
     PREFETCH_QUERIES,
     SUPPLEMENTARY_KEYS,
 )
+
+if TYPE_CHECKING:
+    from .relevance import RuleReach
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,7 @@ class PatientRecord:
     unread: dict[str, str] = field(default_factory=dict)  # "Type/id" -> why it was skipped
     lenient: dict[str, str] = field(default_factory=dict)  # "Type/id" -> what was repaired to read it
     seen_types: set[str] = field(default_factory=set)  # every resource type received, read or not
+    counted: dict[str, int] = field(default_factory=dict)  # type -> resources no rule reads (not modelled)
 
     def of(self, resource_type: str) -> list[Any]:
         return self.by_type.get(resource_type, [])
@@ -138,8 +145,11 @@ def _failure_of(value: Mapping[str, Any]) -> str | None:
     return None
 
 
-def add_answer(record: PatientRecord, key: str, value: Any, wanted: tuple[str, ...]) -> None:
-    """Put one prefetch (or fetched) answer into the record according to its state."""
+def add_answer(
+    record: PatientRecord, key: str, value: Any, wanted: tuple[str, ...], reach: RuleReach | None = None
+) -> None:
+    """Put one prefetch (or fetched) answer into the record according to its state; with
+    ``reach``, a resource no rule can read is counted rather than modelled."""
     if value is None:
         record.available.add(key)  # "the client has no data": an answer, and it is empty
         return
@@ -157,6 +167,10 @@ def add_answer(record: PatientRecord, key: str, value: Any, wanted: tuple[str, .
             continue  # e.g. the Patient included alongside a searchset, or an OperationOutcome note
         if record.has_read(raw):
             continue  # the same resource under a second key (Observations by category and by code)
+        if reach is not None and isinstance(kind, str) and not reach.needs_model(raw):
+            record.seen_types.add(kind)
+            record.counted[kind] = record.counted.get(kind, 0) + 1
+            continue
         record.take(read_resource(raw), key)
     record.available.add(key)
 
@@ -183,12 +197,15 @@ def next_page_url(value: Any) -> str | None:
     )
 
 
-def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None = None) -> PatientRecord:
+def build_record(
+    prefetch: Mapping[str, Any] | None, source: RecordSource | None = None, reach: RuleReach | None = None
+) -> PatientRecord:
     """Read every prefetch value, then ask ``source`` for the keys still missing and for the
     further pages of paginated prefetch; ``source`` raises LookupError with the reason.
 
     Values under keys we did not declare are read too, by resource type: a client that
-    names its prefetch differently still gets its data checked."""
+    names its prefetch differently still gets its data checked. With ``reach`` only the
+    resources a rule can read are modelled (the rest counted); without it, all of them."""
     record = PatientRecord()
     prefetch = prefetch or {}
     for key, value in prefetch.items():
@@ -201,7 +218,7 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
                     value = source.complete(value, key)
                 except LookupError as exc:
                     record.gaps[key] = f"further pages could not be fetched: {exc}"
-        add_answer(record, key, value, wanted)
+        add_answer(record, key, value, wanted, reach)
     foreign = any(key not in PREFETCH_QUERIES for key in prefetch)
     for key, (_template, wanted) in PREFETCH_QUERIES.items():
         if key in record.available or key in record.gaps:
@@ -214,7 +231,7 @@ def build_record(prefetch: Mapping[str, Any] | None, source: RecordSource | None
             record.gaps[key] = "not provided in prefetch and no FHIR server to ask"
         else:
             try:
-                add_answer(record, key, source.query(key), wanted)
+                add_answer(record, key, source.query(key), wanted, reach)
             except LookupError as exc:
                 record.gaps[key] = str(exc)
     if source is not None:

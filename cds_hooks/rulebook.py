@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from . import yamlfile
 from .factschema import (
     BOOL,
     EXAM_TESTS,
@@ -274,7 +275,7 @@ def _compile_variant(
 def load_rule(path: Path, parameters: Mapping[str, Any]) -> Rule:
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yamlfile.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise RuleError(f"{where}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -446,7 +447,7 @@ def load_groups(folder: Path) -> dict[str, CardGroup]:
 def load_parameters(folder: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Windows and thresholds: the catalogue's defaults from parameters.yaml, then overrides."""
     path = folder / "parameters.yaml"
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    raw = yamlfile.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
     params = {name: spec["default"] for name, spec in (raw or {}).get("parameters", {}).items()}
     for name, value in (overrides or {}).items():
         if name not in params:

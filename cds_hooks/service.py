@@ -33,6 +33,7 @@ from .record import (
     build_record,
     parse_draft_orders,
 )
+from .relevance import RuleReach
 from .rulebook import Rulebook
 from .terminology import Terminology
 
@@ -91,6 +92,8 @@ class Pipeline:
         self.rulebook = rulebook
         self.cards = CardBuilder(rulebook, grouping=card_grouping, base_url=public_base_url)
         self.terminology = terminology
+        # Which prefetch resources are worth validating; None validates every one.
+        self.reach: RuleReach | None = RuleReach(terminology)
         self.evaluator = evaluator
         self.destruction_codes_imply_cryo = destruction_codes_imply_cryo
         self.systemic = SystemicHeuristic.from_parameters(rulebook.parameters)
@@ -132,7 +135,7 @@ class Pipeline:
             cards = [incomplete_card(unchecked)] if unchecked else []
             return self._outcome(service, request, now, started, timings, cards, [], [], unchecked, [], draft_problems)
 
-        record = build_record(request.prefetch, source)
+        record = build_record(request.prefetch, source, self.reach)
         mark = lap("parse", mark)
         # -- call deadline (issue 12): checked between steps; past it, orders go unchecked --
         unfinished: list[tuple[str, str]] = []

@@ -4,15 +4,19 @@ mode with HTML off; it also refuses javascript:, vbscript: and data: links)."""
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from markdown_it import MarkdownIt
 from markupsafe import Markup
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 
 @lru_cache(maxsize=1)
 def _parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt  # imported on the first card rendered: serving workers never load it
+
     return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
 
 

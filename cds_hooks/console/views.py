@@ -656,6 +656,8 @@ def decisions() -> BaseResponse | str:
 
 @bp.get("/decisions/<decision_id>")
 def decision_page(decision_id: str) -> str:
+    from . import sandbox
+
     state = _state()
     found = analytics.explain_decision(state.store, decision_id[:64])
     if found is None:

@@ -1,0 +1,123 @@
+"""Which raw resources a rule can read, decided from the JSON alone (issue 15).
+
+Validating a resource with fhir.resources costs far more than reading its JSON, and a
+whole-patient record is mostly Observations no rule reads (smoking status, body weight, pain
+scores...) and types no rule reads (Encounter, Claim, Immunization...). Those are counted,
+not modelled. The decision is conservative: a resource is left out only when its JSON shows
+plainly that no rule can use it; anything doubtful (an odd code structure, a missing status or
+date that would make the full reading name it in MD-INCOMPLETE) is read as before, so nothing
+that might matter is skipped silently.
+
+What "a rule can read" means here is taken from the modules that read the record: the
+Observation value sets come from ``prefetch.OBSERVATION_SETS`` (facts/observations.py reads exactly
+those), the resource types from ``lenient.NEEDS`` (one entry per type the facts read), and a
+resource of any type whose code carries an ICD-10-CM coding is kept because an order's
+``reasonReference`` may point to it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .lenient import NEEDS, date_candidates
+from .prefetch import OBSERVATION_SETS
+from .terminology import ICD10CM, Terminology, normalise_system
+
+# Observation.status codes (FHIR R4 observation-status): any other value would be named as unreadable.
+OBSERVATION_STATUSES = frozenset(
+    ("registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown")
+)
+_OBSERVATION_DATES = ("effectiveDateTime", "effectiveInstant", "issued")
+READ_TYPES = frozenset(NEEDS)
+# A plainly valid FHIR date/dateTime/instant: the common case, told without the repair parser.
+_PLAIN_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?")
+
+
+class RuleReach:
+    """Tells, per raw resource, whether it must be modelled or can only be counted.
+
+    One instance per pipeline (it holds the Observation value sets); the per-code answers are
+    memoised because a record repeats the same few dozen codes hundreds of times."""
+
+    def __init__(self, terminology: Terminology) -> None:
+        self._sets = [terminology[vs_id] for vs_id in OBSERVATION_SETS]
+        self._observation_code: dict[tuple[str, str], bool] = {}
+
+    def needs_model(self, raw: Any) -> bool:
+        """False only for a resource no rule can read; True whenever in doubt."""
+        if not isinstance(raw, dict):
+            return True  # the full reading names it (not a FHIR resource)
+        kind = raw.get("resourceType")
+        if not isinstance(kind, str) or "contained" in raw:
+            return True
+        if kind == "Observation":
+            return self._observation_matters(raw)
+        if kind in READ_TYPES:
+            return True
+        codes = _codings(raw.get("code"))
+        return codes is None or any(system == ICD10CM for system, _code in codes)
+
+    def _observation_matters(self, raw: dict[str, Any]) -> bool:
+        if "hasMember" in raw or not _looks_readable(raw):
+            return True  # a panel lends its date to members; an unreadable one must be named
+        codes = _codings(raw.get("code"))
+        if not codes:
+            return True
+        components = raw.get("component")
+        if components is not None:
+            if not isinstance(components, list):
+                return True
+            for component in components:
+                more = _codings(component.get("code")) if isinstance(component, dict) else None
+                if more is None:
+                    return True
+                codes.extend(more)
+        return any(self._code_read(system, code) for system, code in codes)
+
+    def _code_read(self, system: str, code: str) -> bool:
+        key = (system, code)
+        known = self._observation_code.get(key)
+        if known is None:
+            known = system == ICD10CM or any(vs.has_code(system, code) for vs in self._sets)
+            self._observation_code[key] = known
+        return known
+
+
+def _codings(concept: Any) -> list[tuple[str, str]] | None:
+    """(system, code) of every coding of a raw CodeableConcept; None when its shape is not
+    the plain one (then the caller models the resource rather than guess)."""
+    if concept is None:
+        return []
+    if not isinstance(concept, dict):
+        return None
+    coding = concept.get("coding")
+    if coding is None:
+        return []
+    if not isinstance(coding, list):
+        return None
+    out = []
+    for item in coding:
+        if not isinstance(item, dict):
+            return None
+        system, code = item.get("system"), item.get("code")
+        if not isinstance(system, (str, type(None))) or not isinstance(code, (str, type(None))):
+            return None
+        if code and code.strip():
+            out.append((normalise_system(system), code.strip()))
+    return out
+
+
+def _readable_date(value: Any) -> bool:
+    return isinstance(value, str) and (_PLAIN_DATE.fullmatch(value) is not None or bool(date_candidates(value)))
+
+
+def _looks_readable(raw: dict[str, Any]) -> bool:
+    """True when the full reading would keep the Observation (a known status and a date),
+    so that leaving it out cannot hide one that MD-INCOMPLETE would have named."""
+    if raw.get("status") not in OBSERVATION_STATUSES:
+        return False
+    if any(_readable_date(raw.get(name)) for name in _OBSERVATION_DATES):
+        return True
+    period = raw.get("effectivePeriod")
+    return isinstance(period, dict) and any(_readable_date(period.get(end)) for end in ("start", "end"))
