@@ -70,6 +70,7 @@ class Config:
     db_timeout_s: float = 5.0  # connect, statement and hung-network limit of every database call
     spool_dir: Path | None = None  # decisions the database could not take; None: see spool_dir()
     feedback_max_items: int = 100  # per feedback POST
+    policy_file: Path | None = None  # site policy (issue 14); None: the bundled rules as they are
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -189,6 +190,8 @@ def _hardening_settings(get: Any) -> dict[str, Any]:
         changes["spool_dir"] = Path(raw)
     if (raw := get("FEEDBACK_MAX_ITEMS")) is not None:
         changes["feedback_max_items"] = _number("FEEDBACK_MAX_ITEMS", raw, int)
+    if raw := get("POLICY"):
+        changes["policy_file"] = Path(raw)
     return changes
 
 

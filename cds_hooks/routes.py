@@ -55,7 +55,9 @@ def call_service(service_id: str) -> Response:
     service = _service(service_id)
     hook_request = parse_hook_request(json_body(), service.hook)
     state = current_state()
-    outcome = state.pipeline.run(service, hook_request, state.record_source(hook_request, current_claims()))
+    claims = current_claims()
+    pipeline = state.pipeline.for_claims(claims)  # the site policy's section for this tenant/issuer
+    outcome = pipeline.run(service, hook_request, state.record_source(hook_request, claims))
     body = json_bytes(outcome.body)  # encoded before recording: no row for an answer that fails
     if not state.store.record_or_spool(outcome.decision, outcome.evaluated_rules):
         raise ServiceUnavailable("The decision could not be recorded; retry shortly")
