@@ -94,8 +94,8 @@ class Decision(Base):
     # ran on (what-if replay), and the findings not shown again (no nagging twice), each with
     # its reason. NULL on decisions logged before 0005.
     policy_revision: Mapped[str | None] = mapped_column(String(64))
-    facts: Mapped[dict[str, Any] | None]
-    suppressed: Mapped[list[Any] | None] = mapped_column(JSON)
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    suppressed: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class DecisionOrder(Base):
