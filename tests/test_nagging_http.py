@@ -14,9 +14,11 @@ import requests
 from sqlalchemy import select
 
 from cds_hooks.app import create_app
+from cds_hooks.audit.analytics import revision_summary, rule_summary
 from cds_hooks.audit.models import Decision, RuleHit
 from cds_hooks.config import Config
 from cds_hooks.devtools.cases import case_request
+from cds_hooks.policy import NO_POLICY
 
 from .conftest import RULES_DIR, card_findings
 from .support.load import RAYNAUD
@@ -115,6 +117,12 @@ def test_answered_warning_is_not_shown_again_at_order_sign_but_critical_is(servi
         assert {h.severity for h in hits if h.card_uuid is None} == {"warning"}
         assert "critical" in {h.severity for h in hits if h.card_uuid is not None}
         assert decisions[1].suppressed is None  # before the feedback nothing was left out
+    # Analytics still count the left-out findings, per rules and policy revision.
+    (row,) = revision_summary(store)
+    assert row["policy_revision"] == NO_POLICY.revision and row["decisions"] == 3
+    assert row["findings_left_out"] == len(warning_findings)
+    fires = {r["rule_id"]: r["fires"] for r in rule_summary(store)}
+    assert all(fires[rule] == 3 for rule, _ in warning_findings)  # fired on every call, shown twice
 
 
 def test_policy_can_leave_out_answered_critical_cards_too(strict_service: tuple[str, Any]) -> None:

@@ -50,6 +50,9 @@ DECISION_HEADERS = {
 }
 
 
+REVISION_COLUMNS = ("rules_revision", "policy_revision", "decisions", "cards", "findings_left_out", "first", "last")
+
+
 def _period(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
     since: datetime | None = getattr(args, "since", None)
     until: datetime | None = getattr(args, "until", None)
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         command = args.audit_command
         if command == "summary":
-            rows = analytics.rule_summary(store, *_period(args))
+            rows = analytics.rule_summary(store, *_period(args), policy_revision=args.policy_revision)
             if args.json:
                 print_json(rows)
             else:
@@ -82,6 +85,12 @@ def run(args: argparse.Namespace) -> int:
                     row["created_at"] = str(row["created_at"])[:19].replace("T", " ")
                 print_table(rows, DECISION_COLUMNS, DECISION_HEADERS)
                 warn(f"{len(rows)} decision(s), newest first")
+        elif command == "revisions":
+            rows = analytics.revision_summary(store, *_period(args))
+            if args.json:
+                print_json(rows)
+            else:
+                print_table(rows, REVISION_COLUMNS, {"findings_left_out": "left out (repeats)"})
         elif command == "decision":
             found = analytics.explain_decision(store, args.decision_id)
             if found is None:
@@ -118,12 +127,16 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     summary = audit_sub.add_parser("summary", help="per-rule fires, overrides and reasons over a period")
     _period_args(summary)
     summary.add_argument("--json", action="store_true")
+    summary.add_argument("--policy-revision", help="only decisions made under this site-policy revision")
     decisions = audit_sub.add_parser("decisions", help="list decisions, newest first, with filters")
     _period_args(decisions)
     decisions.add_argument("--service", help="only this service id (e.g. cryotherapy-order-sign)")
     decisions.add_argument("--rule", help="only decisions where this rule fired (e.g. CI-PREG)")
     decisions.add_argument("--limit", type=positive_int, default=50, help="at most N rows (default 50)")
     decisions.add_argument("--json", action="store_true")
+    revisions = audit_sub.add_parser("revisions", help="decisions and cards per rules and site-policy revision")
+    _period_args(revisions)
+    revisions.add_argument("--json", action="store_true")
     silent = audit_sub.add_parser("silent", help="rules never evaluated or never fired over a period")
     _period_args(silent)
     decision = audit_sub.add_parser("decision", help="explain one decision (JSON)")

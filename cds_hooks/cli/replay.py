@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import whatif
 from ..config import from_env
 from ..policy import NO_POLICY, apply_section, check_policy, load_policy
 from ..state import open_audit_store
-from .. import whatif
 from .common import CliError, Parser, iso_datetime, print_json, progress
 
 
