@@ -7,12 +7,14 @@ is reported as such; the CLI and the console show the same diff."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from cds_hooks.audit.models import Decision, DecisionOrder
@@ -149,3 +151,44 @@ def test_replay_command_prints_json_and_text(logged: tuple[str, Path], changed_r
     assert any(line.startswith("TD-FREEZE: ") and "lose the finding" in line for line in text.stdout.splitlines())
     bad = cryo(home, "replay", "--rules", str(tmp_path), **env)
     assert bad.returncode == 2 and "not a rules folder" in bad.stderr
+
+
+def test_console_shows_the_same_diff_behind_its_login(logged: tuple[str, Path], changed_rules: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cds_hooks.app import create_app
+    from cds_hooks.config import Config
+
+    from .support.loopback import LoopbackServer
+
+    token = "console-token-for-whatif-0123456789"
+    app = create_app(
+        Config(
+            rules_dir=RULES_DIR,
+            database_url=logged[0],
+            patient_hash_key=load.PATIENT_HASH_KEY.encode(),
+            audit_token=token,
+            evaluator="plain",
+        )
+    )
+    store = app.extensions["cryo_cds"].store
+    try:
+        with LoopbackServer(app) as server:
+            today = datetime.now(UTC).date()  # the load ran today (or, near midnight, yesterday)
+            query = {"rules": str(changed_rules), "from": str(today - timedelta(days=1)), "to": str(today)}
+            anonymous = requests.get(f"{server.url}/console/replay", params=query, allow_redirects=False, timeout=60)
+            assert anonymous.status_code == 302  # the console's own login guards it
+            session = requests.Session()
+            page = session.get(f"{server.url}/console/login", timeout=30)
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert csrf is not None
+            session.post(f"{server.url}/console/login", data={"token": token, "csrf_token": csrf.group(1)}, timeout=30)
+            shown = session.get(f"{server.url}/console/replay", params=query, timeout=120)
+            assert shown.status_code == 200, shown.text[:500]
+            expected = replay(store, apply_section(changed_rules, NO_POLICY.site), since=None, until=None)
+            lost = len(expected.changes["TD-FREEZE"].lost)
+            assert re.search(rf">TD-FREEZE</a></td>\s*<td>0</td><td>{lost}</td>", shown.text), shown.text[-3000:]
+            wrong = session.get(f"{server.url}/console/replay", params={"rules": "/nonexistent"}, timeout=30)
+            assert wrong.status_code == 400 and "not a rules folder" in wrong.text
+    finally:
+        store.dispose()
