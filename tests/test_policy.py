@@ -143,6 +143,9 @@ def test_the_decision_record_carries_the_policy_revision(tmp_path: Path) -> None
         store.record_decision(outcome.decision, outcome.evaluated_rules)
         with store.reading() as conn:
             row = conn.execute(select(Decision.policy_revision, Decision.facts, Decision.rules_revision)).one()
+        assert store.purge_older_than(0) == 1  # the facts go with their decision
+        with store.reading() as conn:
+            assert conn.execute(select(Decision.facts)).first() is None
     finally:
         store.dispose()
     assert row.policy_revision == policy.revision and row.rules_revision == outcome.decision.rules_revision
