@@ -297,11 +297,10 @@ def list_decisions(
                 select(RuleHit.decision_id, RuleHit.rule_id).where(RuleHit.decision_id.in_(ids))
             ):
                 fired[decision_id].add(fired_rule)
-            cards = dict(
-                conn.execute(
-                    select(Card.decision_id, func.count()).where(Card.decision_id.in_(ids)).group_by(Card.decision_id)
-                )
+            counted = conn.execute(
+                select(Card.decision_id, func.count()).where(Card.decision_id.in_(ids)).group_by(Card.decision_id)
             )
+            cards = dict(counted.tuples().all())
     return [
         _jsonable({**row, "rules_fired": sorted(fired[row["decision_id"]]), "cards": cards.get(row["decision_id"], 0)})
         for row in rows
