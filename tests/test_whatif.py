@@ -151,6 +151,12 @@ def test_replay_command_prints_json_and_text(logged: tuple[str, Path], changed_r
     assert any(line.startswith("TD-FREEZE: ") and "lose the finding" in line for line in text.stdout.splitlines())
     bad = cryo(home, "replay", "--rules", str(tmp_path), **env)
     assert bad.returncode == 2 and "not a rules folder" in bad.stderr
+    # The log groups by policy revision: every decision of the load ran without a policy.
+    revisions = cryo(home, "audit", "revisions", "--json", **env)
+    assert revisions.returncode == 0, revisions.stderr
+    (row,) = json.loads(revisions.stdout)
+    assert row["policy_revision"] == NO_POLICY.revision and row["decisions"] >= CALLS
+    assert row["findings_left_out"] == 0 and row["cards"] > 0
 
 
 def test_console_shows_the_same_diff_behind_its_login(logged: tuple[str, Path], changed_rules: Path) -> None:
