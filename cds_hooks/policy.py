@@ -120,7 +120,10 @@ def load_policy(path: Path) -> Policy:
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{where}: cannot be read ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
-        raise PolicyError(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None
+        # Position and problem only: the parser's own message quotes the offending line.
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        raise PolicyError(f"{where}: not valid YAML{at} ({getattr(exc, 'problem', None) or 'unreadable'})") from None
     return parse_policy(raw if raw is not None else {}, where)
 
 

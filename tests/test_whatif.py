@@ -196,5 +196,12 @@ def test_console_shows_the_same_diff_behind_its_login(logged: tuple[str, Path], 
             assert re.search(rf">TD-FREEZE</a></td>\s*<td>0</td><td>{lost}</td>", shown.text), shown.text[-3000:]
             wrong = session.get(f"{server.url}/console/replay", params={"rules": "/nonexistent"}, timeout=30)
             assert wrong.status_code == 400 and "not a rules folder" in wrong.text
+            # The page reads files on the host: a policy must be YAML, and no file content is echoed.
+            other = session.get(
+                f"{server.url}/console/replay",
+                params={"rules": str(changed_rules), "policy": "/etc/passwd"},
+                timeout=30,
+            )
+            assert other.status_code == 400 and ".yaml or .yml file" in other.text and "root:" not in other.text
     finally:
         store.dispose()

@@ -702,6 +702,8 @@ def replay_page() -> tuple[str, int] | str:
             raise RuleError(f"{folder}: not a rules folder (no parameters.yaml, no <RULE-ID>/rule.yaml)")
         policy = NO_POLICY
         if policy_path:
+            if Path(policy_path).suffix not in (".yaml", ".yml"):
+                raise PolicyError(f"{policy_path}: a site policy is a .yaml or .yml file")
             policy = load_policy(Path(policy_path))
             check_policy(policy, folder, _state().config.rule_params)
         rulebook = apply_section(folder, policy.site, _state().config.rule_params)
