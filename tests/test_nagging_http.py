@@ -30,14 +30,14 @@ SIGN = "/cds-services/cryotherapy-order-sign"
 CASE = {"order": "wbc", "resources": [RAYNAUD]}
 
 
-def _serve(tmp_path: Path, policy: str | None = None) -> Iterator[tuple[str, Any]]:
+def _serve(tmp_path: Path, db_url: str, policy: str | None = None) -> Iterator[tuple[str, Any]]:
     policy_file = None
     if policy is not None:
         policy_file = tmp_path / "policy.yaml"
         policy_file.write_text(policy)
     config = Config(
         rules_dir=RULES_DIR,
-        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        database_url=db_url,
         patient_hash_key=b"k" * 32,
         auth_required=False,
         policy_file=policy_file,
@@ -49,13 +49,14 @@ def _serve(tmp_path: Path, policy: str | None = None) -> Iterator[tuple[str, Any
 
 
 @pytest.fixture()
-def service(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    yield from _serve(tmp_path)
+def service(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Any]]:
+    """The service over an empty SQLite or PostgreSQL log (conftest's ``db_url``)."""
+    yield from _serve(tmp_path, db_url)
 
 
 @pytest.fixture()
-def strict_service(tmp_path: Path) -> Iterator[tuple[str, Any]]:
-    yield from _serve(tmp_path, "repeat_critical_cards: false\n")
+def strict_service(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Any]]:
+    yield from _serve(tmp_path, db_url, "repeat_critical_cards: false\n")
 
 
 def _override_all(base: str, cards: list[dict[str, Any]], indicators: set[str]) -> None:
