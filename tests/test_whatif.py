@@ -7,6 +7,7 @@ is reported as such; the CLI and the console show the same diff."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -31,11 +32,15 @@ CALLS, CLIENTS = 150, 4
 OLD_LIMIT, NEW_LIMIT = 30, 60  # TD-FREEZE: freeze longer than this many seconds
 
 
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A SQLite decision log written by gunicorn under the load harness."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def logged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A SQLite or PostgreSQL decision log written by gunicorn under the load harness."""
+    if request.param == "postgresql" and (reason := load.postgres_reachable()):
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI is set, so the PostgreSQL tests must run", pytrace=False)
+        pytest.skip(f"{reason}; start it, or set CI=1 to turn this skip into a failure")
     workdir = tmp_path_factory.mktemp("whatif")
-    with load.throwaway_database("sqlite", workdir) as db_url:
+    with load.throwaway_database(request.param, workdir) as db_url:
         with load.gunicorn(db_url, 1, 4, workdir) as server:
             result = load.run_load(server, CALLS, CLIENTS, kill_worker=False, seed=11)
         assert len(result.ok_calls) == CALLS
