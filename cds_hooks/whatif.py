@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, and_, func, select, true
 
 from .audit.models import Decision, DecisionOrder, RuleHit
 from .audit.store import AuditStore
-from .cards.findings import collect_findings
+from .cards.findings import SUPPRESSED_BY_CRITICAL, collect_findings
 from .evaluator import PlainEvaluator
 from .factrecord import FACT_BUILD_PARAMETERS, RECORDED_FIELDS, built_with, facts_from_record
 from .rulebook import SENTINEL_KIND, SEVERITY_RANK, Rulebook
@@ -142,6 +142,20 @@ def needed_facts(rulebook: Rulebook, recorded: Iterable[Mapping[str, Any]] = ())
             if kinds & set(affected):
                 missing[variant.rule_id].update(
                     f"{kind} built with {name}={value} (recorded with {was})" for kind in affected
+                )
+    # A critical finding leaves out the generic instruction cards (SUPPRESSED_BY_CRITICAL):
+    # when a rule that can be critical cannot be replayed, neither can they.
+    critical = {
+        rule_id
+        for rule_id, need in missing.items()
+        if need and any("critical" in v.severity.values() for v in rulebook.by_id[rule_id].variants)
+    }
+    for generic in SUPPRESSED_BY_CRITICAL:
+        if generic in rulebook.by_id and critical - {generic}:
+            for rule_id in sorted(critical - {generic}):
+                missing[generic].update(
+                    f"{need} (through {rule_id}, whose critical finding leaves this one out)"
+                    for need in missing[rule_id]
                 )
     return {rule: sorted(need) for rule, need in missing.items() if need}
 

@@ -137,9 +137,17 @@ def test_a_rule_needing_facts_the_log_does_not_keep_is_reported_not_skipped(stor
         text.replace("- condition: {in_raynaud: true}", "- condition: {in_raynaud: true}\n      - order: {site: hand}")
     )
     report = replay(store, apply_section(folder, NO_POLICY.site))
-    assert report.cannot_replay == {"CI-RAYNAUD": ["order.site"]}
+    assert report.cannot_replay["CI-RAYNAUD"] == ["order.site"]
     assert "CI-RAYNAUD" not in report.changes  # its findings would "vanish", but that is not known
     assert "CI-RAYNAUD: cannot replay: needs facts order.site" in report.lines()
+    # Without CI-RAYNAUD's critical finding the generic instruction cards would seem to come
+    # back; they depend on it, so they are reported too, not shown as gained.
+    for generic in ("LC-AFTERCARE", "PR-SYS-SAFETY"):
+        assert report.cannot_replay[generic] == [
+            "order.site (through CI-RAYNAUD, whose critical finding leaves this one out)"
+        ]
+    assert set(report.cannot_replay) == {"CI-RAYNAUD", "LC-AFTERCARE", "PR-SYS-SAFETY"}
+    assert report.changes == {}
 
 
 def test_replay_command_prints_json_and_text(logged: tuple[str, Path], changed_rules: Path, tmp_path: Path) -> None:
