@@ -138,6 +138,18 @@ def test_policy_can_leave_out_answered_critical_cards_too(strict_service: tuple[
         assert last is not None and {s["severity"] for s in last.suppressed or []} == {"critical"}
 
 
+@pytest.fixture()
+def no_window_service(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Any]]:
+    yield from _serve(tmp_path, db_url, "parameters: {repeat_card_window_hours: 0}\n")
+
+
+def test_answers_older_than_the_window_do_not_suppress(no_window_service: tuple[str, Any]) -> None:
+    base, _store = no_window_service
+    selected = _call(base, SELECT, "order-select")
+    _override_all(base, selected, {"warning"})
+    assert "warning" in {c["indicator"] for c in _call(base, SIGN, "order-sign")}
+
+
 def test_an_accepted_card_counts_as_answered_but_a_bare_override_does_not(service: tuple[str, Any]) -> None:
     base, _store = service
     selected = _call(base, SELECT, "order-select")

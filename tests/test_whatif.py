@@ -22,6 +22,7 @@ from cds_hooks.audit.models import Decision, DecisionOrder
 from cds_hooks.audit.store import AuditStore
 from cds_hooks.factrecord import facts_from_record
 from cds_hooks.policy import NO_POLICY, apply_section, parse_policy
+from cds_hooks.rulebook import load_rulebook
 from cds_hooks.whatif import replay
 
 from .conftest import RULES_DIR
@@ -218,3 +219,12 @@ def test_console_shows_the_same_diff_behind_its_login(logged: tuple[str, Path], 
             assert other.status_code == 400 and ".yaml or .yml file" in other.text and "root:" not in other.text
     finally:
         store.dispose()
+
+
+def test_facts_built_with_another_parameter_cannot_show_its_effect(store: AuditStore) -> None:
+    rulebook = load_rulebook(RULES_DIR, {"medication_supply_days": 60})
+    report = replay(store, rulebook)
+    need = "medication built with medication_supply_days=60 (recorded with 30)"
+    assert report.cannot_replay["DI-ANTICOAG"] == [need]
+    assert all(any(need in n for n in needs) for needs in report.cannot_replay.values())
+    assert not set(report.cannot_replay) & set(report.changes)
