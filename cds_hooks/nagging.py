@@ -16,10 +16,12 @@ The window (``repeat_card_window_hours``, default 24 h) counts from the order-se
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 
 WINDOW_PARAMETER = "repeat_card_window_hours"
 DEFAULT_WINDOW_HOURS = 24.0
+# The look-up runs before the decision is written; with a hung database the write already
+# waits out the store's timeout, so the look-up gets a much shorter budget of its own.
+LOOKUP_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,19 @@ AnswerKey = tuple[str, str, str]  # (order ref, rule id, severity)
 class FeedbackMemory:
     """Looks up, in the decision log, what was answered on order-select for a patient's orders."""
 
-    def __init__(self, store: AuditStore) -> None:
+    def __init__(self, store: AuditStore, timeout_s: float = LOOKUP_TIMEOUT_S) -> None:
         self._store = store
+        self._timeout = min(timeout_s, store.timeout_s)
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():  # a forked worker starts afresh
+                self._executor = ThreadPoolExecutor(2, thread_name_prefix="feedback-lookup")
+                self._pid = os.getpid()
+            return self._executor
 
     def answered(self, patient_id: str, order_refs: Sequence[str], since: datetime) -> dict[AnswerKey, Answer]:
         """Answers given to order-select cards issued since ``since``; empty (cards shown as
@@ -63,9 +79,8 @@ class FeedbackMemory:
         if not patient_id or not order_refs:
             return {}
         try:
-            rows = self._store.run_bounded(
-                partial(self._query, self._store.hash_patient(patient_id), list(order_refs), since)
-            )
+            future = self._pool().submit(self._query, self._store.hash_patient(patient_id), list(order_refs), since)
+            rows = future.result(timeout=self._timeout)
         except Exception as exc:
             log.warning("feedback lookup failed (%s); order-sign cards are shown in full", type(exc).__name__)
             return {}
