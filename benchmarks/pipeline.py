@@ -3,19 +3,32 @@
 Prints p50/p99 (ms) of parse (prefetch -> FHIR models), facts, engine, cards, audit
 (SQLite write) and the whole call, for a typical request (~50 resources) and a large one
 (a whole Synthea patient). Run: .venv/bin/python benchmarks/pipeline.py [--runs 300]
+
+``--sizes`` measures the same steps on the bodies ``benchmarks/http.py`` builds (~20, ~320,
+~1,000 and 5,000 resources); ``--baseline DIR`` also runs that measurement against another
+checkout (e.g. ``/work/main``) in a child process, so before and after come from one run on
+the same machine load and print side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+# This folder holds http.py, which would shadow the standard library's ``http`` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+# CRYO_BENCH_TREE: the checkout whose code is measured (the --baseline child sets it).
+ROOT = Path(os.environ.get("CRYO_BENCH_TREE") or HERE.parent).resolve()
 sys.path.insert(0, str(ROOT))
 
 from cds_hooks.audit.store import AuditStore
@@ -127,10 +140,79 @@ def measure(pipeline: Pipeline, store: AuditStore, body: dict, runs: int) -> dic
     return steps
 
 
+SIZE_STEPS = ("parse", "facts", "engine", "cards", "whole call")
+
+
+def http_bodies() -> list[tuple[str, dict[str, Any], int]]:
+    """The bodies of benchmarks/http.py (its builder, loaded from this script's folder)."""
+    spec = importlib.util.spec_from_file_location("bench_http", HERE / "http.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    named, series = module.build_bodies([5000])
+    bodies = [(label, json.loads(body), count) for label, body, count in named if label != "fixture 03"]
+    bodies += [(f"growth {count}", json.loads(body), count) for count, body in series]
+    return bodies
+
+
+def measure_sizes(runs: int) -> dict[str, dict[str, Any]]:
+    """p50 per step (ms) for every http.py body, with the plain evaluator's cards as a check."""
+    config = Config(rules_dir=ROOT / "rules")
+    pipeline = build_pipeline(config, parts=load_parts(config))
+    out: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = AuditStore(f"sqlite:///{tmp}/bench.db", b"benchmark-key-0123456789")
+        store.migrate()
+        for label, body, count in http_bodies():
+            n = max(5, runs // (10 if count >= 1000 else 2))
+            measure(pipeline, store, body, 2)
+            steps = measure(pipeline, store, body, n)
+            out[label] = {"resources": count, "runs": n, **{s: statistics.median(steps[s]) for s in SIZE_STEPS}}
+        store.dispose()
+    return out
+
+
+def print_sizes(results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    trees = list(results)
+    print(f"\nper-step p50 ms on the benchmarks/http.py bodies ({', '.join(trees)})")
+    print(f"{'body':<22}{'res':>6} {'step':<11}" + "".join(f"{t[-19:]:>20}" for t in trees))
+    first = results[trees[0]]
+    for label, row in first.items():
+        for step in SIZE_STEPS:
+            cells = "".join(f"{results[t].get(label, {}).get(step, float('nan')):20.2f}" for t in trees)
+            print(f"{label:<22}{row['resources']:>6} {step:<11}{cells}")
+
+
+def run_sizes(runs: int, baseline: str | None) -> int:
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    if baseline:
+        env = {**os.environ, "CRYO_BENCH_TREE": str(Path(baseline).resolve())}
+        child = subprocess.run(
+            [sys.executable, __file__, "--sizes", "--json", "--runs", str(runs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[f"before {baseline}"] = json.loads(child.stdout.strip().splitlines()[-1])
+    results[f"this tree {ROOT.name}"] = measure_sizes(runs)
+    print_sizes(results)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--sizes", action="store_true", help="per-step figures on the http.py bodies")
+    parser.add_argument("--baseline", help="with --sizes: also measure this checkout (before)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sizes and args.json:
+        print(json.dumps(measure_sizes(args.runs)))
+        return 0
+    if args.sizes:
+        return run_sizes(args.runs, args.baseline)
     config = Config(rules_dir=ROOT / "rules")
     large_path = next(p for p in LARGE_CANDIDATES if p.exists())
     large = bundle_request(json.loads(large_path.read_text()), "wbc")

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .evaluator import Fact, Hit, PlainEvaluator
+from .evaluator import NUMBER_LIMIT, Fact, Hit, PlainEvaluator, engine_safe, engine_safe_fact
 from .rulebook import SENTINEL_KIND
 
 log = logging.getLogger(__name__)
@@ -37,24 +37,6 @@ except ImportError:  # no wheel/build for this Python, or the C extension fails 
 
 def durable_available() -> bool:
     return _durable_engine is not None
-
-
-NUMBER_LIMIT = 1e12
-
-
-def engine_safe(value: Any) -> Any:
-    """Numbers the C engine can read: it crashes the process on JSON numbers written in
-    exponent form (>= 1e16, or non-zero below 1e-4). Clamp and round; drop NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return value
-    if value != value:  # NaN
-        return None
-    return round(max(-NUMBER_LIMIT, min(NUMBER_LIMIT, float(value))), 4)
-
-
-def engine_safe_fact(fact: Mapping[str, Any]) -> dict[str, Any]:
-    safe = {key: engine_safe(value) for key, value in fact.items()}
-    return {key: value for key, value in safe.items() if value is not None}
 
 
 class DurableEvaluator:
@@ -83,7 +65,7 @@ class DurableEvaluator:
                 matched = closure._m
                 sid = closure.s.sid
                 pairs = tuple((alias, str(fact["id"])) for alias, fact in matched.items() if alias != "req")
-                self._hits.setdefault(sid, []).append((key, pairs))
+                self._hits.setdefault(sid, []).append(Hit(key, pairs))
             except Exception:  # the engine would swallow it; log instead
                 log.exception("rule action for %s failed", key)
 
@@ -132,3 +114,16 @@ def make_evaluator(rules: Mapping[str, Mapping[str, Any]], preferred: str = "dur
             return DurableEvaluator(rules)
         log.warning("durable-rules cannot be imported on this Python; using the plain evaluator")
     return PlainEvaluator(rules)
+
+
+__all__ = [
+    "NUMBER_LIMIT",
+    "DurableEvaluator",
+    "Evaluator",
+    "Hit",
+    "PlainEvaluator",
+    "durable_available",
+    "engine_safe",
+    "engine_safe_fact",
+    "make_evaluator",
+]

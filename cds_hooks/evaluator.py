@@ -6,18 +6,78 @@ understands exactly the subset the rulebook emits: ``$and``, ``$or``, equality, 
 ``$lte``, ``$gt``, ``$gte`` and absence patterns (``<alias>$not``). As in the engine, the
 positive patterns of one rule bind different facts; an absence pattern means that no fact
 at all matches it.
+
+It also holds what both evaluators share: the ``Hit`` and per-order ``OrderEvaluation``
+results the cards read, and the conversion that makes facts safe for the C engine (applied
+here too, so the oracle reads exactly what the engine reads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import product
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .rulebook import SENTINEL_KIND
 
-Fact = Mapping[str, Any]
-Hit = tuple[str, tuple[tuple[str, str], ...]]  # (variant key, ((alias, fact id), ...))
+if TYPE_CHECKING:
+    from .facts import Fact as RecordFact
+
+Fact = Mapping[str, Any]  # what the evaluators read: a fact dict (``facts.Fact``) or a test's own
+
+
+@dataclass(frozen=True, order=True)
+class Hit:
+    """One rule variant that matched: its key ("<RULE-ID>#<index>") and the fact each of its
+    positive patterns bound, as (alias, fact id) pairs in pattern order."""
+
+    variant: str
+    bindings: tuple[tuple[str, str], ...]
+
+    @property
+    def rule_id(self) -> str:
+        return self.variant.split("#", 1)[0]
+
+    @property
+    def fact_ids(self) -> tuple[str, ...]:
+        return tuple(fact_id for _alias, fact_id in self.bindings)
+
+
+@dataclass
+class OrderEvaluation:
+    """What the rules found on one cryotherapy order: the hits and the facts they name."""
+
+    order_ref: str
+    modality: str
+    hits: list[Hit]
+    facts: dict[str, RecordFact] = field(default_factory=dict)
+
+
+NUMBER_LIMIT = 1e12
+
+
+def engine_safe(value: Any) -> Any:
+    """Numbers the C engine can read: it crashes the process on JSON numbers written in
+    exponent form (>= 1e16, or non-zero below 1e-4). Clamp and round; drop NaN."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if value != value:  # NaN
+        return None
+    return round(max(-NUMBER_LIMIT, min(NUMBER_LIMIT, float(value))), 4)
+
+
+def engine_safe_fact(fact: Mapping[str, Any]) -> dict[str, Any]:
+    safe = {key: engine_safe(value) for key, value in fact.items()}
+    return {key: value for key, value in safe.items() if value is not None}
+
+
+def engine_ready(facts: Sequence[RecordFact]) -> list[RecordFact]:
+    """The facts as both evaluators read them (numbers clamped and rounded, NaN dropped);
+    the cards and the decision log are built from the same dicts, so they say what was
+    evaluated."""
+    return [cast("RecordFact", engine_safe_fact(fact)) for fact in facts]
+
 
 _COMPARE = {
     "$lt": lambda a, b: a < b,
@@ -75,7 +135,7 @@ class PlainEvaluator:
     def evaluate(self, facts: Sequence[Fact]) -> list[Hit]:
         hits: list[Hit] = []
         by_kind: dict[Any, list[Fact]] = {}
-        for fact in facts:
+        for fact in map(engine_safe_fact, facts):  # what the durable engine reads, too
             if fact.get("kind") != SENTINEL_KIND:
                 by_kind.setdefault(fact.get("kind"), []).append(fact)
         everything = [f for group in by_kind.values() for f in group]
@@ -98,5 +158,5 @@ class PlainEvaluator:
                 ids = [str(f["id"]) for f in combo]
                 if len(set(ids)) != len(ids):
                     continue  # each pattern binds a different fact, as in the engine
-                hits.append((key, tuple(zip(aliases, ids, strict=True))))
+                hits.append(Hit(key, tuple(zip(aliases, ids, strict=True))))
         return hits

@@ -8,7 +8,7 @@ cryoablation...) are excluded first. The modality decides every rule's severity.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,28 @@ MODALITIES = (LOCAL_DESTRUCTIVE, LOCAL_COLD, SYSTEMIC)
 TEMPERATURE_URL = "https://example.org/fhir/cryo-cds/StructureDefinition/cryo-target-temperature"
 DURATION_URL = "https://example.org/fhir/cryo-cds/StructureDefinition/cryo-application-duration"
 CYCLES_URL = "https://example.org/fhir/cryo-cds/StructureDefinition/freeze-thaw-cycles"
+
+
+@dataclass(frozen=True)
+class SystemicHeuristic:
+    """Catalogue §2.2 rule 4: an order without a systemic code, site or words is whole-body
+    cryotherapy when it is this cold for this long and names no lesion site. The thresholds
+    are clinical policy, so they come from rules/parameters.yaml."""
+
+    max_temp_c: float
+    min_seconds: float
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> SystemicHeuristic:
+        return cls(float(parameters["systemic_max_temp_c"]), float(parameters["systemic_min_application_s"]))
+
+    def says_systemic(self, temperature_c: float | None, seconds: float | None) -> bool:
+        return (
+            temperature_c is not None
+            and seconds is not None
+            and temperature_c <= self.max_temp_c
+            and seconds >= self.min_seconds
+        )
 
 
 @dataclass(frozen=True)
@@ -155,7 +177,7 @@ def _has_cryo_evidence(resource: Any, text: str, terminology: Terminology) -> bo
     return terminology["ORDER.cryo-evidence-text"].matches_text(text)
 
 
-def classify(resource: Any, terminology: Terminology) -> str:
+def classify(resource: Any, terminology: Terminology, systemic: SystemicHeuristic) -> str:
     """Modality by the first matching rule of catalogue §2.2."""
     code = getattr(resource, "code", None)
     if in_set(code, terminology["ORDER.systemic-local"]):
@@ -168,7 +190,7 @@ def classify(resource: Any, terminology: Terminology) -> str:
     lesion_site = has_lesion_site(resource, terminology)
     temperature = to_celsius(extension_quantity(resource, TEMPERATURE_URL))
     duration = application_seconds(resource)
-    if temperature is not None and duration is not None and temperature <= -100 and duration >= 60 and not lesion_site:
+    if systemic.says_systemic(temperature, duration) and not lesion_site:
         return SYSTEMIC
     if in_set(code, terminology["ORDER.cold-local"]):
         return LOCAL_COLD
@@ -259,6 +281,7 @@ def find_cryo_orders(
     terminology: Terminology,
     selections: Sequence[str] | None,
     *,
+    systemic: SystemicHeuristic,
     destruction_codes_imply_cryo: bool = False,
 ) -> list[CryoOrder]:
     """The cryotherapy orders to evaluate: those named in ``selections`` (order-select), or
@@ -271,8 +294,10 @@ def find_cryo_orders(
             continue
         how = detect(resource, terminology, destruction_codes_imply_cryo=destruction_codes_imply_cryo)
         if how is not None:
-            found.append(CryoOrder(ref, resource, classify(resource, terminology), _local_code(resource), how))
+            found.append(
+                CryoOrder(ref, resource, classify(resource, terminology, systemic), _local_code(resource), how)
+            )
     return found
 
 
-__all__ = ["CPT", "MODALITIES", "CryoOrder", "classify", "detect", "find_cryo_orders"]
+__all__ = ["CPT", "MODALITIES", "CryoOrder", "SystemicHeuristic", "classify", "detect", "find_cryo_orders"]

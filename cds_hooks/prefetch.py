@@ -19,7 +19,7 @@ OBSERVATION_CODES_PLACEHOLDER = "{observation_codes}"
 OBSERVATION_CATEGORIES = ("vital-signs", "laboratory", "social-history", "survey")
 OBSERVATION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 
-# Value sets of Observation codes the facts step reads (obsfacts.py takes its ids from here).
+# Value sets of Observation codes the facts step reads (facts/observations.py takes its ids from here).
 BP_SETS = ("OBS-BP.sbp", "OBS-BP.dbp")
 HR_SETS = ("OBS-BP.hr",)
 HB_SETS = ("OBS-HB.mass", "OBS-HB.molar")

@@ -54,11 +54,18 @@ _RULE_KEYS = {
     "finding",
     "links",
     "variant_text",
+    "closes_critical",
+    "order_codes",
 }
 _VARIANT_TEXT_KEYS = {"finding", "summary", "detail"}
 _LINK_KEYS = {"title", "url"}
 _VARIANT_KEYS = {"name", "when", "unless", "severity", "summary", "values"}
 SUGGESTION_KINDS = ("remove-order", "order-missing-tests", "record-order-parameters")
+_CLOSES_CRITICAL_KEYS = {"modality", "lead"}
+_ORDER_CODE_KEYS = {"system", "code", "display"}
+_GROUP_KEYS = {"id", "finding"}
+# ``{param:name}`` in card text: filled from the configured parameters (cards/text.py).
+PARAM_PLACEHOLDER = re.compile(r"\{param:([A-Za-z_][A-Za-z0-9_]*)\}")
 # String fields with a closed vocabulary: a typo (``site_match: smae``) would load and never fire.
 # Free-text fields (site, region, local_code) are not listed.
 ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -112,6 +119,19 @@ class Rule:
     finding: str = ""  # headline of this rule's line on a card; defaults to the title
     links: tuple[Mapping[str, str], ...] = ()  # published sources a clinician can open
     notes: str = ""
+    # (modality, lead): a generic instruction that gives way to a critical card on an order of
+    # that modality; its detail then closes that card, after ``lead`` ("If you proceed")
+    closes_critical: tuple[str, str] | None = None
+    # order-missing-tests: the value ``missing`` names -> (system, code, display) to order
+    order_codes: Mapping[str, tuple[str, str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CardGroup:
+    """Rules that share one finding on a card (rule.yaml ``group``), from parameters.yaml."""
+
+    id: str  # the card's finding code, e.g. GRP-IMMUNE
+    finding: str  # the headline the clinician reads
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,20 @@ class Rulebook:
     revision: str
     by_id: Mapping[str, Rule] = field(default_factory=dict)
     variants: Mapping[str, Variant] = field(default_factory=dict)
+    groups: Mapping[str, CardGroup] = field(default_factory=dict)
+
+    def card_code(self, rule: Rule) -> str:
+        """The finding a rule's hits are reported under: its group's id, else its own."""
+        group = self.groups.get(rule.group or "")
+        return group.id if group is not None else rule.id
+
+    def closing_rules(self) -> dict[str, tuple[str, str]]:
+        """Modality -> (rule id, lead) of the instruction that closes its critical cards."""
+        return {r.closes_critical[0]: (r.id, r.closes_critical[1]) for r in self.rules if r.closes_critical}
+
+    def suppressed_by_critical(self) -> frozenset[str]:
+        """Rules whose finding gives way to a critical card on the same order."""
+        return frozenset(r.id for r in self.rules if r.closes_critical)
 
     def engine_rules(self) -> dict[str, dict[str, Any]]:
         """Variant key -> durable-rules JSON (a fresh deep copy: the engine mutates it)."""
@@ -263,7 +297,10 @@ def load_rule(path: Path, parameters: Mapping[str, Any]) -> Rule:
     reasons = _override_reasons(raw.get("override_reasons") or (), where)
     links = _links(raw.get("links") or [], where)
     _check_variant_text(raw, where)
+    _check_param_placeholders(raw, parameters, where)
     variants = tuple(_compile_variant(rule_id, i, v, raw, parameters, where) for i, v in enumerate(raw["variants"]))
+    closes_critical = _closes_critical(raw.get("closes_critical"), raw, where)
+    order_codes = _order_codes(raw.get("order_codes"), suggestions, variants, where)
     return Rule(
         id=rule_id,
         version=str(raw["version"]),
@@ -280,7 +317,70 @@ def load_rule(path: Path, parameters: Mapping[str, Any]) -> Rule:
         finding=str(raw.get("finding") or raw["title"]),
         links=links,
         notes=str(raw.get("notes") or "").strip(),
+        closes_critical=closes_critical,
+        order_codes=order_codes,
     )
+
+
+def _text_fields(raw: Mapping[str, Any]) -> Iterator[str]:
+    """Every card text of a rule: its own, its variants' and its variant_text."""
+    for key in ("summary", "detail", "finding"):
+        if raw.get(key):
+            yield str(raw[key])
+    for variant in raw.get("variants") or ():
+        if isinstance(variant, dict) and variant.get("summary"):
+            yield str(variant["summary"])
+    for fields in (raw.get("variant_text") or {}).values():
+        yield from (str(v) for v in (fields or {}).values() if v)
+
+
+def _check_param_placeholders(raw: Mapping[str, Any], parameters: Mapping[str, Any], where: str) -> None:
+    """A ``{param:name}`` naming no parameter would silently drop its sentence from the card."""
+    for text in _text_fields(raw):
+        for name in PARAM_PLACEHOLDER.findall(text):
+            if name not in parameters:
+                raise RuleError(f"{where}: card text names unknown parameter '{{param:{name}}}' (see parameters.yaml)")
+
+
+def _closes_critical(value: Any, raw: Mapping[str, Any], where: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != _CLOSES_CRITICAL_KEYS:
+        raise RuleError(f"{where}: 'closes_critical' is {{modality, lead}}")
+    modality, lead = value["modality"], value["lead"]
+    if modality not in MODALITIES:
+        raise RuleError(f"{where}: closes_critical modality must be one of {list(MODALITIES)}, got {modality!r}")
+    if modality not in (raw.get("severity") or {}):
+        raise RuleError(f"{where}: closes_critical names {modality}, for which the rule has no severity")
+    if not isinstance(lead, str) or not lead.strip():
+        raise RuleError(f"{where}: closes_critical needs a lead, e.g. 'If you proceed'")
+    return str(modality), lead.strip()
+
+
+def _order_codes(
+    value: Any, suggestions: tuple[str, ...], variants: tuple[Variant, ...], where: str
+) -> dict[str, tuple[str, str, str]]:
+    """What to order for each missing test: every value a variant names under ``missing``."""
+    codes: dict[str, tuple[str, str, str]] = {}
+    if value is not None:
+        if not isinstance(value, dict):
+            raise RuleError(f"{where}: 'order_codes' maps each missing test to {{system, code, display}}")
+        for name, coding in value.items():
+            if not isinstance(coding, dict) or set(coding) != _ORDER_CODE_KEYS:
+                raise RuleError(f"{where}: order_codes '{name}' must be {{system, code, display}}")
+            if not all(isinstance(v, str) and v.strip() for v in coding.values()):
+                raise RuleError(f"{where}: order_codes '{name}': system, code and display are non-empty strings")
+            if not re.match(r"https?://\S+$", coding["system"]):
+                raise RuleError(f"{where}: order_codes '{name}': system must be a code system URI")
+            codes[str(name)] = (coding["system"], coding["code"], coding["display"])
+    wants = "order-missing-tests" in suggestions
+    if codes and not wants:
+        raise RuleError(f"{where}: 'order_codes' without the 'order-missing-tests' suggestion")
+    if wants:
+        missing = sorted({str(v.values["missing"]) for v in variants if "missing" in v.values} - set(codes))
+        if missing:
+            raise RuleError(f"{where}: order-missing-tests has no order_codes for {missing}")
+    return codes
 
 
 def _override_reasons(raw: Any, where: str) -> tuple[Mapping[str, str], ...]:
@@ -329,6 +429,18 @@ def _check_variant_text(raw: Mapping[str, Any], where: str) -> None:
             raise RuleError(f"{where}: variant_text names unknown variant '{name}'")
         if not isinstance(fields, dict) or not set(fields) <= _VARIANT_TEXT_KEYS:
             raise RuleError(f"{where}: variant_text '{name}' may set only {sorted(_VARIANT_TEXT_KEYS)}")
+
+
+def load_groups(folder: Path) -> dict[str, CardGroup]:
+    """The card groups of parameters.yaml (``groups: {name: {id, finding}}``)."""
+    path = folder / "parameters.yaml"
+    raw = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None) or {}
+    groups: dict[str, CardGroup] = {}
+    for name, spec in (raw.get("groups") or {}).items():
+        if not isinstance(spec, dict) or set(spec) != _GROUP_KEYS or not all(isinstance(v, str) for v in spec.values()):
+            raise RuleError(f"{path}: group '{name}' must be {{id, finding}}")
+        groups[str(name)] = CardGroup(spec["id"], spec["finding"])
+    return groups
 
 
 def load_parameters(folder: Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -392,10 +504,21 @@ def load_rulebook(folder: Path, overrides: Mapping[str, Any] | None = None) -> R
     rules = tuple(load_rule(p, parameters) for p in paths)
     variants = {v.key: v for r in rules for v in r.variants}
     _check_engine_limits(variants)
+    groups = load_groups(folder)
+    for rule in rules:
+        if rule.group is not None and rule.group not in groups:
+            raise RuleError(f"{rule.path}: group '{rule.group}' is not declared under 'groups' in parameters.yaml")
+    closing: dict[str, str] = {}
+    for rule in rules:
+        if rule.closes_critical is not None:
+            other = closing.setdefault(rule.closes_critical[0], rule.id)
+            if other != rule.id:
+                raise RuleError(f"{rule.path}: {other} already closes critical {rule.closes_critical[0]} cards")
     return Rulebook(
         rules=rules,
         parameters=parameters,
         revision=_revision(folder),
         by_id={r.id: r for r in rules},
         variants=variants,
+        groups=groups,
     )

@@ -18,12 +18,13 @@ from .cards import FINDINGS_EXTENSION, CardBuilder, collect_findings, incomplete
 from .cards.findings import Finding
 from .engine import Evaluator
 from .errors import PreconditionFailed, error_body
+from .evaluator import OrderEvaluation, engine_ready
 from .factrecord import facts_to_record
 from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
 from .nagging import Answer, FeedbackMemory, split_repeats, suppression_entry, window
-from .orders import find_cryo_orders, looks_like_cryotherapy
+from .orders import SystemicHeuristic, find_cryo_orders, looks_like_cryotherapy
 from .record import (
     COMPLETENESS_KEYS,
     PREFETCH_QUERIES,
@@ -95,6 +96,7 @@ class Pipeline:
         self.terminology = terminology
         self.evaluator = evaluator
         self.destruction_codes_imply_cryo = destruction_codes_imply_cryo
+        self.systemic = SystemicHeuristic.from_parameters(rulebook.parameters)
         self.clock = clock
         # -- governance (issue 14): site policy, replayable facts, no nagging twice --
         self.policy_revision = policy_revision
@@ -131,7 +133,11 @@ class Pipeline:
 
         drafts, unreadable = parse_draft_orders(request.draft_orders)
         orders = find_cryo_orders(
-            drafts, self.terminology, request.selections, destruction_codes_imply_cryo=self.destruction_codes_imply_cryo
+            drafts,
+            self.terminology,
+            request.selections,
+            systemic=self.systemic,
+            destruction_codes_imply_cryo=self.destruction_codes_imply_cryo,
         )
         unchecked = {
             f"draft order {d.ref}": f"not valid FHIR R4 ({d.reason}); its cryotherapy checks were not run"
@@ -169,18 +175,19 @@ class Pipeline:
             outcome.decision = replace(outcome.decision, status=412)
             return outcome
 
-        evaluations = []
-        recorded: list[tuple[str, list[dict[str, Any]]]] = []
+        evaluations: list[OrderEvaluation] = []
+        recorded: list[tuple[str, Any]] = []  # (modality, facts) per order, for facts_to_record
         engine_ms = facts_ms = 0.0
         for order in orders:
             t0 = time.perf_counter()
             facts = build_facts(order, record, drafts, self.terminology, now, self.rulebook.parameters)
             t1 = time.perf_counter()
+            facts = engine_ready(facts)
             hits = self.evaluator.evaluate(facts)
             t2 = time.perf_counter()
             facts_ms += (t1 - t0) * 1000
             engine_ms += (t2 - t1) * 1000
-            evaluations.append((order.ref, order.modality, hits, {f["id"]: f for f in facts}))
+            evaluations.append(OrderEvaluation(order.ref, order.modality, hits, {f["id"]: f for f in facts}))
             recorded.append((order.modality, facts))
         timings["facts"], timings["engine"] = facts_ms, engine_ms
         mark = time.perf_counter()

@@ -127,6 +127,17 @@ class ValueSet:
     ingredient_names: tuple[str, ...] = ()
     ingredient_atc: Mapping[str, str] = field(default_factory=dict)  # ATC substance code -> ingredient name
     unverified: frozenset[str] = field(default_factory=frozenset)
+    # every ingredient name as a whole word, in one pattern: most texts name none of them, and
+    # one search says so where a search per name cost hundreds (issue 15)
+    ingredient_pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.ingredient_names and self.ingredient_pattern is None:
+            names = "|".join(re.escape(n) for n in self.ingredient_names)
+            object.__setattr__(self, "ingredient_pattern", re.compile(rf"(?<![a-z])(?:{names})(?![a-z])"))
+
+    def _names_any(self, lowered: str) -> bool:
+        return self.ingredient_pattern is not None and self.ingredient_pattern.search(lowered) is not None
 
     def has_code(self, system: str | None, code: str | None) -> bool:
         """True if the (system, code) pair belongs to this value set."""
@@ -159,6 +170,8 @@ class ValueSet:
         if not text:
             return []
         lowered = text.lower()
+        if not self._names_any(lowered):
+            return []
         return [name for name in self.ingredient_names if name in lowered and _word(name).search(lowered)]
 
     def ingredient_in_text(self, text: str | None) -> str | None:
@@ -166,6 +179,8 @@ class ValueSet:
         if not text:
             return None
         lowered = text.lower()
+        if not self._names_any(lowered):
+            return None
         for name in self.ingredient_names:
             if name in lowered and _word(name).search(lowered):
                 return name
@@ -306,6 +321,9 @@ def _build(
     return value_set
 
 
+_MEMBERSHIP_MEMO = 65_536
+
+
 class Terminology:
     """All value sets by id. Built once per process from the YAML files."""
 
@@ -315,6 +333,35 @@ class Terminology:
             if vs.id in self._sets:
                 raise ValueSetError(f"value set {vs.id} is defined twice")
             self._sets[vs.id] = vs
+        # (system, code) -> ids of the sets listing it exactly; the sets matched by pattern
+        # (ICD-10-CM prefixes and ranges, ATC prefixes, CPT ranges) per system.
+        exact: dict[tuple[str, str], set[str]] = {}
+        for vs in self._sets.values():
+            for pair in vs.exact:
+                exact.setdefault(pair, set()).add(vs.id)
+        self._exact_index = {pair: frozenset(ids) for pair, ids in exact.items()}
+        self._by_pattern = {
+            ICD10CM: tuple(vs for vs in self._sets.values() if vs.icd_prefixes or vs.icd_ranges),
+            ATC: tuple(vs for vs in self._sets.values() if vs.atc_prefixes),
+            CPT: tuple(vs for vs in self._sets.values() if vs.cpt_ranges),
+        }
+        self._memberships: dict[tuple[str, str], frozenset[str]] = {}
+
+    def memberships(self, system: str | None, code: str | None) -> frozenset[str]:
+        """The ids of every value set holding (system, code): ``vs.id in memberships(s, c)``
+        exactly when ``vs.has_code(s, c)``. One dictionary look-up for a code seen before,
+        where asking each set in turn costs a pass over every set's prefixes."""
+        key = (normalise_system(system), (code or "").strip())
+        found = self._memberships.get(key)
+        if found is None:
+            found = self._exact_index.get(key, frozenset())
+            if key[1]:
+                matched = [vs.id for vs in self._by_pattern.get(key[0], ()) if vs.has_code(*key)]
+                found = found | frozenset(matched) if matched else found
+            if len(self._memberships) >= _MEMBERSHIP_MEMO:
+                self._memberships.clear()  # codes from outside are unbounded; keep memory bounded
+            self._memberships[key] = found
+        return found
 
     @classmethod
     def load(cls, folder: Path) -> Terminology:

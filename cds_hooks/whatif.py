@@ -21,8 +21,8 @@ from sqlalchemy import ColumnElement, and_, func, select, true
 
 from .audit.models import Decision, DecisionOrder, RuleHit
 from .audit.store import AuditStore
-from .cards.findings import SUPPRESSED_BY_CRITICAL, collect_findings
-from .evaluator import PlainEvaluator
+from .cards.findings import collect_findings
+from .evaluator import OrderEvaluation, PlainEvaluator, engine_ready
 from .factrecord import FACT_BUILD_PARAMETERS, RECORDED_FIELDS, built_with, facts_from_record
 from .rulebook import SENTINEL_KIND, SEVERITY_RANK, Rulebook
 
@@ -143,15 +143,15 @@ def needed_facts(rulebook: Rulebook, recorded: Iterable[Mapping[str, Any]] = ())
                 missing[variant.rule_id].update(
                     f"{kind} built with {name}={value} (recorded with {was})" for kind in affected
                 )
-    # A critical finding leaves out the generic instruction cards (SUPPRESSED_BY_CRITICAL):
+    # A critical finding leaves out the generic instruction cards (rule.yaml closes_critical):
     # when a rule that can be critical cannot be replayed, neither can they.
     critical = {
         rule_id
         for rule_id, need in missing.items()
         if need and any("critical" in v.severity.values() for v in rulebook.by_id[rule_id].variants)
     }
-    for generic in SUPPRESSED_BY_CRITICAL:
-        if generic in rulebook.by_id and critical - {generic}:
+    for generic in sorted(rulebook.suppressed_by_critical()):
+        if critical - {generic}:
             for rule_id in sorted(critical - {generic}):
                 missing[generic].update(
                     f"{need} (through {rule_id}, whose critical finding leaves this one out)"
@@ -279,7 +279,8 @@ def _replay_batch(
         evaluations = []
         for index, (modality, order_facts) in enumerate(orders):
             ref = refs[did][index] if index < len(refs[did]) else f"order {index + 1}"
-            evaluations.append((ref, modality, evaluator.evaluate(order_facts), {str(f["id"]): f for f in order_facts}))
+            ready = engine_ready(order_facts)  # type: ignore[arg-type]
+            evaluations.append(OrderEvaluation(ref, modality, evaluator.evaluate(ready), {f["id"]: f for f in ready}))
         after: dict[OrderKey, str] = {}
         for finding in collect_findings(rulebook, evaluations):
             for rule, severity, _ in finding.hits:

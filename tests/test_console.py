@@ -25,7 +25,7 @@ from cds_hooks.console.render import markdown
 from cds_hooks.devtools.cases import bundle_request, case_request, load_case
 from cds_hooks.facts import build_facts
 from cds_hooks.hooks import parse_hook_request
-from cds_hooks.orders import find_cryo_orders
+from cds_hooks.orders import SystemicHeuristic, find_cryo_orders
 from cds_hooks.record import build_record, parse_draft_orders
 from cds_hooks.rulebook import load_rulebook
 from cds_hooks.service import SERVICES
@@ -347,9 +347,10 @@ def test_a_silent_rule_shows_the_test_that_failed_as_its_closest_miss() -> None:
     case = load_case(RULES_DIR / "CI-ANEMIA" / "cases" / "silent-latest-hb-normal.yaml")
     body = case_request(case)
     drafts, _ = parse_draft_orders(body["context"]["draftOrders"])
-    (order,) = find_cryo_orders(drafts, terminology, body["context"]["selections"])
+    heuristic = SystemicHeuristic.from_parameters(rulebook.parameters)
+    (order,) = find_cryo_orders(drafts, terminology, body["context"]["selections"], systemic=heuristic)
     now = datetime.fromisoformat(str(case.get("now", "2026-11-21T12:00:00+00:00")))
-    facts = build_facts(order, build_record(body["prefetch"]), drafts, terminology, now)
+    facts = build_facts(order, build_record(body["prefetch"]), drafts, terminology, now, rulebook.parameters)
     miss = closest_miss(rulebook.by_id["CI-ANEMIA"], order.modality, facts, rulebook.parameters)
     assert miss is not None and not miss.complete
     lab = next(p for p in miss.when if p.words.startswith("lab:"))

@@ -86,7 +86,7 @@ def test_durable_rules_and_plain_evaluator_agree_on_random_patients(
         plain_hits = sorted(plain_evaluator.evaluate(facts))
         if durable_hits != plain_hits:
             mismatches.append((facts, durable_hits, plain_hits))
-        fired.update(key.split("#")[0] for key, _ in plain_hits)
+        fired.update(hit.rule_id for hit in plain_hits)
     assert not mismatches, f"{len(mismatches)} of {PATIENTS} patients differ; first: {mismatches[0]}"
     never = sorted(r.id for r in rulebook.rules if fired[r.id] == 0)
     assert not never, f"the random patients never made these rules fire, so they were not compared: {never}"

@@ -8,19 +8,26 @@ from typing import Any
 import pytest
 
 from cds_hooks.orders import (
+    DURATION_URL,
     LOCAL_COLD,
     LOCAL_DESTRUCTIVE,
     SYSTEMIC,
+    TEMPERATURE_URL,
+    SystemicHeuristic,
     classify,
     detect,
     looks_like_cryotherapy,
 )
 from cds_hooks.record import parse_resource
+from cds_hooks.rulebook import load_parameters
 from cds_hooks.terminology import Terminology
+
+from .conftest import RULES_DIR
 
 CPT = "http://www.ama-assn.org/go/cpt"
 SCT = "http://snomed.info/sct"
 DESCRIPTOR = "Application of a modality to 1 or more areas; hot or cold packs"
+HEURISTIC = SystemicHeuristic.from_parameters(load_parameters(RULES_DIR))
 HAND = [{"coding": [{"system": SCT, "code": "33712006", "display": "Skin of hand"}]}]
 
 
@@ -68,7 +75,7 @@ def _cpt97010(text: str | None = None, display: str | None = DESCRIPTOR, **extra
 def test_text_only_orders_are_recognised_by_word_prefix(terminology: Terminology, text: str, modality: str) -> None:
     order = _order({"text": text})
     assert detect(order, terminology) == "text"
-    assert classify(order, terminology) == modality
+    assert classify(order, terminology, HEURISTIC) == modality
 
 
 @pytest.mark.parametrize(
@@ -89,7 +96,7 @@ def test_text_that_is_not_a_cryotherapy_order(terminology: Terminology, text: st
 def test_liquid_nitrogen_text_with_a_lesion_site_is_destructive(terminology: Terminology) -> None:
     order = _order({"text": "Cryosurgery, liquid nitrogen"}, bodySite=HAND)
     assert detect(order, terminology) == "text"
-    assert classify(order, terminology) == LOCAL_DESTRUCTIVE
+    assert classify(order, terminology, HEURISTIC) == LOCAL_DESTRUCTIVE
 
 
 @pytest.mark.parametrize(
@@ -119,7 +126,7 @@ def test_cpt_97010_is_cold_only_by_the_orders_own_words(
     assert (how is not None) == recognised, how
     if recognised:
         assert how is not None and how.startswith("CPT 97010")
-        assert classify(order, terminology) == LOCAL_COLD
+        assert classify(order, terminology, HEURISTIC) == LOCAL_COLD
 
 
 def test_cpt_97010_beside_a_cold_therapy_snomed_code_is_cold(terminology: Terminology) -> None:
@@ -132,7 +139,7 @@ def test_cpt_97010_beside_a_cold_therapy_snomed_code_is_cold(terminology: Termin
         }
     )
     assert detect(order, terminology) is not None
-    assert classify(order, terminology) == LOCAL_COLD
+    assert classify(order, terminology, HEURISTIC) == LOCAL_COLD
 
 
 def test_an_unreadable_hot_pack_draft_does_not_look_like_cryotherapy(terminology: Terminology) -> None:
@@ -145,3 +152,21 @@ def test_an_unreadable_hot_pack_draft_does_not_look_like_cryotherapy(terminology
     assert not looks_like_cryotherapy(raw, terminology)
     raw["code"]["text"] = "Ice pack"
     assert looks_like_cryotherapy(raw, terminology)
+
+
+def test_the_systemic_heuristic_reads_its_thresholds_from_the_parameters(terminology: Terminology) -> None:
+    """§2.2 rule 4 is policy in parameters.yaml: -120 °C for 3 minutes, no site, is whole-body
+    cryotherapy by default, and not once a site sets the threshold at -150 °C."""
+    order = _order(
+        {"text": "Cryotherapy"},
+        extension=[
+            {"url": TEMPERATURE_URL, "valueQuantity": {"value": -120, "code": "Cel"}},
+            {"url": DURATION_URL, "valueQuantity": {"value": 3, "code": "min"}},
+        ],
+    )
+    assert SystemicHeuristic(max_temp_c=-100, min_seconds=60) == HEURISTIC
+    assert classify(order, terminology, HEURISTIC) == SYSTEMIC
+    colder = SystemicHeuristic.from_parameters({"systemic_max_temp_c": -150, "systemic_min_application_s": 60})
+    assert classify(order, terminology, colder) == LOCAL_COLD
+    longer = SystemicHeuristic.from_parameters({"systemic_max_temp_c": -100, "systemic_min_application_s": 240})
+    assert classify(order, terminology, longer) == LOCAL_COLD

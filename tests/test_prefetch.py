@@ -20,9 +20,10 @@ from cds_hooks.config import Config
 from cds_hooks.devtools.cases import DEFAULT_NOW, case_request
 from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 from cds_hooks.facts import FactContext
+from cds_hooks.facts.observations import observation_facts
 from cds_hooks.fhir_client import FhirFetcher
 from cds_hooks.hooks import parse_hook_request
-from cds_hooks.obsfacts import observation_facts
+from cds_hooks.orders import SystemicHeuristic
 from cds_hooks.prefetch import (
     OBSERVATION_SETS,
     PREFETCH_QUERIES,
@@ -30,6 +31,7 @@ from cds_hooks.prefetch import (
     prefetch_templates,
 )
 from cds_hooks.record import build_record
+from cds_hooks.rulebook import load_parameters
 from cds_hooks.service import SERVICES
 from cds_hooks.terminology import RXNORM
 
@@ -37,6 +39,7 @@ from .conftest import RULES_DIR, make_pipeline
 from .support.loopback import LoopbackServer
 
 NOW = datetime.fromisoformat(DEFAULT_NOW)
+HEURISTIC = SystemicHeuristic.from_parameters(load_parameters(RULES_DIR))
 PATIENT = "p1"
 SYNTHEA = (
     Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests" / "02-pacemaker-whole-body-order-sign.json"
@@ -196,7 +199,7 @@ def test_every_observation_code_the_facts_step_reads_is_asked_for(terminology) -
                 continue
             for raw in (_observation_with(system, code), _answered(system, code)):
                 record = build_record({"observations": {"resourceType": "Bundle", "entry": [{"resource": raw}]}})
-                ctx = FactContext(terminology, NOW, NOW, count())
+                ctx = FactContext(terminology, NOW, NOW, count(), HEURISTIC)
                 if observation_facts(record, ctx):
                     read.add(f"{system}|{code}")
     assert read - asked == set(), "read by the facts step but not asked for in the prefetch"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from cds_hooks.cards import GROUPS
 from cds_hooks.devtools.cases import DEFAULT_NOW, case_request, load_case
 from cds_hooks.devtools.conformance import validate
 from cds_hooks.hooks import parse_hook_request
@@ -24,8 +23,7 @@ CASES = sorted(RULES_DIR.glob("*/cases/*.yaml"))
 
 
 def _card_code(rulebook, rule_id: str) -> str:
-    rule = rulebook.by_id[rule_id]
-    return GROUPS.get(rule.group or "", rule.id)
+    return str(rulebook.card_code(rulebook.by_id[rule_id]))
 
 
 @pytest.mark.parametrize("evaluator_name", ["durable", "plain"])

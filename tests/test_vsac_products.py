@@ -16,8 +16,8 @@ import pytest
 from fhir.resources.codeableconcept import CodeableConcept
 
 from cds_hooks.devtools.cases import DEFAULT_NOW, case_request
+from cds_hooks.facts.medications import drug_class_match
 from cds_hooks.hooks import parse_hook_request
-from cds_hooks.medfacts import drug_class_match
 from cds_hooks.service import SERVICES
 from cds_hooks.terminology import RXNORM, Terminology, ValueSetError
 

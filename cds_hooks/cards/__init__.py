@@ -12,15 +12,13 @@ from .build import (
     group_codes,
     incomplete_card,
 )
-from .findings import GROUPS, SUPPRESSED_BY_CRITICAL, Finding, collect_findings
+from .findings import Finding, collect_findings
 
 __all__ = [
     "FINDINGS_EXTENSION",
     "GROUPINGS",
-    "GROUPS",
     "OVERRIDE_REASON_SYSTEM",
     "SOURCE_LABEL",
-    "SUPPRESSED_BY_CRITICAL",
     "TOPIC_SYSTEM",
     "CardBuilder",
     "Finding",

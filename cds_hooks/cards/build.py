@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import overrides
 from ..rulebook import SEVERITY_RANK, Rulebook
-from .findings import GROUP_FINDINGS, GROUPS, Finding
+from .findings import Finding
 from .text import context, evidence_codes, evidence_sentence, in_sentence, render
 
 SOURCE_LABEL = "Cryotherapy safety rules"
@@ -35,17 +35,6 @@ MODALITY_NAMES = {
     "systemic": "whole-body cryotherapy",
     "local-destructive": "liquid-nitrogen cryotherapy",
     "local-cold": "local cold therapy",
-}
-# What a critical card on an order of this modality closes with (§10.3): the instructions
-# of the generic card that the critical card suppressed.
-IF_YOU_PROCEED = {
-    "systemic": ("PR-SYS-SAFETY", "If you proceed"),
-    "local-destructive": ("LC-AFTERCARE", "If you proceed, aftercare"),
-}
-MISSING_TEST_ORDERS = {  # PR-SYS-EXAM: what to order for each missing exam
-    "ECG": ("http://loinc.org", "11524-6", "EKG study"),
-    "blood test": ("http://loinc.org", "58410-2", "CBC panel - Blood by Automated count"),
-    "urine test": ("http://loinc.org", "24356-8", "Urinalysis complete panel - Urine"),
 }
 MD_INCOMPLETE_VERSION = "1.1.0"
 
@@ -75,6 +64,10 @@ class CardBuilder:
         self.grouping = grouping
         self.base_url = base_url.rstrip("/")
         self._several_orders = False
+        # What a critical card on an order of a modality closes with (§10.3): the instructions
+        # of the generic card it suppressed (rule.yaml ``closes_critical``).
+        self._closing = rulebook.closing_rules()
+        self._group_findings = {g.id: g.finding for g in rulebook.groups.values()}
 
     def build(self, findings: Sequence[Finding]) -> list[tuple[dict[str, Any], list[Finding]]]:
         """(card, the findings it carries), most serious cards first."""
@@ -102,8 +95,8 @@ class CardBuilder:
         return f"- **{headline}** — " + (f"{said}. " if said else "") + why
 
     def _headline(self, finding: Finding, ctx: Mapping[str, str], *, optional: bool = True) -> str:
-        if finding.key in GROUP_FINDINGS:
-            return GROUP_FINDINGS[finding.key]
+        if finding.key in self._group_findings:
+            return self._group_findings[finding.key]
         return (
             render(finding.variant.finding, ctx, self.rulebook.parameters, optional=optional) or finding.rules[0].title
         )
@@ -130,8 +123,8 @@ class CardBuilder:
         severity = max((f.severity for f in members), key=SEVERITY_RANK.__getitem__)
         parts = [TIER_HEADING[severity].format(order=order_name)] if self.grouping == "order" else []
         parts.append("\n".join(self._line(f) for f in members))
-        if severity == "critical" and first.modality in IF_YOU_PROCEED:
-            rule_id, lead = IF_YOU_PROCEED[first.modality]
+        if severity == "critical" and first.modality in self._closing:
+            rule_id, lead = self._closing[first.modality]
             rule = self.rulebook.by_id.get(rule_id)
             if rule is not None:
                 text = render(rule.detail, {}, self.rulebook.parameters)
@@ -187,8 +180,9 @@ class CardBuilder:
                 }
             )
         if "order-missing-tests" in kinds:
+            order_codes = {name: c for f in members for r in f.rules for name, c in r.order_codes.items()}
             for missing in dict.fromkeys(m for f in members for m in f.values.get("missing", [])):
-                system, code, display = MISSING_TEST_ORDERS[missing]
+                system, code, display = order_codes[missing]
                 out.append(
                     {
                         "label": f"Order {missing} before {order_name}",
@@ -301,4 +295,4 @@ def finding_codes(cards: Sequence[Mapping[str, Any]], groups: Mapping[str, str])
 
 def group_codes(rulebook: Rulebook) -> dict[str, str]:
     """Rule id -> group id for the rules that share a card."""
-    return {r.id: GROUPS[r.group] for r in rulebook.rules if r.group in GROUPS}
+    return {r.id: rulebook.card_code(r) for r in rulebook.rules if r.group in rulebook.groups}

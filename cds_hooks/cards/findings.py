@@ -7,15 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..evaluator import OrderEvaluation
 from ..rulebook import SEVERITY_RANK, Rule, Rulebook, Variant
-
-GROUPS = {"immune": "GRP-IMMUNE"}
-GROUP_FINDINGS = {"GRP-IMMUNE": "Weakened immune system"}
-# Generic instructions that give way to a critical card on the same order; their text then
-# closes every critical card of that order, so nothing is lost when it is overridden.
-SUPPRESSED_BY_CRITICAL = ("LC-AFTERCARE", "PR-SYS-SAFETY")
-
-Evaluation = tuple[str, str, Sequence[tuple[str, Sequence[tuple[str, str]]]], Mapping[str, Mapping[str, Any]]]
 
 
 @dataclass
@@ -42,23 +35,26 @@ class Finding:
         return max(self.rules, key=lambda r: (SEVERITY_RANK[self.rule_severity[r.id]], -self.rules.index(r)))
 
 
-def collect_findings(rulebook: Rulebook, evaluations: Sequence[Evaluation]) -> list[Finding]:
+def collect_findings(rulebook: Rulebook, evaluations: Sequence[OrderEvaluation]) -> list[Finding]:
     """One finding per (order, rule or group), most serious first within each order.
 
-    ``evaluations`` holds (order ref, modality, hits, facts by id) per cryotherapy order."""
+    Generic instructions (rule.yaml ``closes_critical``) give way to a critical card on the
+    same order; their text then closes that card, so nothing is lost when it is overridden."""
     result: list[Finding] = []
-    for index, (order_ref, modality, hits, facts) in enumerate(evaluations):
-        order = next((f for f in facts.values() if f.get("kind") == "order"), {})
-        patient = next((f for f in facts.values() if f.get("kind") == "patient"), {})
+    suppressed = rulebook.suppressed_by_critical()
+    for index, evaluation in enumerate(evaluations):
+        order_ref, modality, facts = evaluation.order_ref, evaluation.modality, evaluation.facts
+        order: Mapping[str, Any] = next((f for f in facts.values() if f.get("kind") == "order"), {})
+        patient: Mapping[str, Any] = next((f for f in facts.values() if f.get("kind") == "patient"), {})
         found: dict[str, Finding] = {}
-        for key, pairs in hits:
-            variant = rulebook.variants[key]
+        for hit in evaluation.hits:
+            variant = rulebook.variants[hit.variant]
             severity = variant.severity.get(modality)
             if severity is None:
                 continue
             rule = rulebook.by_id[variant.rule_id]
-            card_key = GROUPS.get(rule.group or "", rule.id)
-            matched = [facts[fid] for _alias, fid in pairs if fid in facts]
+            card_key = rulebook.card_code(rule)
+            matched: list[Mapping[str, Any]] = [facts[fid] for fid in hit.fact_ids if fid in facts]
             finding = found.get(card_key)
             if finding is None:
                 finding = found[card_key] = Finding(
@@ -78,6 +74,6 @@ def collect_findings(rulebook: Rulebook, evaluations: Sequence[Evaluation]) -> l
             finding.hits.append((rule, severity, matched))
         order_findings = list(found.values())
         if any(f.severity == "critical" for f in order_findings):
-            order_findings = [f for f in order_findings if f.key not in SUPPRESSED_BY_CRITICAL]
+            order_findings = [f for f in order_findings if f.key not in suppressed]
         result.extend(sorted(order_findings, key=lambda f: (-SEVERITY_RANK[f.severity], f.key)))
     return result

@@ -276,6 +276,7 @@ def _why(pipeline: Pipeline, hook_request: Any, outcome: Outcome, when: datetime
         drafts,
         pipeline.terminology,
         hook_request.selections,
+        systemic=pipeline.systemic,
         destruction_codes_imply_cryo=pipeline.destruction_codes_imply_cryo,
     )
     if not orders:
@@ -284,7 +285,7 @@ def _why(pipeline: Pipeline, hook_request: Any, outcome: Outcome, when: datetime
     rulebook = pipeline.rulebook
     explained = []
     for order in orders:
-        facts = build_facts(order, record, drafts, pipeline.terminology, when)
+        facts = build_facts(order, record, drafts, pipeline.terminology, when, rulebook.parameters)
         fired = merge_hits(
             {
                 "rule_id": f.rule_id,

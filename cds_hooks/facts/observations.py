@@ -14,17 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .concepts import codings, in_set, label, texts
-from .fhirtime import to_instant, written_date
-from .orderfacts import performed_time
-from .prefetch import A1C_SETS, ANC_SETS, BP_SETS, EXAM_SETS, HB_SETS, HR_SETS, PREGNANCY_SETS
-from .record import PatientRecord
-from .terminology import Terminology
-
-if TYPE_CHECKING:
-    from .facts import Fact, FactContext
+from ..concepts import codings, label, texts
+from ..fhirtime import to_instant, written_date
+from ..prefetch import A1C_SETS, ANC_SETS, BP_SETS, EXAM_SETS, HB_SETS, HR_SETS, PREGNANCY_SETS
+from ..record import PatientRecord
+from .conditions import condition_counts, condition_date, verified
+from .context import Fact, FactContext, performed_time
 
 COUNTING_STATUS = {"final", "amended", "corrected", "preliminary"}
 POSITIVE_INTERPRETATIONS = {"POS", "A", "AA", "DET"}
@@ -176,37 +173,37 @@ LABS = {  # test -> (value sets, converter)
 }
 
 
-def _lab_value(test: str, found: Analyte, tx: Terminology) -> float | None:
+def _lab_value(test: str, found: Analyte, ctx: FactContext) -> float | None:
     sets, convert = LABS[test]
+    if ctx.codes.sets_of(found.code).isdisjoint(sets):
+        return None
     quantity = found.quantity
-    if quantity is None or not any(in_set(found.code, tx[s]) for s in sets):
+    if quantity is None:
         return None
     if test == "hb":
-        return hb_g_dl(quantity, molar=in_set(found.code, tx["OBS-HB.molar"]))
+        return hb_g_dl(quantity, molar=ctx.in_set(found.code, "OBS-HB.molar"))
     return convert(quantity) if convert else None
 
 
-def _is_positive(element: Any, tx: Terminology) -> bool | None:
+def _is_positive(element: Any, ctx: FactContext) -> bool | None:
     interpretations = {code for _s, code, _d in codings(getattr(element, "interpretation", None))}
     answer = getattr(element, "valueCodeableConcept", None)
-    if interpretations & POSITIVE_INTERPRETATIONS or in_set(answer, tx["CL-PREG.hcg-positive"]):
+    if interpretations & POSITIVE_INTERPRETATIONS or ctx.in_set(answer, "CL-PREG.hcg-positive"):
         return True
-    if interpretations & NEGATIVE_INTERPRETATIONS or in_set(answer, tx["CL-PREG.hcg-negative"]):
+    if interpretations & NEGATIVE_INTERPRETATIONS or ctx.in_set(answer, "CL-PREG.hcg-negative"):
         return False
     return None
 
 
 def lab_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
-    tx = ctx.terminology
     latest: dict[str, tuple[datetime, Analyte, Any]] = {}
-    ice_test = tx["OBS-PREEXAM.ice-test"]
     for found in found_all if found_all is not None else analytes(record, ctx.now):
         for test in LABS:
-            value = _lab_value(test, found, tx)
+            value = _lab_value(test, found, ctx)
             if value is not None and (test not in latest or found.when > latest[test][0]):
                 latest[test] = (found.when, found, round(value, 3))
-        if in_set(found.code, ice_test) and ("ice" not in latest or found.when > latest["ice"][0]):
-            latest["ice"] = (found.when, found, _is_positive(found.element, tx))
+        if ctx.in_set(found.code, "OBS-PREEXAM.ice-test") and ("ice" not in latest or found.when > latest["ice"][0]):
+            latest["ice"] = (found.when, found, _is_positive(found.element, ctx))
     facts = []
     for test, (when, found, value) in latest.items():
         fields: dict[str, Any] = {"positive": bool(value)} if test == "ice" else {"value": value}
@@ -230,11 +227,10 @@ def lab_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] 
 
 def bp_fact(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
     """CMS165: the latest day with a reading; the lowest systolic and lowest diastolic of it."""
-    tx = ctx.terminology
-    sbp_set, dbp_set = (tx[s] for s in BP_SETS)
+    sbp_set, dbp_set = BP_SETS
     days: dict[date, dict[str, Any]] = {}
     for found in found_all if found_all is not None else analytes(record, ctx.now):
-        kind = "sbp" if in_set(found.code, sbp_set) else ("dbp" if in_set(found.code, dbp_set) else None)
+        kind = "sbp" if ctx.in_set(found.code, sbp_set) else ("dbp" if ctx.in_set(found.code, dbp_set) else None)
         quantity = found.quantity
         if kind is None or quantity is None:
             continue
@@ -280,7 +276,6 @@ EXAM_OF = dict(zip(EXAM_SETS, ("ecg", "ecg", "cbc", "urine", "ice"), strict=True
 
 def exam_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
     """The latest ECG, blood test, urine test and ice test (Observation or Procedure)."""
-    tx = ctx.terminology
     latest: dict[str, tuple[datetime, Any]] = {}
 
     def offer(test: str, when: datetime, resource: Any) -> None:
@@ -289,13 +284,13 @@ def exam_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte]
 
     for found in found_all if found_all is not None else analytes(record, ctx.now):
         for vs_id in EXAM_SETS:
-            if in_set(found.code, tx[vs_id]):
+            if ctx.in_set(found.code, vs_id):
                 offer(EXAM_OF[vs_id], found.when, found.owner)
     for proc in record.of("Procedure"):
         if proc.status not in ("completed", "in-progress"):
             continue
         when = performed_time(proc)
-        if when is not None and in_set(proc.code, tx["OBS-PREEXAM.ecg-proc"]):
+        if when is not None and ctx.in_set(proc.code, "OBS-PREEXAM.ecg-proc"):
             offer("ecg", when, proc)
     return [
         ctx.new_fact(
@@ -313,31 +308,28 @@ def exam_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte]
 def pregnancy_facts(record: PatientRecord, ctx: FactContext, found_all: list[Analyte] | None = None) -> list[Fact]:
     """Every piece of pregnancy evidence with its polarity; pregnant/possible evidence is
     'superseded' when a not-pregnant answer or negative hCG is dated later."""
-    from .facts import condition_counts, condition_date, verified
-
-    tx = ctx.terminology
-    status_set, hcg_set = (tx[s] for s in PREGNANCY_SETS)
+    status_set, hcg_set = PREGNANCY_SETS
     evidence: list[tuple[str, datetime, Any, str]] = []
     for condition in record.of("Condition"):
-        if in_set(condition.code, tx["CL-PREG.condition"]) and not in_set(condition.code, tx["CL-PREG.exclude"]):
+        if ctx.in_set(condition.code, "CL-PREG.condition") and not ctx.in_set(condition.code, "CL-PREG.exclude"):
             when = condition_date(condition)
             if when is not None and verified(condition):
                 polarity = "pregnant" if condition_counts(condition, ctx.now) else "documented"
                 evidence.append((polarity, when, condition, label(condition.code)))
     for found in found_all if found_all is not None else analytes(record, ctx.now):
         answer = getattr(found.element, "valueCodeableConcept", None)
-        if in_set(found.code, status_set):
+        if ctx.in_set(found.code, status_set):
             for polarity, vs in (
                 ("pregnant", "CL-PREG.pregnant-answers"),
                 ("not-pregnant", "CL-PREG.not-pregnant-answers"),
                 ("possible", "CL-PREG.uncertain-answers"),
                 ("unknown", "CL-PREG.unknown-answers"),
             ):
-                if in_set(answer, tx[vs]):
+                if ctx.in_set(answer, vs):
                     evidence.append((polarity, found.when, found.owner, f"Pregnancy status: {label(answer)}"))
                     break
-        elif in_set(found.code, hcg_set):
-            positive = _is_positive(found.element, tx)
+        elif ctx.in_set(found.code, hcg_set):
+            positive = _is_positive(found.element, ctx)
             polarity = {True: "pregnant", False: "not-pregnant", None: "documented"}[positive]
             evidence.append((polarity, found.when, found.owner, f"hCG {label(found.code)}: {polarity}"))
     negatives = [when for polarity, when, _r, _l in evidence if polarity == "not-pregnant"]
@@ -359,8 +351,15 @@ def pregnancy_facts(record: PatientRecord, ctx: FactContext, found_all: list[Ana
     return facts
 
 
+# Every value set an analyte's own code is tested against: an analyte in none of them (most of
+# a real record: weight, BMI, smoking status...) is set aside once instead of by every family.
+READ_SETS = frozenset(HB_SETS + A1C_SETS + ANC_SETS + HR_SETS + BP_SETS + EXAM_SETS + PREGNANCY_SETS)
+
+
 def observation_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
-    found = list(analytes(record, ctx.now))  # walked once, read by every family
+    found = [  # walked once, read by every family
+        a for a in analytes(record, ctx.now) if not ctx.codes.sets_of(a.code).isdisjoint(READ_SETS)
+    ]
     return (
         lab_facts(record, ctx, found)
         + bp_fact(record, ctx, found)

@@ -14,16 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .concepts import codings, label, texts
-from .fhirtime import UNIT_DAYS, days_between, to_instant
-from .orders import CryoOrder
-from .record import PatientRecord, ref_of
-from .terminology import ATC, SNOMED, ValueSet
-
-if TYPE_CHECKING:
-    from .facts import Fact, FactContext
+from ..concepts import codings, label, texts
+from ..fhirtime import UNIT_DAYS, days_between, to_instant
+from ..orders import CryoOrder
+from ..record import PatientRecord, ref_of
+from ..terminology import ATC, SNOMED, ValueSet
+from .context import Fact, FactContext
 
 MEDICATION_CLASSES = {
     "med_anticoag": "MED-ANTICOAG",

@@ -1,30 +1,20 @@
-"""FHIR resources -> flat facts the rules compare with constants (one function per family).
+"""Problem-list, implant and allergy facts: F-COND, F-DEV and F-ALG of the catalogue.
 
-Everything clinical that needs code lists, dates or units is decided here, in Python, so
-rule conditions stay simple comparisons (which is also what keeps durable-rules correct).
-The catalogue's record filters (F-COND, F-DEV, F-ALG) are applied here; resources that do
-not count never become facts. Medications and observations live in their own modules.
+Resources that do not count (refuted, resolved, inactive) never become facts; each counting
+one carries a flag per condition list it belongs to, so rules compare booleans.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from itertools import count
 from typing import Any
 
-from .concepts import codings, first_code, in_set, label, status_code, texts
-from .engine import engine_safe_fact
-from .fhirtime import age_in_years, days_between, to_instant
-from .medfacts import medication_facts
-from .obsfacts import observation_facts
-from .orderfacts import OrderContext, interval_facts, order_fact
-from .orders import CryoOrder
-from .record import PatientRecord, ref_of
-from .terminology import Terminology
-
-Fact = dict[str, Any]
+from ..concepts import codings, label, status_code, texts
+from ..fhirtime import to_instant
+from ..record import PatientRecord, ref_of
+from ..terminology import Terminology
+from .context import Fact, FactContext
+from .orders import OrderContext
 
 # Condition flag -> (value set id, also match the set's text pattern)
 CONDITION_SETS: dict[str, tuple[str, bool]] = {
@@ -69,6 +59,7 @@ ACUTE_SETS: dict[str, tuple[str, str]] = {
     "in_wound": ("CL-WOUND-INF.acute", "in_wound_acute"),
     "in_resp": ("CL-RESP.acute", "in_resp_acute"),
 }
+DM_SETS = frozenset({"CL-DM", "CL-DM-UNCTRL", "CL-DM-NEURO"})  # any of them: in_dm_any
 LESION_FLAGS = ("in_lesion_check", "in_melanoma")
 COUNTING_CLINICAL = {"active", "recurrence", "relapse"}
 # CL-REGION value set -> the words a card uses for it (CI-SITE-WOUND detail "{condition} at {region}").
@@ -84,27 +75,6 @@ REGION_NAMES = {
     "REGION.GENITAL-PERIANAL": "genital/perianal area",
 }
 NOT_VERIFIED = {"refuted", "entered-in-error"}
-
-
-@dataclass(frozen=True)
-class FactContext:
-    """What every fact family needs: the terminology, the clock and the order's date."""
-
-    terminology: Terminology
-    now: datetime
-    treatment: datetime
-    ids: Any  # an itertools.count shared by one request's facts
-    supply_days: float = 30.0  # F-MED last taken without a stop date: start + this (§10.1)
-
-    def new_fact(self, kind: str, resource: Any | None = None, **fields: Any) -> Fact:
-        fact: Fact = {"kind": kind, "id": f"f{next(self.ids)}"}
-        if resource is not None:
-            fact["ref"] = ref_of(resource)
-        fact.update(engine_safe_fact({k: v for k, v in fields.items() if v is not None}))
-        return fact
-
-    def days_ago(self, when: datetime) -> float:
-        return round(days_between(when, self.now), 4)
 
 
 def verified(resource: Any) -> bool:
@@ -134,23 +104,25 @@ def condition_date(condition: Any) -> datetime | None:
 def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext) -> list[Fact]:
     tx = ctx.terminology
     facts = []
-    dm_sets = [tx["CL-DM"], tx["CL-DM-UNCTRL"], tx["CL-DM-NEURO"]]
     for condition in record.of("Condition"):
         if not condition_counts(condition, ctx.now):
             continue
         code = condition.code
+        member = ctx.codes.sets_of(code)  # every value set of the code, looked up once
         flags = {
-            flag: True for flag, (vs, with_text) in CONDITION_SETS.items() if in_set(code, tx[vs], with_text=with_text)
+            flag: True
+            for flag, (vs, with_text) in CONDITION_SETS.items()
+            if vs in member or (with_text and ctx.in_set(code, vs, with_text=True))
         }
         _split_acute(code, flags, tx)
-        if any(in_set(code, vs) for vs in dm_sets):
+        if not member.isdisjoint(DM_SETS):
             flags["in_dm_any"] = True
         text = " | ".join(texts(code))
         if tx["CL-COLD-URT"].matches_text(text):
             flags["in_cold_urticaria_text"] = True
-        elif in_set(code, tx["CL-COLD-URT"]):
+        elif "CL-COLD-URT" in member:
             flags["in_cold_urticaria_icd"] = True
-        if in_set(code, tx["CL-PREG.condition"]) and not in_set(code, tx["CL-PREG.exclude"]):
+        if "CL-PREG.condition" in member and "CL-PREG.exclude" not in member:
             flags["in_pregnancy"] = True
         if not flags:
             continue
@@ -202,7 +174,6 @@ DEVICE_SETS = {
 
 def device_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
     """F-DEV: Device status active/unknown, or an active DeviceUseStatement's device."""
-    tx = ctx.terminology
     devices = [(d, d) for d in record.of("Device") if _device_status_counts(d)]
     for statement in record.of("DeviceUseStatement"):
         if statement.status == "active":
@@ -211,11 +182,11 @@ def device_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
                 devices.append((statement, target))
     facts, seen = [], set()
     for evidence, device in devices:
-        flags = {flag: True for flag, vs in DEVICE_SETS.items() if in_set(device.type, tx[vs])}
+        flags = {flag: True for flag, vs in DEVICE_SETS.items() if ctx.in_set(device.type, vs)}
         if not flags or ref_of(device) in seen:
             continue
         seen.add(ref_of(device))
-        hit = first_code(device.type, tx[next(DEVICE_SETS[f] for f in flags)])
+        hit = ctx.codes.first_code(device.type, next(DEVICE_SETS[f] for f in flags))
         facts.append(
             ctx.new_fact(
                 "device",
@@ -243,7 +214,7 @@ def allergy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
             flags["cold_text"] = True
         if any(tx["CL-COLD-URT"].matches_text(t) for t in words):
             flags["cold_urticaria_text"] = True
-        if in_set(allergy.code, tx["CL-RAYNAUD"], with_text=True):
+        if ctx.in_set(allergy.code, "CL-RAYNAUD", with_text=True):
             flags["raynaud_text"] = True
         if flags:
             recorded = to_instant(allergy.recordedDate) or to_instant(allergy.onsetDateTime)
@@ -256,52 +227,4 @@ def allergy_facts(record: PatientRecord, ctx: FactContext) -> list[Fact]:
                     date=recorded.date().isoformat() if recorded else None,
                 )
             )
-    return facts
-
-
-def patient_fact(record: PatientRecord, ctx: FactContext) -> Fact:
-    patient = record.patient
-    gender = getattr(patient, "gender", None) if patient is not None else None
-    age = age_in_years(patient.birthDate, ctx.now) if patient is not None and patient.birthDate else None
-    return ctx.new_fact(
-        "patient",
-        patient,
-        gender=gender,
-        age=age,
-        label=f"{gender or 'unknown gender'}, {age if age is not None else '?'} y",
-    )
-
-
-HISTORY_KEYS = ("conditions", "observations")
-MEDICATION_KEYS = ("medicationRequests", "medicationStatements", "medicationAdministrations")
-
-
-def record_fact(record: PatientRecord, ctx: FactContext) -> Fact:
-    """MD-NO-DATA: the history queries were answered and returned nothing at all; a clinical
-    resource that arrived but could not be read (named in MD-INCOMPLETE) is not "nothing"."""
-    answered = all(k in record.available for k in HISTORY_KEYS) and any(k in record.available for k in MEDICATION_KEYS)
-    empty = answered and not record.holds_history()
-    return ctx.new_fact("record", None, history_empty=empty, label="patient record")
-
-
-def build_facts(
-    order: CryoOrder,
-    record: PatientRecord,
-    drafts: Sequence[Any],
-    terminology: Terminology,
-    now: datetime,
-    parameters: Mapping[str, Any] | None = None,
-) -> list[Fact]:
-    """All facts for evaluating one cryotherapy order against the record (``parameters``: the
-    rulebook's, for the windows the facts step applies itself)."""
-    octx = OrderContext.build(order, record, terminology, now)
-    supply_days = float((parameters or {}).get("medication_supply_days", 30))
-    ctx = FactContext(terminology, now, octx.treatment, count(), supply_days)
-    facts = [order_fact(order, octx, record, ctx), patient_fact(record, ctx), record_fact(record, ctx)]
-    facts += condition_facts(record, ctx, octx)
-    facts += medication_facts(record, drafts, order, ctx)
-    facts += observation_facts(record, ctx)
-    facts += device_facts(record, ctx)
-    facts += allergy_facts(record, ctx)
-    facts += interval_facts(order, octx, record, drafts, ctx)
     return facts

@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .concepts import codings, in_set, joined_text, label, texts
-from .fhirtime import UNIT_DAYS, days_between, to_instant
-from .orders import (
+from ..concepts import codings, joined_text, label, texts
+from ..fhirtime import UNIT_DAYS, days_between, to_instant
+from ..orders import (
     TEMPERATURE_URL,
     CryoOrder,
     application_seconds,
@@ -21,11 +21,9 @@ from .orders import (
     extension_quantity,
     to_celsius,
 )
-from .record import PatientRecord, ref_of
-from .terminology import ICD10CM, Terminology, normalise_icd
-
-if TYPE_CHECKING:
-    from .facts import Fact, FactContext
+from ..record import PatientRecord, ref_of
+from ..terminology import ICD10CM, Terminology, normalise_icd
+from .context import Fact, FactContext, performed_time
 
 REGION_SETS = (
     "REGION.FACE",
@@ -38,6 +36,7 @@ REGION_SETS = (
     "REGION.FOOT",
     "REGION.GENITAL-PERIANAL",
 )
+REGION_SETS_ALL = frozenset(REGION_SETS)
 
 
 def site_regions(sites: Any, tx: Terminology) -> set[str]:
@@ -45,7 +44,7 @@ def site_regions(sites: Any, tx: Terminology) -> set[str]:
     found: set[str] = set()
     for site in sites or ():
         for system, code, _ in codings(site):
-            found.update(r for r in REGION_SETS if tx[r].has_code(system, code))
+            found.update(REGION_SETS_ALL & tx.memberships(system, code))
     return found
 
 
@@ -179,8 +178,8 @@ def order_fact(order: CryoOrder, octx: OrderContext, record: PatientRecord, ctx:
         for p in record.of("Procedure")
         if p.status == "completed"
         and ref_of(p) != order.ref
-        and detect_any(p, tx)
-        and classify(p, tx) == order.modality
+        and ctx.is_cryotherapy(p)
+        and classify(p, tx, ctx.systemic) == order.modality
         and 0 < days_between(performed_time(p) or ctx.treatment, ctx.treatment) <= 7
     )
     sites = resource.bodySite
@@ -196,13 +195,13 @@ def order_fact(order: CryoOrder, octx: OrderContext, record: PatientRecord, ctx:
         has_temp=temperature is not None,
         week_load=round(done_7d + plan.get("sessions_per_week", 1.0), 4),
         has_indication=_has_indication(reasons, tx),
-        reason_pigment_spot=any(in_set(r, tx["CL-PIGMENT-SPOT"]) for r in reasons),
-        reason_acne=any(in_set(r, tx["INDICATION.acne"]) for r in reasons),
-        reason_rosacea=any(in_set(r, tx["INDICATION.rosacea"]) for r in reasons),
-        reason_alopecia=any(in_set(r, tx["INDICATION.alopecia"]) for r in reasons),
-        **_lesion_reason(reasons, tx),
-        site_hair_bearing=any(in_set(s, tx["HAIR-BEARING"]) for s in sites or ()),
-        site_beard_area=any(in_set(s, tx["HAIR-BEARING.male"]) for s in sites or ()),
+        reason_pigment_spot=any(ctx.in_set(r, "CL-PIGMENT-SPOT") for r in reasons),
+        reason_acne=any(ctx.in_set(r, "INDICATION.acne") for r in reasons),
+        reason_rosacea=any(ctx.in_set(r, "INDICATION.rosacea") for r in reasons),
+        reason_alopecia=any(ctx.in_set(r, "INDICATION.alopecia") for r in reasons),
+        **_lesion_reason(reasons, ctx),
+        site_hair_bearing=any(ctx.in_set(s, "HAIR-BEARING") for s in sites or ()),
+        site_beard_area=any(ctx.in_set(s, "HAIR-BEARING.male") for s in sites or ()),
         region_known=bool(octx.regions),
         site=_site_label(sites),
         date=octx.treatment.date().isoformat(),
@@ -210,11 +209,11 @@ def order_fact(order: CryoOrder, octx: OrderContext, record: PatientRecord, ctx:
     )
 
 
-def _lesion_reason(reasons: list[Any], tx: Terminology) -> dict[str, Any]:
+def _lesion_reason(reasons: list[Any], ctx: FactContext) -> dict[str, Any]:
     """CI-LESION-DX: the order is for a melanoma, or for a pigmented or uncertain lesion that
     must be diagnosed before it is destroyed (reason codes, their text, referenced Conditions)."""
-    melanoma = [r for r in reasons if in_set(r, tx["CL-MELANOMA"])]
-    check = [r for r in reasons if in_set(r, tx["CL-LESION-CHECK"], with_text=True)]
+    melanoma = [r for r in reasons if ctx.in_set(r, "CL-MELANOMA")]
+    check = [r for r in reasons if ctx.in_set(r, "CL-LESION-CHECK", with_text=True)]
     if not melanoma and not check:
         return {}
     return {
@@ -230,26 +229,14 @@ def _site_label(sites: Any) -> str | None:
     return ", ".join(n for n in names if n) or None
 
 
-def detect_any(resource: Any, tx: Terminology) -> bool:
-    """Cryotherapy by code or text, whatever the resource's status (for past sessions)."""
-    return detect(resource, tx, any_status=True) is not None
-
-
-def performed_time(procedure: Any) -> datetime | None:
-    """performed[x]; a Period counts at its end (catalogue IV-PT-4H)."""
-    if procedure.performedDateTime is not None:
-        return to_instant(procedure.performedDateTime)
-    period = procedure.performedPeriod
-    return to_instant(period.end or period.start) if period is not None else None
-
-
-def _kinds(concepts: Sequence[Any], text: str, tx: Terminology, cryo: bool) -> dict[str, bool]:
+def _kinds(concepts: Sequence[Any], text: str, ctx: FactContext, cryo: bool) -> dict[str, bool]:
+    tx = ctx.terminology
     flags = {}
-    if any(in_set(c, tx["PROC.physical-therapy"]) for c in concepts):
+    if any(ctx.in_set(c, "PROC.physical-therapy") for c in concepts):
         flags["pt"] = True
-    if any(in_set(c, tx["PROC.laser"]) for c in concepts) or tx["PROC.laser"].matches_text(text):
+    if any(ctx.in_set(c, "PROC.laser") for c in concepts) or tx["PROC.laser"].matches_text(text):
         flags["laser"] = True
-    if not cryo and (any(in_set(c, tx["PROC.peel"]) for c in concepts) or tx["PROC.peel"].matches_text(text)):
+    if not cryo and (any(ctx.in_set(c, "PROC.peel") for c in concepts) or tx["PROC.peel"].matches_text(text)):
         flags["peel"] = True  # "cryopeeling" is cryotherapy, not a chemical peel
     return flags
 
@@ -258,7 +245,6 @@ def interval_facts(
     order: CryoOrder, octx: OrderContext, record: PatientRecord, drafts: Sequence[Any], ctx: FactContext
 ) -> list[Fact]:
     """Past procedures and planned services placed in time and site relative to the order."""
-    tx = ctx.terminology
     facts: list[Fact] = []
     for proc in record.of("Procedure"):
         if proc.status not in ("completed", "in-progress") or ref_of(proc) == order.ref:
@@ -266,10 +252,10 @@ def interval_facts(
         when = performed_time(proc)
         if when is None:
             continue
-        cryo = detect_any(proc, tx)
+        cryo = ctx.is_cryotherapy(proc)
         text = joined_text(texts(proc.code))
-        flags = _kinds([proc.code], text, tx, cryo)
-        if in_set(proc.code, tx["MED-CHEMO.procedure"]):
+        flags = _kinds([proc.code], text, ctx, cryo)
+        if ctx.in_set(proc.code, "MED-CHEMO.procedure"):
             flags["chemo"] = True
         if cryo:
             flags["cryo"] = True
@@ -321,7 +307,7 @@ def _planned_fact(
     tx = ctx.terminology
     cryo = resource.get_resource_type() == "ServiceRequest" and detect(resource, tx) is not None
     text = joined_text([t for c in concepts for t in texts(c)] + [extra_text])
-    flags = _kinds(concepts, text, tx, cryo)
+    flags = _kinds(concepts, text, ctx, cryo)
     if cryo:
         flags["cryo"] = True
     if not flags:
@@ -350,7 +336,7 @@ def _prior_course(order: CryoOrder, record: PatientRecord, ctx: FactContext) -> 
         if ref_of(sr) == order.ref or sr.status not in ("active", "on-hold", "completed"):
             continue
         authored = to_instant(sr.authoredOn)
-        if authored is None or detect(sr, tx) is None or classify(sr, tx) != order.modality:
+        if authored is None or detect(sr, tx) is None or classify(sr, tx, ctx.systemic) != order.modality:
             continue
         candidates.append((authored, sr))
     if not candidates:
