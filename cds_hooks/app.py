@@ -13,6 +13,7 @@ from .audit_api import bp as audit_bp
 from .auth import JwtVerifier, load_issuers
 from .config import Config, from_env
 from .console import register_console
+from .nagging import FeedbackMemory
 from .pipeline_factory import build_pipeline
 from .prefetch import prefetch_templates
 from .replay import DatabaseJtiCache
@@ -52,6 +53,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     # -- stores and state -------------------------------------------------------------
     store = open_audit_store(config)
+    pipeline.attach_feedback_memory(FeedbackMemory(store))  # no nagging twice (issue 14)
     state = ServiceState(config, pipeline, store, _verifier(config, store), prefetch_templates(pipeline.terminology))
 
     # -- web layer --------------------------------------------------------------------

@@ -76,6 +76,7 @@ class Config:
     spool_dir: Path | None = None  # decisions the database could not take; None: see spool_dir()
     feedback_max_items: int = 100  # per feedback POST
     call_deadline_s: float = DEFAULT_CALL_DEADLINE_S  # whole hook call; the FHIR fetch budget is cut to fit
+    policy_file: Path | None = None  # site policy (issue 14); None: the bundled rules as they are
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -212,6 +213,8 @@ def _hardening_settings(get: Any) -> dict[str, Any]:
         changes["feedback_max_items"] = _number("FEEDBACK_MAX_ITEMS", raw, int)
     if (raw := get("CALL_DEADLINE_S")) is not None:
         changes["call_deadline_s"] = _number("CALL_DEADLINE_S", raw, float)
+    if raw := get("POLICY"):
+        changes["policy_file"] = Path(raw)
     return changes
 
 

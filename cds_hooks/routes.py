@@ -57,8 +57,10 @@ def call_service(service_id: str) -> Response:
     deadline = CallDeadline(state.config.call_deadline_s)  # the whole call, body parsing included
     service = _service(service_id)
     hook_request = parse_hook_request(json_body(), service.hook)
-    source = state.record_source(hook_request, current_claims(), deadline)
-    outcome = state.pipeline.run(service, hook_request, source, deadline)
+    claims = current_claims()
+    pipeline = state.pipeline.for_claims(claims)  # the site policy's section for this tenant/issuer
+    source = state.record_source(hook_request, claims, deadline)
+    outcome = pipeline.run(service, hook_request, source, deadline)
     body = json_bytes(outcome.body)  # encoded before recording: no row for an answer that fails
     if not state.store.record_or_spool(outcome.decision, outcome.evaluated_rules):
         raise ServiceUnavailable("The decision could not be recorded; retry shortly")

@@ -15,14 +15,17 @@ from typing import Any
 
 from .audit.records import CardRecord, DecisionRecord, FiredRule
 from .cards import FINDINGS_EXTENSION, CardBuilder, collect_findings, incomplete_card
+from .cards.findings import Finding
 from .cards.unfinished import unfinished_card
 from .deadline import CallDeadline
 from .engine import Evaluator
 from .errors import PreconditionFailed, error_body
 from .evaluator import OrderEvaluation, engine_ready
+from .factrecord import facts_to_record
 from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
+from .nagging import Answer, FeedbackMemory, split_repeats, suppression_entry, window
 from .orders import SystemicHeuristic, find_cryo_orders, looks_like_cryotherapy
 from .prefetch import SUPPLEMENTARY_KEYS
 from .record import (
@@ -88,6 +91,9 @@ class Pipeline:
         clock: Callable[[], datetime] = utc_now,
         card_grouping: str = "order",
         public_base_url: str = "http://127.0.0.1:8080",
+        policy_revision: str = "",
+        repeat_critical_cards: bool = True,
+        record_facts: bool = True,
     ):
         self.rulebook = rulebook
         self.cards = CardBuilder(rulebook, grouping=card_grouping, base_url=public_base_url)
@@ -98,6 +104,28 @@ class Pipeline:
         self.destruction_codes_imply_cryo = destruction_codes_imply_cryo
         self.systemic = SystemicHeuristic.from_parameters(rulebook.parameters)
         self.clock = clock
+        # -- governance (issue 14): site policy, replayable facts, no nagging twice --
+        self.policy_revision = policy_revision
+        self.repeat_critical_cards = repeat_critical_cards
+        self.record_facts = record_facts
+        self.feedback_memory: FeedbackMemory | None = None  # set once the audit store is open
+        self.by_section: Mapping[tuple[str | None, str | None], Pipeline] = {}  # per tenant/issuer
+
+    def for_claims(self, claims: Mapping[str, Any] | None) -> Pipeline:
+        """The pipeline of the policy section for a call's JWT (tenant, then issuer); this one
+        (the site's) when the policy has no section for them or the call carries no JWT."""
+        if not self.by_section or not claims:
+            return self
+        tenant, issuer = claims.get("tenant"), claims.get("iss")
+        for key in ((tenant, issuer), (tenant, None), (None, issuer)):
+            if key in self.by_section:
+                return self.by_section[key]
+        return self
+
+    def attach_feedback_memory(self, memory: FeedbackMemory) -> None:
+        """Let order-sign calls leave out findings already answered on order-select."""
+        for pipeline in {id(p): p for p in [self, *self.by_section.values()]}.values():
+            pipeline.feedback_memory = memory
 
     def run(
         self,
@@ -165,6 +193,7 @@ class Pipeline:
             return outcome
 
         evaluations: list[OrderEvaluation] = []
+        recorded: list[tuple[str, Any]] = []  # (modality, facts) per order, for facts_to_record
         engine_ms = facts_ms = 0.0
         for index, order in enumerate(orders):
             if unfinished or (deadline is not None and deadline.passed()):  # call deadline (issue 12)
@@ -179,11 +208,14 @@ class Pipeline:
             facts_ms += (t1 - t0) * 1000
             engine_ms += (t2 - t1) * 1000
             evaluations.append(OrderEvaluation(order.ref, order.modality, hits, {f["id"]: f for f in facts}))
+            recorded.append((order.modality, facts))
         timings["facts"], timings["engine"] = facts_ms, engine_ms
         mark = time.perf_counter()
 
         findings = collect_findings(self.rulebook, evaluations)
-        cards, fired = [], []
+        suppressed, fired = self._leave_out_repeats(request, findings, now)
+        findings = [f for f in findings if not any(f is s for s, _ in suppressed)]
+        cards = []
         for card, members in self.cards.build(findings):
             cards.append(card)
             for finding in members:
@@ -212,6 +244,9 @@ class Pipeline:
                 f"call deadline: stopped after {deadline.elapsed_s():.2f} s (limit {deadline.limit_s:g} s); "
                 "not checked: " + ", ".join(ref for ref, _modality in unfinished)
             )
+        hours = window(self.rulebook.parameters).total_seconds() / 3600
+        facts_record = facts_to_record(recorded, self.rulebook.parameters) if self.record_facts else None
+        left_out = tuple(suppression_entry(f, answers, hours) for f, answers in suppressed)
         return self._outcome(
             service,
             request,
@@ -224,7 +259,34 @@ class Pipeline:
             gaps,
             evaluated,
             data_gaps,
+            facts=facts_record,
+            suppressed=left_out,
         )
+
+    def _leave_out_repeats(
+        self, request: HookRequest, findings: list[Finding], now: datetime
+    ) -> tuple[list[tuple[Finding, list[Answer]]], list[FiredRule]]:
+        """No nagging twice (cds_hooks.nagging): on order-sign, the findings already answered
+        on order-select, and their hits logged without a card."""
+        if request.hook != ORDER_SIGN or self.feedback_memory is None or not findings:
+            return [], []
+        refs = sorted({f.order_ref for f in findings})
+        answered = self.feedback_memory.answered(request.patient_id, refs, now - window(self.rulebook.parameters))
+        _shown, repeats = split_repeats(findings, answered, repeat_critical=self.repeat_critical_cards)
+        fired = [
+            FiredRule(
+                rule_id=rule.id,
+                rule_version=rule.version,
+                severity=severity,
+                card_uuid=None,
+                order_ref=finding.order_ref,
+                evidence=tuple(dict.fromkeys(f["ref"] for f in matched if "ref" in f)),
+                facts={f["id"]: {k: v for k, v in f.items() if k != "sid"} for f in matched},
+            )
+            for finding, _answers in repeats
+            for rule, severity, matched in finding.hits
+        ]
+        return repeats, fired
 
     def _outcome(
         self,
@@ -239,6 +301,8 @@ class Pipeline:
         gaps: Mapping[str, str],
         evaluated: list[tuple[str, str]],
         data_gaps: list[str] | None = None,
+        facts: Mapping[str, Any] | None = None,
+        suppressed: tuple[Mapping[str, Any], ...] = (),
     ) -> Outcome:
         latency = (time.perf_counter() - started) * 1000
         decision = DecisionRecord(
@@ -255,6 +319,9 @@ class Pipeline:
             fired=tuple(fired),
             cards=tuple(_card_record(c) for c in cards),
             data_gaps=tuple(data_gaps or ()),
+            policy_revision=self.policy_revision,
+            facts=facts,
+            suppressed=suppressed,
         )
         timings["total"] = latency
         return Outcome(200, {"cards": cards}, decision, evaluated, timings)

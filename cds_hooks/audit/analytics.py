@@ -27,6 +27,7 @@ def rule_summary(
     since: datetime | None = None,
     until: datetime | None = None,
     service: str | None = None,
+    policy_revision: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per (rule_id, rule_version): evaluations, fires, cards and clinician responses.
 
@@ -34,9 +35,10 @@ def rule_summary(
     = fires / evaluations stays within 0..1. Feedback on a card counts for every rule whose
     hit produced that card (a grouped card speaks for each of its rules).
     `override_rate` is overridden / (accepted + overridden), None without feedback.
-    `service` keeps only the decisions of that CDS service.
+    `service` keeps only the decisions of that CDS service, `policy_revision` only those
+    made under that site policy.
     """
-    period = _period(since, until, service)
+    period = _period(since, until, service, policy_revision)
     key_cols = (RuleEvaluation.rule_id, RuleEvaluation.rule_version)
     evaluations = (
         select(*key_cols, func.count().label("n"))
@@ -312,15 +314,64 @@ def list_decisions(
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _period(since: datetime | None, until: datetime | None, service: str | None = None) -> ColumnElement[bool]:
+def _period(
+    since: datetime | None, until: datetime | None, service: str | None = None, policy_revision: str | None = None
+) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
     if service is not None:
         conditions.append(Decision.service_id == service)
+    if policy_revision is not None:
+        conditions.append(Decision.policy_revision == policy_revision)
     if since is not None:
         conditions.append(Decision.created_at >= since)
     if until is not None:
         conditions.append(Decision.created_at < until)
     return and_(true(), *conditions)
+
+
+def revision_summary(
+    store: AuditStore, since: datetime | None = None, until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per (rules revision, policy revision): decisions, cards shown and findings left out as
+    repeats (no nagging twice), first and last use. How a policy change shows in the log;
+    decisions logged before policies were recorded have policy revision None."""
+    period = _period(since, until)
+    keys = (Decision.rules_revision, Decision.policy_revision)
+    with store.reading() as conn:
+        rows = conn.execute(
+            select(
+                *keys,
+                func.count().label("decisions"),
+                func.min(Decision.created_at).label("first"),
+                func.max(Decision.created_at).label("last"),
+            )
+            .where(period)
+            .group_by(*keys)
+        ).all()
+        cards = {
+            (r.rules_revision, r.policy_revision): r.n
+            for r in conn.execute(
+                select(*keys, func.count(Card.uuid).label("n"))
+                .join(Card, Card.decision_id == Decision.decision_id)
+                .where(period)
+                .group_by(*keys)
+            )
+        }
+        left_out: dict[tuple[str, str | None], int] = defaultdict(int)
+        for r in conn.execute(select(*keys, Decision.suppressed).where(period, Decision.suppressed.is_not(None))):
+            left_out[(r.rules_revision, r.policy_revision)] += len(r.suppressed or ())
+    return [
+        {
+            "rules_revision": r.rules_revision,
+            "policy_revision": r.policy_revision,
+            "decisions": r.decisions,
+            "cards": cards.get((r.rules_revision, r.policy_revision), 0),
+            "findings_left_out": left_out.get((r.rules_revision, r.policy_revision), 0),
+            "first": r.first.isoformat() if r.first else None,
+            "last": r.last.isoformat() if r.last else None,
+        }
+        for r in sorted(rows, key=lambda r: r.last)
+    ]
 
 
 def _hits(conn: Connection, where: ColumnElement[bool]) -> list[dict[str, Any]]:

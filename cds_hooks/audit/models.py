@@ -90,6 +90,12 @@ class Decision(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     status: Mapped[int] = mapped_column(Integer)
     data_gaps: Mapped[list[str]]
+    # Governance (revision 0005): the site policy in force, the de-identified facts the rules
+    # ran on (what-if replay), and the findings not shown again (no nagging twice), each with
+    # its reason. NULL on decisions logged before 0005.
+    policy_revision: Mapped[str | None] = mapped_column(String(64))
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    suppressed: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class DecisionOrder(Base):

@@ -61,6 +61,10 @@ class DecisionRecord:
     cards: tuple[CardRecord, ...]
     data_gaps: tuple[str, ...]
     status: int = 200
+    # -- governance (issue 14) --
+    policy_revision: str = ""  # hash of the site policy in force ("" when none was recorded)
+    facts: Mapping[str, Any] | None = None  # de-identified facts (cds_hooks.factrecord)
+    suppressed: tuple[Mapping[str, Any], ...] = ()  # findings not shown again, and why (nagging)
 
     def check(self) -> None:
         """Raise ValueError if the record cannot be stored faithfully.

@@ -552,6 +552,10 @@ def _decision_rows(
             "latency_ms": float(rec.latency_ms),
             "status": int(rec.status),
             "data_gaps": scrub(list(rec.data_gaps)),
+            # governance (issue 14): policy revision, replayable facts, suppressed findings
+            "policy_revision": rec.policy_revision or None,
+            "facts": scrub(rec.facts) if rec.facts is not None else None,
+            "suppressed": scrub(list(rec.suppressed)) if rec.suppressed else None,
         },
         "decision_order": [
             {"decision_id": did, "order_ref": scrub(ref), "modality": modality} for ref, modality in rec.orders

@@ -14,13 +14,22 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..config import ConfigError
+from ..policy import PolicyError
 from ..rulebook import RuleError
 from ..terminology import ValueSetError
-from . import audit, check, fhir, rules, serve
+from . import audit, check, fhir, policy, replay, rules, serve
 from .common import USAGE_ERROR, CliError, Parser
 
 Register = Callable[["argparse._SubParsersAction[Parser]"], None]
-COMMANDS: list[Register] = [serve.register, check.register, fhir.register, audit.register, rules.register]
+COMMANDS: list[Register] = [
+    serve.register,
+    check.register,
+    fhir.register,
+    audit.register,
+    rules.register,
+    policy.register,
+    replay.register,
+]
 
 
 def build_parser() -> Parser:
@@ -50,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"cryo-cds: {exc}" if not str(exc).startswith("cryo-cds") else str(exc), file=sys.stderr)
         return USAGE_ERROR
-    except (ConfigError, RuleError, ValueSetError) as exc:
+    except (ConfigError, RuleError, ValueSetError, PolicyError) as exc:
         print(f"cryo-cds: configuration error: {' '.join(str(exc).split())}", file=sys.stderr)
         return USAGE_ERROR
     except BrokenPipeError:

@@ -52,6 +52,9 @@ DECISION_HEADERS = {
 }
 
 
+REVISION_COLUMNS = ("rules_revision", "policy_revision", "decisions", "cards", "findings_left_out", "first", "last")
+
+
 def _period(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
     since: datetime | None = getattr(args, "since", None)
     until: datetime | None = getattr(args, "until", None)
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         command = args.audit_command
         if command == "summary":
-            rows = analytics.rule_summary(store, *_period(args))
+            rows = analytics.rule_summary(store, *_period(args), policy_revision=args.policy_revision)
             print_rows(rows, as_json=args.json, columns=SUMMARY_COLUMNS, headers=SUMMARY_HEADERS)
         elif command == "decisions":
             rows = analytics.list_decisions(
@@ -89,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
             print_rows(rows, as_json=args.json, columns=DECISION_COLUMNS, headers=DECISION_HEADERS)
             if not args.json:
                 warn(f"{len(rows)} decision(s), newest first")
+        elif command == "revisions":
+            rows = analytics.revision_summary(store, *_period(args))
+            headers = {"findings_left_out": "left out (repeats)"}
+            print_rows(rows, as_json=args.json, columns=REVISION_COLUMNS, headers=headers)
         elif command == "decision":
             return _explained(analytics.explain_decision(store, args.decision_id), f"decision {args.decision_id}")
         elif command == "card":
@@ -122,11 +129,15 @@ def _question(
 def register(sub: argparse._SubParsersAction[Parser]) -> None:
     audit = sub.add_parser("audit", help="query the decision log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="QUESTION")
-    _question(audit_sub, "summary", "per-rule fires, overrides and reasons over a period", period=True, json=True)
+    summary = _question(
+        audit_sub, "summary", "per-rule fires, overrides and reasons over a period", period=True, json=True
+    )
+    summary.add_argument("--policy-revision", help="only decisions made under this site-policy revision")
     decisions = _question(audit_sub, "decisions", "list decisions, newest first, with filters", period=True, json=True)
     decisions.add_argument("--service", help="only this service id (e.g. cryotherapy-order-sign)")
     decisions.add_argument("--rule", help="only decisions where this rule fired (e.g. CI-PREG)")
     decisions.add_argument("--limit", type=positive_int, default=50, help="at most N rows (default 50)")
+    _question(audit_sub, "revisions", "decisions and cards per rules and site-policy revision", period=True, json=True)
     _question(audit_sub, "silent", "rules never evaluated or never fired over a period (JSON)", period=True)
     _question(audit_sub, "decision", "explain one decision (JSON)").add_argument("decision_id")
     _question(audit_sub, "card", "explain one card by its uuid (JSON)").add_argument("card_uuid")

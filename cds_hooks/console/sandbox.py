@@ -247,6 +247,7 @@ def run(pipeline: Pipeline, body: dict[str, Any], when: datetime) -> SandboxRun:
     # The service's own pipeline (same rules, evaluator, card layout), with its clock pinned.
     sandbox = copy.copy(pipeline)
     sandbox.clock = lambda: when
+    sandbox.feedback_memory = None  # what the log says was answered must not change a sandbox run
     result.outcome = sandbox.run(service, hook_request, None)
     if result.outcome.status == 200:
         result.orders = _why(sandbox, hook_request, result.outcome, when)

@@ -656,7 +656,6 @@ def decisions() -> BaseResponse | str:
 
 @bp.get("/decisions/<decision_id>")
 def decision_page(decision_id: str) -> str:
-    from . import sandbox
 
     state = _state()
     found = analytics.explain_decision(state.store, decision_id[:64])
@@ -687,3 +686,37 @@ def link_url(url: Any) -> str | None:
 @bp.app_template_global()
 def modality_name(modality: str) -> str:
     return MODALITY_SHORT.get(modality, modality)
+
+
+# -- what-if replay (issue 14) ---------------------------------------------------------------
+
+
+@bp.get("/replay")
+def replay_page() -> tuple[str, int] | str:
+    """The what-if diff of ``cryo-cds replay``: the period's logged decisions re-evaluated
+    with another rules folder and/or site policy on this host."""
+    from ..policy import NO_POLICY, PolicyError, apply_section, check_policy, load_policy
+    from ..rulebook import RuleError
+    from ..whatif import replay
+
+    period = Period(request.args)
+    rules_dir = request.args.get("rules", "").strip()[:1024]
+    policy_path = request.args.get("policy", "").strip()[:1024]
+    context: dict[str, Any] = {"period": period, "rules_dir": rules_dir, "policy_path": policy_path}
+    if not rules_dir:
+        return render_template("console/replay.html", **context, report=None, error=None)
+    folder = Path(rules_dir)
+    try:
+        if not (folder / "parameters.yaml").is_file() and not any(folder.glob("*/rule.yaml")):
+            raise RuleError(f"{folder}: not a rules folder (no parameters.yaml, no <RULE-ID>/rule.yaml)")
+        policy = NO_POLICY
+        if policy_path:
+            if Path(policy_path).suffix not in (".yaml", ".yml"):
+                raise PolicyError(f"{policy_path}: a site policy is a .yaml or .yml file")
+            policy = load_policy(Path(policy_path))
+            check_policy(policy, folder, _state().config.rule_params)
+        rulebook = apply_section(folder, policy.site, _state().config.rule_params)
+    except (RuleError, PolicyError, OSError) as exc:
+        return render_template("console/replay.html", **context, report=None, error=" ".join(str(exc).split())), 400
+    report = replay(_state().store, rulebook, policy_revision=policy.revision, since=period.since, until=period.until)
+    return render_template("console/replay.html", **context, report=report.as_json(), lines=report.lines(), error=None)

@@ -1,0 +1,167 @@
+"""No nagging twice, end to end over HTTP on loopback: order-select, feedback (overridden
+with a reason), then order-sign for the same draft order. The answered warning card does not
+come back, the critical one does (unless the policy says otherwise), and the decision log
+holds both calls, with the left-out findings and why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from cds_hooks.app import create_app
+from cds_hooks.audit.analytics import revision_summary, rule_summary
+from cds_hooks.audit.models import Decision, RuleHit
+from cds_hooks.config import Config
+from cds_hooks.devtools.cases import case_request
+from cds_hooks.policy import NO_POLICY
+
+from .conftest import RULES_DIR, card_findings
+from .support.load import RAYNAUD
+from .support.loopback import LoopbackServer
+
+SELECT = "/cds-services/cryotherapy-order-select"
+SIGN = "/cds-services/cryotherapy-order-sign"
+# Whole-body order for a patient with Raynaud's: critical, warning and info cards.
+CASE = {"order": "wbc", "resources": [RAYNAUD]}
+
+
+def _serve(tmp_path: Path, db_url: str, policy: str | None = None) -> Iterator[tuple[str, Any]]:
+    policy_file = None
+    if policy is not None:
+        policy_file = tmp_path / "policy.yaml"
+        policy_file.write_text(policy)
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=db_url,
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        policy_file=policy_file,
+    )
+    app = create_app(config)
+    with LoopbackServer(app) as server:
+        yield server.url, app.extensions["cryo_cds"].store
+    app.extensions["cryo_cds"].store.dispose()
+
+
+@pytest.fixture()
+def service(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Any]]:
+    """The service over an empty SQLite or PostgreSQL log (conftest's ``db_url``)."""
+    yield from _serve(tmp_path, db_url)
+
+
+@pytest.fixture()
+def strict_service(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Any]]:
+    yield from _serve(tmp_path, db_url, "repeat_critical_cards: false\n")
+
+
+def _override_all(base: str, cards: list[dict[str, Any]], indicators: set[str]) -> None:
+    items = [
+        {
+            "card": card["uuid"],
+            "outcome": "overridden",
+            "outcomeTimestamp": "2026-12-05T10:00:00Z",
+            "overrideReason": {"reason": {"code": "benefit-outweighs-risk"}, "userComment": "discussed"},
+        }
+        for card in cards
+        if card["indicator"] in indicators
+    ]
+    assert items, f"no {indicators} card to answer"
+    response = requests.post(f"{base}{SELECT}/feedback", json={"feedback": items}, timeout=30)
+    assert response.status_code == 200, response.text
+
+
+def _call(base: str, path: str, hook: str) -> list[dict[str, Any]]:
+    response = requests.post(f"{base}{path}", json=case_request(CASE, hook), timeout=60)
+    assert response.status_code == 200, response.text
+    cards: list[dict[str, Any]] = response.json()["cards"]
+    return cards
+
+
+def test_answered_warning_is_not_shown_again_at_order_sign_but_critical_is(service: tuple[str, Any]) -> None:
+    base, store = service
+    selected = _call(base, SELECT, "order-select")
+    indicators = {c["indicator"] for c in selected}
+    assert {"critical", "warning"} <= indicators
+    warning_findings = {f for f in card_findings(selected) if f[1] == "warning"}
+    critical_findings = {f for f in card_findings(selected) if f[1] == "critical"}
+    assert warning_findings and critical_findings
+
+    # Without feedback, order-sign repeats everything: the suppression needs an answer.
+    assert {c["indicator"] for c in _call(base, SIGN, "order-sign")} == indicators
+
+    _override_all(base, selected, {"warning", "critical"})
+    signed = _call(base, SIGN, "order-sign")
+    signed_findings = card_findings(signed)
+    assert not warning_findings & signed_findings, "the answered warning came back"
+    assert critical_findings <= signed_findings, "the critical finding must be shown again"
+    assert "warning" not in {c["indicator"] for c in signed}
+
+    with store.reading() as conn:
+        decisions = conn.execute(
+            select(Decision.decision_id, Decision.hook, Decision.suppressed).order_by(Decision.created_at)
+        ).all()
+        assert [d.hook for d in decisions] == ["order-select", "order-sign", "order-sign"]
+        last = decisions[-1]
+        suppressed = last.suppressed or []
+        assert {(s["finding"], s["severity"]) for s in suppressed} == warning_findings
+        assert all("overridden with reason benefit-outweighs-risk" in s["reason"] for s in suppressed)
+        assert {s["answered_decision"] for s in suppressed} == {decisions[0].decision_id}
+        hits = conn.execute(
+            select(RuleHit.severity, RuleHit.card_uuid).where(RuleHit.decision_id == last.decision_id)
+        ).all()
+        # Both are in the log: the critical hit with its card, the warning hits without one.
+        assert {h.severity for h in hits if h.card_uuid is None} == {"warning"}
+        assert "critical" in {h.severity for h in hits if h.card_uuid is not None}
+        assert decisions[1].suppressed is None  # before the feedback nothing was left out
+    # Analytics still count the left-out findings, per rules and policy revision.
+    (row,) = revision_summary(store)
+    assert row["policy_revision"] == NO_POLICY.revision and row["decisions"] == 3
+    assert row["findings_left_out"] == len(warning_findings)
+    fires = {r["rule_id"]: r["fires"] for r in rule_summary(store)}
+    assert all(fires[rule] == 3 for rule, _ in warning_findings)  # fired on every call, shown twice
+
+
+def test_policy_can_leave_out_answered_critical_cards_too(strict_service: tuple[str, Any]) -> None:
+    base, store = strict_service
+    selected = _call(base, SELECT, "order-select")
+    _override_all(base, selected, {"critical"})
+    signed = _call(base, SIGN, "order-sign")
+    assert "critical" not in {c["indicator"] for c in signed}
+    assert "warning" in {c["indicator"] for c in signed}  # not answered, so shown
+    with store.reading() as conn:
+        last = conn.execute(select(Decision.suppressed).order_by(Decision.created_at.desc())).first()
+        assert last is not None and {s["severity"] for s in last.suppressed or []} == {"critical"}
+
+
+@pytest.fixture()
+def no_window_service(tmp_path: Path, db_url: str) -> Iterator[tuple[str, Any]]:
+    yield from _serve(tmp_path, db_url, "parameters: {repeat_card_window_hours: 0}\n")
+
+
+def test_answers_older_than_the_window_do_not_suppress(no_window_service: tuple[str, Any]) -> None:
+    base, _store = no_window_service
+    selected = _call(base, SELECT, "order-select")
+    _override_all(base, selected, {"warning"})
+    assert "warning" in {c["indicator"] for c in _call(base, SIGN, "order-sign")}
+
+
+def test_an_accepted_card_counts_as_answered_but_a_bare_override_does_not(service: tuple[str, Any]) -> None:
+    base, _store = service
+    selected = _call(base, SELECT, "order-select")
+    warning = next(c for c in selected if c["indicator"] == "warning")
+    bare = {"card": warning["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-12-05T10:00:00Z"}
+    assert requests.post(f"{base}{SELECT}/feedback", json={"feedback": [bare]}, timeout=30).status_code == 200
+    assert "warning" in {c["indicator"] for c in _call(base, SIGN, "order-sign")}
+    accepted = {
+        "card": warning["uuid"],
+        "outcome": "accepted",
+        "acceptedSuggestions": [],
+        "outcomeTimestamp": "2026-12-05T10:01:00Z",
+    }
+    assert requests.post(f"{base}{SELECT}/feedback", json={"feedback": [accepted]}, timeout=30).status_code == 200
+    assert "warning" not in {c["indicator"] for c in _call(base, SIGN, "order-sign")}
