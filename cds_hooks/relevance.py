@@ -115,7 +115,8 @@ def _readable_date(value: Any) -> bool:
 def _looks_readable(raw: dict[str, Any]) -> bool:
     """True when the full reading would keep the Observation (a known status and a date),
     so that leaving it out cannot hide one that MD-INCOMPLETE would have named."""
-    if raw.get("status") not in OBSERVATION_STATUSES:
+    status = raw.get("status")
+    if not isinstance(status, str) or status not in OBSERVATION_STATUSES:
         return False
     if any(_readable_date(raw.get(name)) for name in _OBSERVATION_DATES):
         return True
