@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from functools import partial
 from heapq import heappop, heappush
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import jwt
-import requests
+# PyJWT, cryptography and requests weigh ~14 MB per process: imported when a verifier is built,
+# so a service running without JWT checks never loads them.
+if TYPE_CHECKING:
+    import jwt
+    import requests
 
 from .fhir_targets import parse_allow_list
 
@@ -191,6 +194,8 @@ def _load_jwks_file(path: str) -> _Jwks:
 def _fetch_jwks(url: str, http_get: Callable[..., requests.Response], timeout: float) -> _Jwks:
     """GET a JWKS. No redirects: an open redirect on an allow-listed host must not lead to other
     keys. The deadline bounds a slow-drip body, which requests' per-read timeout does not."""
+    import requests
+
     deadline = time.monotonic() + timeout
     try:
         with http_get(
@@ -235,6 +240,8 @@ class JwtVerifier:
         self._tenants = frozenset(tenants) if tenants is not None else None
         self._jti = jti_cache if jti_cache is not None else InMemoryJtiCache()
         self._clock = clock
+        import requests
+
         get = session.get if session is not None else requests.get
         fetch = partial(_fetch_jwks, http_get=get, timeout=http_timeout_s)
         # One cache per (issuer, source): issuers sharing a URL cannot starve each other's refresh.
@@ -293,6 +300,8 @@ class JwtVerifier:
         return pinned.get(kid, now)
 
     def _verify(self, authorization_header: str | None, audience: str, seen: dict[str, Any]) -> dict[str, Any]:
+        import jwt
+
         token = _bearer_token(authorization_header)
         try:
             header = jwt.get_unverified_header(token)
@@ -372,6 +381,8 @@ def _bearer_token(authorization_header: str | None) -> str:
 def _pick_key(candidates: list[dict[str, Any]], alg: str) -> jwt.PyJWK:
     """Choose the JWK for this alg. Binding the PyJWK to ``alg`` makes PyJWT refuse any other
     algorithm with it, and a JWK that declares its own ``alg`` must agree with the header."""
+    import jwt
+
     for jwk in candidates:
         if jwk.get("kty") != _KTY_FOR_ALG_PREFIX[alg[:2]] or jwk.get("alg", alg) != alg:
             continue

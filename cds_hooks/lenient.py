@@ -18,9 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
-
 State = Literal["read", "lenient", "skipped"]
 MAX_ROUNDS = 12
 
@@ -196,6 +193,12 @@ def _sort_key(loc: tuple[Any, ...]) -> tuple[tuple[int, int, str], ...]:
     return tuple((1, p, "") if isinstance(p, int) else (0, 0, str(p)) for p in loc)
 
 
+def _is_missing(error: Mapping[str, Any]) -> bool:
+    """A required element absent: pydantic's ``missing`` or fhir_core's ``model_field_validation.missing``
+    (a required primitive inside an element, e.g. Narrative.status)."""
+    return str(error.get("type") or "").split(".")[-1] == "missing"
+
+
 def _repair_words(value: str, candidate: Any) -> str:
     if not isinstance(candidate, str):
         return "was text where a structure is due"
@@ -228,7 +231,7 @@ class _Repair:
                 return
             if self._fix(error, loc):
                 continue
-            if error.get("type") == "missing":
+            if _is_missing(error):
                 if len(loc) == 1:
                     self.fatal = f"required {loc[0]} missing"
                     return
@@ -243,7 +246,7 @@ class _Repair:
         """Replace the value at ``loc`` with a repaired one; False when it must go instead."""
         kind = str(error.get("type") or "")
         path = ".".join(str(p) for p in loc)
-        if kind == "missing":
+        if _is_missing(error):
             if len(loc) == 1 and loc[0] in _PLACEHOLDERS and loc[0] not in self.work:
                 self.work[loc[0]] = copy.deepcopy(_PLACEHOLDERS[loc[0]])
                 self.note(f"required {loc[0]} missing")
@@ -334,7 +337,7 @@ def needed_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _lost_needs(kind: str, original: Mapping[str, Any], repaired: Mapping[str, Any]) -> list[str]:
+def lost_needs(kind: str, original: Mapping[str, Any], repaired: Mapping[str, Any]) -> list[str]:
     problems = []
     for need in NEEDS.get(kind, ()):
         had = [f for f in need.fields if original.get(f) not in (None, "", [], {})]
@@ -350,6 +353,11 @@ def _lost_needs(kind: str, original: Mapping[str, Any], repaired: Mapping[str, A
 
 def read_resource(raw: Any) -> Reading:
     """Strict R4B first; else repair and read leniently; else skip with the reason. Never raises."""
+    # Imported here: a worker whose records all read plainly (plainread.py) never loads the
+    # R4B models and pydantic (~18 MB, ~0.3 s).
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
     if not isinstance(raw, dict) or not isinstance(raw.get("resourceType"), str):
         return Reading("resource", raw_ref(raw), "skipped", notes=["not a FHIR resource (no resourceType)"])
     kind, ref = raw["resourceType"], raw_ref(raw)
@@ -380,11 +388,11 @@ def read_resource(raw: Any) -> Reading:
                 repair.fatal = str(again)[:120]
                 break
         if resource is None:
-            lost = _lost_needs(kind, original, repair.work)
+            lost = lost_needs(kind, original, repair.work)
             reason = repair.fatal or "too many invalid elements"
             return Reading(kind, ref, "skipped", notes=lost or [f"not valid FHIR R4 and could not be read ({reason})"])
         state = "lenient"
-    lost = _lost_needs(kind, original, repair.work)
+    lost = lost_needs(kind, original, repair.work)
     if lost:
         return Reading(kind, ref, "skipped", notes=lost)
     return Reading(kind, ref, state, resource, repair.notes if state == "lenient" else [])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .lenient import Reading, prune_empty, read_resource
+from .plainread import read_plain
 from .prefetch import (
     COMPLETENESS_KEYS,
     OBSERVATION_CODES_PLACEHOLDER,
@@ -35,9 +36,15 @@ CLINICAL_TYPES = ("Condition", "Observation", "MedicationRequest", "MedicationSt
 MEDICATION_USERS = ("MedicationRequest", "MedicationStatement", "MedicationAdministration")
 
 
+def read(raw: Any) -> Reading:
+    """One raw resource read: straight from its JSON when it is plainly valid (plainread.py),
+    else by the full R4B reader, which repairs or names it."""
+    return read_plain(raw) or read_resource(raw)
+
+
 def parse_resource(raw: Any) -> tuple[Any | None, str | None]:
-    """(model, None) for a readable resource (strictly or leniently), (None, reason) otherwise."""
-    reading = read_resource(raw)
+    """(resource, None) for a readable resource (strictly or leniently), (None, reason) otherwise."""
+    reading = read(raw)
     return (reading.resource, None) if reading.resource is not None else (None, reading.why)
 
 
@@ -171,7 +178,7 @@ def add_answer(
             record.seen_types.add(kind)
             record.counted[kind] = record.counted.get(kind, 0) + 1
             continue
-        record.take(read_resource(raw), key)
+        record.take(read(raw), key)
     record.available.add(key)
 
 
@@ -320,7 +327,7 @@ def _fetch_referenced_medications(record: PatientRecord, prefetch: Mapping[str, 
         if isinstance(answer, dict) and answer.get("resourceType") == "Bundle":
             for raw in _entries(answer):
                 if isinstance(raw, dict) and raw.get("resourceType") == "Medication":
-                    record.take(read_resource(raw), key)
+                    record.take(read(raw), key)
 
 
 @dataclass(frozen=True)
@@ -336,7 +343,7 @@ def parse_draft_orders(bundle: Mapping[str, Any]) -> tuple[list[Any], list[Unrea
     """The draft resources of context.draftOrders, parsed; invalid ones returned apart, not fatal."""
     resources, unreadable = [], []
     for raw in _entries(bundle):
-        reading = read_resource(raw)
+        reading = read(raw)
         if reading.resource is None:
             unreadable.append(UnreadableDraft(reading.ref, reading.why or "invalid", raw))
         else:
