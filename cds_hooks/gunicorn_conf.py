@@ -19,6 +19,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
+from .gc_tuning import freeze_startup_objects
 from .web.logsafe import log_safe
 
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
@@ -49,3 +50,8 @@ def child_exit(_server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def when_ready(_server: Any) -> None:
+    """The app is loaded (``--preload``) and no worker is forked yet: freeze what it built."""
+    freeze_startup_objects()

@@ -307,7 +307,7 @@ class _Repair:
             parent.pop(key, None)
 
 
-def _present(value: Any, what: str) -> bool:
+def present(value: Any, what: str) -> bool:
     """True if a needed element holds something readable (a code or text, a reference, a date)."""
     if value is None:
         return False
@@ -316,7 +316,7 @@ def _present(value: Any, what: str) -> bool:
         return bool(codes or value.get("text") or value.get("reference") or value.get("display"))
     if what == "code" and isinstance(value, list):  # Medication.ingredient
         return any(
-            _present(item.get("itemCodeableConcept") or item.get("itemReference"), "code")
+            present(item.get("itemCodeableConcept") or item.get("itemReference"), "code")
             for item in value
             if isinstance(item, dict)
         )
@@ -341,7 +341,7 @@ def lost_needs(kind: str, original: Mapping[str, Any], repaired: Mapping[str, An
     problems = []
     for need in NEEDS.get(kind, ()):
         had = [f for f in need.fields if original.get(f) not in (None, "", [], {})]
-        has = [f for f in need.fields if _present(repaired.get(f), need.what)]
+        has = [f for f in need.fields if present(repaired.get(f), need.what)]
         if has:
             continue
         if had:

@@ -19,11 +19,14 @@ are not checked: whatever they hold cannot change what the rules see.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
-from .lenient import NEEDS, Reading, lost_needs, raw_ref
+from .lenient import NEEDS, Reading, present, raw_ref
 from .plainschema import CHOICES, FIELDS, REQUIRED, UNREAD
 
 
@@ -55,12 +58,6 @@ def _plain_class(type_name: str) -> type[PlainElement]:
     return type(f"Plain{type_name}", (base,), attributes)
 
 
-_CLASSES = {name: _plain_class(name) for name in FIELDS}
-_UNREAD = {name: frozenset(elements) for name, elements in UNREAD.items()}
-_CHOICE_OF = {
-    name: {variant: i for i, group in enumerate(groups) for variant in group} for name, groups in CHOICES.items()
-}
-
 # The FHIR R4 patterns the R4B models enforce (fhir_core.types), anchored; the String and Uri
 # ones are at least as strict as the models', so a value that passes here passes there.
 _STRING = re.compile(r"[ \r\n\t\S]+")
@@ -81,9 +78,20 @@ _INSTANT = re.compile(
 _INT32 = range(-(2**31), 2**31)
 
 
+_KNOWN_TEXT: dict[re.Pattern[str], set[str]] = {}
+_KNOWN_TEXT_LIMIT = 50_000  # per pattern; a record repeats the same codes, systems and displays
+
+
 def _text(pattern: re.Pattern[str], value: Any) -> str:
-    if type(value) is not str or pattern.fullmatch(value) is None:
+    if type(value) is not str:
         raise NotPlain
+    known = _KNOWN_TEXT.setdefault(pattern, set())
+    if value not in known:
+        if pattern.fullmatch(value) is None:
+            raise NotPlain
+        if len(known) >= _KNOWN_TEXT_LIMIT:
+            known.clear()
+        known.add(value)
     return value
 
 
@@ -111,7 +119,7 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(_text(_DECIMAL, str(value)))
 
 
-def _integer(low: int) -> Any:
+def _integer(low: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if type(value) is not int or value < low or value not in _INT32:
             raise NotPlain
@@ -126,44 +134,76 @@ def _boolean(value: Any) -> bool:
     return value
 
 
-PRIMITIVE_CHECKS: dict[str, Any] = {
+def _pattern(pattern: re.Pattern[str]) -> Callable[[Any], str]:
+    return lambda value: _text(pattern, value)
+
+
+PRIMITIVE_CHECKS: dict[str, Callable[[Any], Any]] = {
     "Boolean": _boolean,
-    "Code": lambda v: _text(_CODE, v),
+    "Code": _pattern(_CODE),
     "Date": _date,
     "DateTime": _date_time,
     "Decimal": _decimal,
-    "Id": lambda v: _text(_ID, v),
+    "Id": _pattern(_ID),
     "Instant": _instant,
     "Integer": _integer(-(2**31)),
-    "Markdown": lambda v: _text(_STRING, v),
+    "Markdown": _pattern(_STRING),
     "PositiveInt": _integer(1),
-    "String": lambda v: _text(_STRING, v),
+    "String": _pattern(_STRING),
     "UnsignedInt": _integer(0),
-    "Uri": lambda v: _text(_URI, v),
+    "Uri": _pattern(_URI),
 }
 
 
 def _has_content(value: Any) -> bool:
     """False for what the full reader prunes away (null, "", [], {} and containers of only those)."""
-    if isinstance(value, dict):
+    if type(value) is dict:
         return any(_has_content(v) for v in value.values())
-    if isinstance(value, list):
+    if type(value) is list:
         return any(_has_content(v) for v in value)
     return value is not None and value != ""
 
 
-def _value(kind: str, value: Any) -> Any:
-    """The element's value, or None when it holds nothing."""
-    if value is None or value == "":
-        return None
-    check = PRIMITIVE_CHECKS.get(kind)
-    if check is not None:
-        if isinstance(value, (list, dict)):
-            raise NotPlain
-        return check(value)
-    if kind == "Resource":
-        raise NotPlain  # a contained resource: the full reader models it
-    return _element(kind, value)
+def _contained(_value: Any) -> Any:
+    raise NotPlain  # a contained resource: the full reader models it
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One type's reading plan: per JSON key, how to read it (None: count its content only,
+    for a choice group), whether it is a list and its choice group."""
+
+    cls: type[PlainElement]
+    readers: dict[str, tuple[Callable[[Any], Any] | None, bool, int | None]]
+    unread: frozenset[str]
+    required_read: tuple[str, ...]
+    required_unread: tuple[str, ...]
+    is_resource: bool
+
+
+def _table(type_name: str) -> _Table:
+    group_of = {variant: i for i, group in enumerate(CHOICES[type_name]) for variant in group}
+    readers: dict[str, tuple[Callable[[Any], Any] | None, bool, int | None]] = {}
+    for name, (kind, is_list) in FIELDS[type_name].items():
+        if kind in PRIMITIVE_CHECKS:
+            read: Callable[[Any], Any] = PRIMITIVE_CHECKS[kind]
+        elif kind == "Resource":
+            read = _contained
+        else:
+            read = partial(_element, kind)
+        readers[name] = (read, is_list, group_of.get(name))
+    for name in UNREAD[type_name]:
+        if name in group_of:
+            readers[name] = (None, False, group_of[name])
+    required = REQUIRED[type_name]
+    return _Table(
+        _plain_class(type_name),
+        readers,
+        frozenset(UNREAD[type_name]),
+        tuple(n for n in required if n in FIELDS[type_name]),
+        tuple(n for n in required if n not in FIELDS[type_name]),
+        type_name in NEEDS,
+    )
 
 
 def _element(type_name: str, raw: Any) -> PlainElement | None:
@@ -171,50 +211,74 @@ def _element(type_name: str, raw: Any) -> PlainElement | None:
     element (the full reader drops such an element; a resource lacking one is its to read)."""
     if type(raw) is not dict:
         raise NotPlain
-    fields = FIELDS[type_name]
-    unread = _UNREAD[type_name]
-    choice_of = _CHOICE_OF[type_name]
-    element = _CLASSES[type_name]()
+    table = _TABLES[type_name]
+    readers = table.readers
+    element = table.cls()
     present = element.__dict__
-    filled = False
-    groups: set[int] = set()
+    groups = 0
     for key, value in raw.items():
-        spec = fields.get(key)
-        if spec is None:
+        reader = readers.get(key)
+        if reader is None:
             if key[:1] == "_":
                 raise NotPlain  # a primitive's extension (e.g. data-absent-reason)
-            if key not in unread or not _has_content(value):
-                continue  # resourceType, an unknown element (the full reader drops it), or nothing
-        else:
-            kind, is_list = spec
-            if is_list:
-                if type(value) is not list:
-                    if value is None:
-                        continue
-                    raise NotPlain
-                items = [item for item in (_value(kind, v) for v in value) if item is not None]
-                if not items:
-                    continue
-                present[key] = items
-            else:
-                one = _value(kind, value)
-                if one is None:
-                    continue
-                present[key] = one
-        filled = True
-        group = choice_of.get(key)
-        if group is not None:
-            if group in groups:
-                raise NotPlain  # two values for one choice element
-            groups.add(group)
-    if not filled:
-        return None
-    for name in REQUIRED[type_name]:
-        if name not in present and (name in fields or not _has_content(raw.get(name))):
-            if type_name in NEEDS:
+            continue  # not read (its content is looked at below, if it matters)
+        read, is_list, group = reader
+        if value is None or value == "":
+            continue
+        if read is None:  # an unread variant of a choice element
+            if not _has_content(value):
+                continue
+        elif is_list:
+            if type(value) is not list:
                 raise NotPlain
-            return None
-    return element
+            items = [one for one in map(read, value) if one is not None]
+            if not items:
+                continue
+            present[key] = items
+        else:
+            if type(value) is list:
+                raise NotPlain
+            one = read(value)
+            if one is None:
+                continue
+            present[key] = one
+        if group is not None:
+            if groups >> group & 1:
+                raise NotPlain  # two values for one choice element
+            groups |= 1 << group
+    if not present and not any(k in table.unread and _has_content(v) for k, v in raw.items()):
+        return None
+    if not table.required_read and not table.required_unread:
+        return element
+    lacking = any(name not in present for name in table.required_read) or any(
+        not _has_content(raw.get(name)) for name in table.required_unread
+    )
+    if lacking and table.is_resource:
+        raise NotPlain  # the full reader puts in a placeholder or names the resource
+    return None if lacking else element  # the full reader drops an element lacking a required one
+
+
+_TABLES = {name: _table(name) for name in FIELDS}
+
+
+_NEED_PLANS = {kind: tuple((n.fields, n.what, n.required) for n in needs) for kind, needs in NEEDS.items()}
+
+
+def _lacks_a_need(kind: str, raw: dict[str, Any]) -> bool:
+    """``lenient.lost_needs(kind, raw, raw)`` is not empty (the same test, without its words)."""
+    for fields, what, required in _NEED_PLANS[kind]:
+        had = False
+        for name in fields:
+            value = raw.get(name)
+            if value is None or value == "" or value == [] or value == {}:
+                continue
+            if present(value, what):
+                break
+            had = True
+        else:
+            if had or required:
+                return True
+    return False
 
 
 def read_plain(raw: Any) -> Reading | None:
@@ -228,6 +292,6 @@ def read_plain(raw: Any) -> Reading | None:
         resource = _element(kind, raw)
     except (NotPlain, ValueError, OverflowError):
         return None
-    if resource is None or lost_needs(kind, raw, raw):
+    if resource is None or _lacks_a_need(kind, raw):
         return None  # the full reader names what is missing, in its words
     return Reading(kind, raw_ref(raw), "read", resource)
