@@ -145,6 +145,25 @@ def detect(
     return None
 
 
+def _concept_key(concept: Any) -> tuple[Any, ...] | None:
+    if concept is None:
+        return None
+    codes = tuple((c.system, c.code, c.display) for c in getattr(concept, "coding", None) or ())
+    return (getattr(concept, "text", None), codes)
+
+
+def detection_key(resource: Any) -> tuple[Any, ...]:
+    """Everything ``detect`` reads of a resource: two resources with the same key are detected
+    alike, so a record's hundreds of past procedures are told apart once per kind."""
+    return (
+        resource.get_resource_type(),
+        getattr(resource, "status", None),
+        _concept_key(getattr(resource, "code", None)),
+        tuple(_concept_key(c) for c in getattr(resource, "orderDetail", None) or ()),
+        tuple(getattr(n, "text", None) for n in getattr(resource, "note", None) or ()),
+    )
+
+
 def own_order_words(resource: Any, terminology: Terminology) -> str:
     """What the orderer wrote: code.text, orderDetail and notes, without coding displays and
     without the CPT 97010 descriptor ("hot or cold packs"), which EHRs copy into code.text and

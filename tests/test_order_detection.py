@@ -16,6 +16,7 @@ from cds_hooks.orders import (
     SystemicHeuristic,
     classify,
     detect,
+    detection_key,
     looks_like_cryotherapy,
 )
 from cds_hooks.record import parse_resource
@@ -170,3 +171,42 @@ def test_the_systemic_heuristic_reads_its_thresholds_from_the_parameters(termino
     assert classify(order, terminology, colder) == LOCAL_COLD
     longer = SystemicHeuristic.from_parameters({"systemic_max_temp_c": -100, "systemic_min_application_s": 240})
     assert classify(order, terminology, longer) == LOCAL_COLD
+
+
+def _orders_and_procedures() -> list[dict[str, Any]]:
+    """Every ServiceRequest and Procedure of the request fixtures and Synthea bundles."""
+    import json
+
+    found: list[dict[str, Any]] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            if value.get("resourceType") in ("ServiceRequest", "Procedure"):
+                found.append(value)
+            for child in value.values():
+                walk(child)
+        elif isinstance(value, list):
+            for child in value:
+                walk(child)
+
+    for path in sorted((RULES_DIR.parent / "fhir_fixtures").rglob("*.json")):
+        walk(json.loads(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_detection_reads_only_what_its_key_holds() -> None:
+    """``detection_key`` (what the fact step remembers detection by) holds all ``detect``
+    reads: keeping only those elements changes no answer."""
+    terminology = Terminology.load(RULES_DIR / "valuesets")
+    kept = ("resourceType", "id", "status", "code", "orderDetail", "note", "intent", "subject")
+    checked = 0
+    for raw in _orders_and_procedures():
+        whole, _ = parse_resource(raw)
+        bare, _ = parse_resource({k: v for k, v in raw.items() if k in kept})
+        if whole is None or bare is None:
+            continue
+        assert detection_key(whole) == detection_key(bare)
+        for any_status in (False, True):
+            assert detect(whole, terminology, any_status=any_status) == detect(bare, terminology, any_status=any_status)
+        checked += 1
+    assert checked > 50

@@ -16,7 +16,7 @@ from typing import Any, Required, TypedDict, cast
 
 from ..concepts import codings, texts
 from ..fhirtime import days_between, to_instant
-from ..orders import SystemicHeuristic, detect
+from ..orders import SystemicHeuristic, detect, detection_key
 from ..record import ref_of
 from ..terminology import Terminology
 
@@ -206,7 +206,7 @@ class FactContext:
     systemic: SystemicHeuristic  # classifies past sessions like the order (same modality?)
     supply_days: float = 30.0  # F-MED last taken without a stop date: start + this (§10.1)
     codes: CodeIndex = field(init=False, repr=False, compare=False)
-    _cryo: dict[int, tuple[Any, bool]] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _cryo: dict[tuple[Any, ...], bool] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", CodeIndex(self.terminology))
@@ -227,12 +227,12 @@ class FactContext:
 
     def is_cryotherapy(self, resource: Any) -> bool:
         """Cryotherapy by code or text, whatever the resource's status (past sessions); asked
-        by the order fact and the interval facts of the same procedures, so remembered."""
-        hit = self._cryo.get(id(resource))
-        if hit is not None and hit[0] is resource:
-            return hit[1]
-        found = detect(resource, self.terminology, any_status=True) is not None
-        self._cryo[id(resource)] = (resource, found)
+        by the order fact and the interval facts, and a record repeats the same procedures,
+        so remembered by what ``detect`` reads."""
+        key = detection_key(resource)
+        found = self._cryo.get(key)
+        if found is None:
+            found = self._cryo[key] = detect(resource, self.terminology, any_status=True) is not None
         return found
 
 
