@@ -26,6 +26,7 @@ from .web.auth_hook import install_authentication
 from .web.cors import install_cors
 from .web.errors import install_error_handlers
 from .web.logsafe import install_request_log_filter
+from .web.memory import install_memory_release
 from .web.state import ServiceState, install_state
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def create_app(config: Config | None = None) -> Flask:
     install_authentication(app, state)
     install_error_handlers(app)
     install_request_log_filter()
+    install_memory_release(app)
 
     # -- blueprints -------------------------------------------------------------------
     app.register_blueprint(bp)
