@@ -180,6 +180,9 @@ def test_bad_console_options_are_one_line_before_anything_listens(home: dict[str
     assert_one_line_error(result, "--console-token must be at least 24 characters")
     assert "listening" not in result.stderr
     assert_one_line_error(cryo(home, "serve", "--console-patients", "nowhere"), "--console-patients: nowhere: no such")
+    from_settings = cryo(home, "serve", CDS_HOOKS_CONSOLE_TOKEN="short-secret-value")
+    assert_one_line_error(from_settings, "configuration error: CDS_HOOKS_CONSOLE_TOKEN must be at least 24 characters")
+    assert "listening" not in from_settings.stderr and "short-secret-value" not in from_settings.stderr
 
 
 def test_serve_takes_the_console_token_and_patient_folder_from_its_options(home: dict[str, Path]) -> None:
