@@ -58,6 +58,7 @@ from tests.support.hostile_fhir import (
     HostileServer,
     answer_with,
     dripping_body,
+    foreign_next_app,
     redirect_to,
     slow_headers,
 )
@@ -133,17 +134,7 @@ def start_origins() -> Origins:
 
     foreign_server = LoopbackServer(foreign)
     good = LoopbackServer(create_fhir_app(load_resources([PACEMAKER])))
-    paged = create_fhir_app(load_resources([PACEMAKER]), page_size=2)
-
-    @paged.after_request
-    def next_to_foreign(response: Any) -> Any:
-        body = response.get_json(silent=True)
-        if isinstance(body, dict) and body.get("resourceType") == "Bundle":
-            for link in body.get("link", []):
-                if link.get("relation") == "next":
-                    link["url"] = foreign_server.url + "/Observation?page=2"
-            response.set_data(json.dumps(body))
-        return response
+    paged = foreign_next_app(load_resources([PACEMAKER]), foreign_server.url)
 
     servers = {
         "foreign": foreign_server,

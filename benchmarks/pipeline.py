@@ -45,6 +45,19 @@ LARGE_CANDIDATES = [
 SN, LN, RX = "http://snomed.info/sct", "http://loinc.org", "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
+def _loinc(code: str) -> dict[str, Any]:
+    return {"coding": [{"system": LN, "code": code}]}
+
+
+def _measured(code: str, value: float, unit: str) -> dict[str, Any]:
+    """A LOINC code and its value: an Observation's or a component's."""
+    return {"code": _loinc(code), "valueQuantity": {"value": value, "code": unit}}
+
+
+def _observation(day: str, fields: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", "effectiveDateTime": day, **fields}
+
+
 def typical_request() -> dict:
     """About 50 resources: conditions, medications, a year of vitals and labs."""
     resources: list[dict] = []
@@ -68,42 +81,10 @@ def typical_request() -> dict:
         )
     for month in range(1, 13):
         day = f"2026-{month:02d}-05"
-        resources.append(
-            {
-                "resourceType": "Observation",
-                "status": "final",
-                "effectiveDateTime": day,
-                "code": {"coding": [{"system": LN, "code": "55284-4"}]},
-                "component": [
-                    {
-                        "code": {"coding": [{"system": LN, "code": "8480-6"}]},
-                        "valueQuantity": {"value": 150, "code": "mm[Hg]"},
-                    },
-                    {
-                        "code": {"coding": [{"system": LN, "code": "8462-4"}]},
-                        "valueQuantity": {"value": 92, "code": "mm[Hg]"},
-                    },
-                ],
-            }
-        )
-        resources.append(
-            {
-                "resourceType": "Observation",
-                "status": "final",
-                "effectiveDateTime": day,
-                "code": {"coding": [{"system": LN, "code": "8867-4"}]},
-                "valueQuantity": {"value": 80, "code": "/min"},
-            }
-        )
-        resources.append(
-            {
-                "resourceType": "Observation",
-                "status": "final",
-                "effectiveDateTime": day,
-                "code": {"coding": [{"system": LN, "code": "718-7"}]},
-                "valueQuantity": {"value": 12.5, "code": "g/dL"},
-            }
-        )
+        blood_pressure = [_measured("8480-6", 150, "mm[Hg]"), _measured("8462-4", 92, "mm[Hg]")]
+        resources.append(_observation(day, {"code": _loinc("55284-4"), "component": blood_pressure}))
+        resources.append(_observation(day, _measured("8867-4", 80, "/min")))
+        resources.append(_observation(day, _measured("718-7", 12.5, "g/dL")))
     resources.append(
         {"resourceType": "Device", "status": "active", "type": {"coding": [{"system": SN, "code": "14106009"}]}}
     )

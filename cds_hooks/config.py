@@ -22,6 +22,8 @@ PREFIX = "CDS_HOOKS_"
 DATABASE_FILE = "decisions.db"
 KEY_FILE = "patient-hash.key"
 MAX_PORT = 65535
+#: Shortest audit or console token accepted: a short one could be guessed by trying.
+MIN_TOKEN_CHARS = 24
 N = TypeVar("N", int, float)
 
 
@@ -66,6 +68,7 @@ class Config:
     fetch_max_pages: int = 20
     fhir_server_allow: tuple[str, ...] = ()  # URL prefixes the service may fetch from; empty: any
     audit_token: str = ""  # empty: the /audit HTTP API is off
+    console_token: str = ""  # the console's login token; empty: the audit token
     card_grouping: str = "order"  # "order": one card per order and severity; "rule": one per rule
     host: str = "127.0.0.1"
     port: int = 8080
@@ -122,6 +125,13 @@ def _number(name: str, raw: str, kind: type[N], maximum: N | None = None) -> N:
         return parse_number(raw, kind, maximum=maximum)
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}{name} {exc}") from None
+
+
+def _token(name: str, raw: str) -> str:
+    """A token setting: empty (off) or at least MIN_TOKEN_CHARS long."""
+    if raw and len(raw) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"{PREFIX}{name} must be at least {MIN_TOKEN_CHARS} characters")
+    return raw
 
 
 def _list(raw: str) -> tuple[str, ...]:
@@ -183,9 +193,9 @@ def from_env(environ: Mapping[str, str] | None = None) -> Config:
     if (raw := get("FHIR_SERVER_ALLOW")) is not None:
         changes["fhir_server_allow"] = _list(raw)
     if (raw := get("AUDIT_TOKEN")) is not None:
-        if raw and len(raw) < 24:
-            raise ConfigError(f"{PREFIX}AUDIT_TOKEN must be at least 24 characters")
-        changes["audit_token"] = raw
+        changes["audit_token"] = _token("AUDIT_TOKEN", raw)
+    if (raw := get("CONSOLE_TOKEN")) is not None:
+        changes["console_token"] = _token("CONSOLE_TOKEN", raw)
     if (raw := get("CARD_GROUPING")) is not None:
         if raw not in ("order", "rule"):
             raise ConfigError(f"{PREFIX}CARD_GROUPING must be 'order' or 'rule', got {raw!r}")

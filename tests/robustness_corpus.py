@@ -746,32 +746,12 @@ def _order_unit_variants() -> list[Variant]:
             }
         ],
     }
-    long = {
-        "preset": "wbc",
-        "occurrenceTiming": {
-            "repeat": {
-                "frequency": 2,
-                "period": 1,
-                "periodUnit": "wk",
-                "count": 8,
-                "duration": 4,
-                "durationUnit": "min",
-            }
-        },
-    }
-    seconds = {
-        "preset": "wbc",
-        "occurrenceTiming": {
-            "repeat": {
-                "frequency": 2,
-                "period": 1,
-                "periodUnit": "wk",
-                "count": 8,
-                "duration": 240,
-                "durationUnit": "s",
-            }
-        },
-    }
+
+    def lasting(duration: int, unit: str) -> dict[str, Any]:
+        """The preset's schedule with another session length (build_order merges the rest)."""
+        return {"preset": "wbc", "occurrenceTiming": {"repeat": {"duration": duration, "durationUnit": unit}}}
+
+    long, seconds = lasting(4, "min"), lasting(240, "s")
     return [
         Variant("order-temperature-in-degF", [], order=cold, fires=("TD-SYS-TEMP",)),
         Variant("order-duration-in-min", [], order=long, fires=("TD-SYS-DUR",)),

@@ -20,13 +20,14 @@ from typing import Any
 import pytest
 import requests
 
+from cds_hooks.app import create_app
 from cds_hooks.config import Config
 from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.service import SERVICES
 from cds_hooks.state import open_audit_store
 
-from .conftest import ROOT, make_pipeline
+from .conftest import ROOT, RULES_DIR, card_findings, make_pipeline
 from .support.cli import assert_one_line_error, cli_env, cryo, ctrl_c_enabled, strip_uuids
 from .support.loopback import LoopbackServer, free_port, wait_until_up
 
@@ -179,6 +180,9 @@ def test_bad_console_options_are_one_line_before_anything_listens(home: dict[str
     assert_one_line_error(result, "--console-token must be at least 24 characters")
     assert "listening" not in result.stderr
     assert_one_line_error(cryo(home, "serve", "--console-patients", "nowhere"), "--console-patients: nowhere: no such")
+    from_settings = cryo(home, "serve", CDS_HOOKS_CONSOLE_TOKEN="short-secret-value")
+    assert_one_line_error(from_settings, "configuration error: CDS_HOOKS_CONSOLE_TOKEN must be at least 24 characters")
+    assert "listening" not in from_settings.stderr and "short-secret-value" not in from_settings.stderr
 
 
 def test_serve_takes_the_console_token_and_patient_folder_from_its_options(home: dict[str, Path]) -> None:
@@ -284,6 +288,30 @@ def test_without_prefetch_or_fhir_server_check_reports_the_412(home: dict[str, P
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "bare.json: the service would answer 412" in result.stderr
+
+
+def test_check_keeps_the_call_deadline_like_the_service(home: dict[str, Path], tmp_path: Path) -> None:
+    """CDS_HOOKS_CALL_DEADLINE_S reaches check: a deadline passed before the record is read gives
+    the service's unfinished card, not the cards of a check that took as long as it liked."""
+    deadline = "1e-9"
+    result = cryo(home, "check", "--json", "--now", NOW, str(PACEMAKER), CDS_HOOKS_CALL_DEADLINE_S=deadline)
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(text) for text in result.stdout.splitlines()]
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{tmp_path / 'service.db'}",
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        call_deadline_s=float(deadline),
+    )
+    app = create_app(config)
+    try:
+        answer = app.test_client().post("/cds-services/cryotherapy-order-sign", json=json.loads(PACEMAKER.read_text()))
+    finally:
+        app.extensions["cryo_cds"].store.dispose()
+    assert (line["status"], answer.status_code) == (200, 200)
+    assert card_findings(line["response"]["cards"]) == {("MD-UNFINISHED", "warning")}
+    assert strip_uuids(line["response"]["cards"]) == strip_uuids(answer.get_json()["cards"])
 
 
 # -- audit ---------------------------------------------------------------------------------

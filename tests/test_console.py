@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, text
 
 from cds_hooks.app import create_app
 from cds_hooks.audit import analytics
-from cds_hooks.config import Config
+from cds_hooks.config import Config, ConfigError, from_env
+from cds_hooks.console.access import settings_from
 from cds_hooks.console.explain import closest_miss, pattern_words
 from cds_hooks.console.render import markdown
 from cds_hooks.devtools.cases import bundle_request, case_request, load_case
@@ -298,6 +299,17 @@ def test_the_console_is_open_without_login_on_loopback_when_auth_is_off(tmp_path
         )
     finally:
         open_service.server.stop()
+
+
+def test_the_console_token_is_read_with_the_settings_and_must_be_24_characters() -> None:
+    audit = "audit-token-abcdefghijklmnopq"
+    config = from_env({"CDS_HOOKS_CONSOLE_TOKEN": TOKEN, "CDS_HOOKS_AUDIT_TOKEN": audit})
+    assert settings_from(config, {}).token == TOKEN  # the console's own token wins
+    assert settings_from(from_env({"CDS_HOOKS_CONSOLE_TOKEN": "", "CDS_HOOKS_AUDIT_TOKEN": audit}), {}).token == audit
+    assert from_env({"CDS_HOOKS_CONSOLE_TOKEN": "x" * 24}).console_token == "x" * 24
+    for name in ("CDS_HOOKS_CONSOLE_TOKEN", "CDS_HOOKS_AUDIT_TOKEN"):
+        with pytest.raises(ConfigError, match=f"^{name} must be at least 24 characters$"):
+            from_env({name: "x" * 23})
 
 
 def test_without_any_token_and_with_auth_on_the_console_is_closed(tmp_path: Path) -> None:

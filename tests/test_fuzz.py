@@ -1133,17 +1133,8 @@ def extreme_number_requests(draw: st.DrawFn) -> dict[str, Any]:
     if where == "temperature":
         order["extension"] = [{"url": TEMPERATURE_URL, "valueQuantity": {"value": number, "code": "Cel"}}]
     elif where in ("duration", "period", "count"):
-        order["occurrenceTiming"] = {
-            "repeat": {
-                "frequency": 2,
-                "period": 1,
-                "periodUnit": "wk",
-                "count": 8,
-                "duration": 3,
-                "durationUnit": "min",
-                where: number if where != "count" else int(abs(number)) + 1,
-            }
-        }
+        # build_order merges this into the preset's schedule, keeping its other fields
+        order["occurrenceTiming"] = {"repeat": {where: number if where != "count" else int(abs(number)) + 1}}
     else:
         code = "8480-6" if where == "systolic" else "8867-4"
         resources.append(

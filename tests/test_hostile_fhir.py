@@ -16,7 +16,7 @@ from flask import Flask, request
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
-from cds_hooks.devtools.fhir_server import create_fhir_app, load_resources
+from cds_hooks.devtools.fhir_server import load_resources
 from cds_hooks.fhir_targets import address_refused, parse_allow_list, parse_target
 
 from .conftest import RULES_DIR
@@ -26,6 +26,7 @@ from .support.hostile_fhir import (
     HostileServer,
     answer_with,
     dripping_body,
+    foreign_next_app,
     redirect_to,
     slow_headers,
 )
@@ -137,19 +138,7 @@ def paged_fhir_with_foreign_next() -> Iterator[tuple[LoopbackServer, LoopbackSer
         return {"resourceType": "Bundle", "type": "searchset", "entry": []}
 
     other = LoopbackServer(other_app)
-    app = create_fhir_app(load_resources([PACEMAKER]), page_size=2)
-
-    @app.after_request
-    def redirect_next(response: Any) -> Any:
-        body = response.get_json(silent=True)
-        if isinstance(body, dict) and body.get("resourceType") == "Bundle":
-            for link in body.get("link", []):
-                if link.get("relation") == "next":
-                    link["url"] = other.url + "/Observation?page=2"
-            response.set_data(json.dumps(body))
-        return response
-
-    server = LoopbackServer(app)
+    server = LoopbackServer(foreign_next_app(load_resources([PACEMAKER]), other.url))
     yield server, other, seen_by_other
     server.stop()
     other.stop()

@@ -158,31 +158,18 @@ def test_prednisone_from_the_immunosuppressant_expansion_still_counts_as_a_gluco
     assert current["GRP-IMMUNE"]["indicator"] == "critical"
     # named as the glucocorticoid (ingredient word), not as the MED-IMMSUP product display
     assert "Prednisone, currently prescribed." in current["GRP-IMMUNE"]["detail"]
-    stopped = _cards(
-        rulebook,
-        terminology,
-        plain_evaluator,
-        "wbc",
-        _med(
+
+    def stopped_between(start: str, end: str) -> dict[str, dict[str, Any]]:
+        prednisone = _med(
             "312617",
             "prednisone 5 MG Oral Tablet",
             status="stopped",
-            authoredOn="2026-11-01",
-            dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-11-01", "end": "2026-11-16"}}}}],
-        ),
-    )
+            authoredOn=start,
+            dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": start, "end": end}}}}],
+        )
+        return _cards(rulebook, terminology, plain_evaluator, "wbc", prednisone)
+
+    stopped = stopped_between("2026-11-01", "2026-11-16")
     assert "GRP-IMMUNE" in stopped  # catalogue 1.1: a glucocorticoid last taken <= 28 d counts
-    long_stopped = _cards(
-        rulebook,
-        terminology,
-        plain_evaluator,
-        "wbc",
-        _med(
-            "312617",
-            "prednisone 5 MG Oral Tablet",
-            status="stopped",
-            authoredOn="2026-09-01",
-            dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"start": "2026-09-01", "end": "2026-10-01"}}}}],
-        ),
-    )
+    long_stopped = stopped_between("2026-09-01", "2026-10-01")
     assert "GRP-IMMUNE" not in long_stopped  # stopped 51 days before: outside the 28-day window

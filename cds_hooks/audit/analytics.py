@@ -20,6 +20,20 @@ from .models import Card, Decision, DecisionOrder, Feedback, RuleEvaluation, Rul
 from .store import AuditStore
 
 TOP_REASONS = 5
+#: The fields of a rule_summary row, in the order the CLI table and the console CSV show them.
+RULE_SUMMARY_COLUMNS = (
+    "rule_id",
+    "rule_version",
+    "evaluations",
+    "fires",
+    "fire_rate",
+    "cards",
+    "accepted",
+    "overridden",
+    "override_rate",
+    "comments",
+    "top_override_reasons",
+)
 
 
 def rule_summary(

@@ -21,19 +21,6 @@ from .common import (
     warn,
 )
 
-SUMMARY_COLUMNS = (
-    "rule_id",
-    "rule_version",
-    "evaluations",
-    "fires",
-    "fire_rate",
-    "cards",
-    "accepted",
-    "overridden",
-    "override_rate",
-    "comments",
-    "top_override_reasons",
-)
 SUMMARY_HEADERS = {
     "rule_id": "rule",
     "rule_version": "version",
@@ -81,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         command = args.audit_command
         if command == "summary":
             rows = analytics.rule_summary(store, *_period(args), policy_revision=args.policy_revision)
-            print_rows(rows, as_json=args.json, columns=SUMMARY_COLUMNS, headers=SUMMARY_HEADERS)
+            print_rows(rows, as_json=args.json, columns=analytics.RULE_SUMMARY_COLUMNS, headers=SUMMARY_HEADERS)
         elif command == "decisions":
             rows = analytics.list_decisions(
                 store, *_period(args), service_id=args.service, rule_id=args.rule, limit=args.limit

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, from_env
+from ..deadline import CallDeadline
 from ..errors import CdsError
 from ..fhir_client import FhirFetcher
 from ..hooks import HookRequest, parse_hook_request
@@ -25,9 +26,12 @@ from .common import USAGE_ERROR, CliError, Parser, iso_datetime, progress, read_
 SELECT, SIGN = "cryotherapy-order-select", "cryotherapy-order-sign"
 
 
-def record_source(config: Config, pipeline: Pipeline, hook_request: HookRequest) -> FhirFetcher | None:
+def record_source(
+    config: Config, pipeline: Pipeline, hook_request: HookRequest, deadline: CallDeadline
+) -> FhirFetcher | None:
     """The FHIR server fetcher the service would use for this request (same allow-list,
-    address rules, budget, size cap and page limit), or None when it names none."""
+    address rules, budget cut to the call ``deadline``, size cap and page limit), or None
+    when it names none."""
     from ..fhir_source import fetcher_for
     from ..fhir_targets import parse_allow_list
     from ..prefetch import prefetch_templates
@@ -38,11 +42,15 @@ def record_source(config: Config, pipeline: Pipeline, hook_request: HookRequest)
         hook_request,
         parse_allow_list(config.fhir_server_allow),
         authenticated=False,
+        deadline=deadline,
     )
 
 
 def run_file(config: Config, pipeline: Pipeline, path: Path, service_id: str | None) -> Outcome:
-    """The service's outcome for one request file; CliError for a file that is not a valid request."""
+    """The service's outcome for one request file, under the service's per-call deadline (so a
+    slow FHIR server cuts the check short here as it would there); CliError for a file that is
+    not a valid request."""
+    deadline = CallDeadline(config.call_deadline_s)  # the whole call, reading the file included
     body = read_json_object(path)
     service = SERVICES[service_id or (SIGN if body.get("hook") == "order-sign" else SELECT)]
     try:
@@ -52,7 +60,7 @@ def run_file(config: Config, pipeline: Pipeline, path: Path, service_id: str | N
         raise CliError(
             f"{path}: not a valid {service.hook} request: {exc.message}" + (f" ({problems})" if problems else "")
         ) from None
-    return pipeline.run(service, hook_request, record_source(config, pipeline, hook_request))
+    return pipeline.run(service, hook_request, record_source(config, pipeline, hook_request, deadline), deadline)
 
 
 def card_view(path: Path, cards: list[dict[str, Any]]) -> str:

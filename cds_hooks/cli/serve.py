@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, from_env
+from ..config import MIN_TOKEN_CHARS, Config, from_env
 from .common import CliError, Parser, add_listen_options, warn
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -53,15 +53,12 @@ class _Late:
         return self.app(environ, start_response)
 
 
-CONSOLE_TOKEN_MIN = 24  # as for CDS_HOOKS_AUDIT_TOKEN, its fallback
-
-
 def console_options(args: argparse.Namespace) -> None:
     """Hand --console-token/--console-patients to the console as the environment variables it
     reads (CDS_HOOKS_CONSOLE_TOKEN/_PATIENTS), after checking them, before anything listens."""
     if args.console_token is not None:
-        if len(args.console_token) < CONSOLE_TOKEN_MIN:
-            raise CliError(f"--console-token must be at least {CONSOLE_TOKEN_MIN} characters")
+        if len(args.console_token) < MIN_TOKEN_CHARS:
+            raise CliError(f"--console-token must be at least {MIN_TOKEN_CHARS} characters")
         os.environ["CDS_HOOKS_CONSOLE_TOKEN"] = args.console_token
     if args.console_patients is not None:
         folder = Path(args.console_patients).expanduser()
@@ -101,7 +98,7 @@ def register(sub: argparse._SubParsersAction[Parser]) -> None:
     serve.add_argument(
         "--console-token",
         metavar="TOKEN",
-        help=f"token for the console's login page, at least {CONSOLE_TOKEN_MIN} characters (default "
+        help=f"token for the console's login page, at least {MIN_TOKEN_CHARS} characters (default "
         "CDS_HOOKS_CONSOLE_TOKEN, else CDS_HOOKS_AUDIT_TOKEN); other users of the machine can read a "
         "command line, so on a shared machine prefer the variable",
     )

@@ -45,9 +45,10 @@ class ConsoleSettings:
 
 
 def settings_from(config: Any, environ: Any = None) -> ConsoleSettings:
-    """Token: CDS_HOOKS_CONSOLE_TOKEN, else the audit token. Patients: CDS_HOOKS_CONSOLE_PATIENTS."""
+    """Token: the configured console token (CDS_HOOKS_CONSOLE_TOKEN), else the audit token.
+    Patients: CDS_HOOKS_CONSOLE_PATIENTS."""
     env = os.environ if environ is None else environ
-    token = env.get("CDS_HOOKS_CONSOLE_TOKEN") or config.audit_token or ""
+    token = config.console_token or config.audit_token or ""
     patients = env.get("CDS_HOOKS_CONSOLE_PATIENTS")
     open_mode = not config.auth_required and config.host in LOOPBACK
     return ConsoleSettings(token=token, open_on_loopback=open_mode, patients_dir=Path(patients) if patients else None)

@@ -576,18 +576,8 @@ def dashboard_csv(table: str) -> Response:
     period = Period(request.args)
     data = _dashboard_data(period)
     if table == "rules":
-        keys = [
-            "rule_id",
-            "rule_version",
-            "evaluations",
-            "fires",
-            "fire_rate",
-            "cards",
-            "accepted",
-            "overridden",
-            "override_rate",
-            "comments",
-        ]
+        # the reasons are a list each: the "reasons" table has them one to a row
+        keys = [k for k in analytics.RULE_SUMMARY_COLUMNS if k != "top_override_reasons"]
         return _csv(f"rules-{period.start}-{period.end}", keys, ([r[k] for k in keys] for r in data["summary"]))
     if table == "reasons":
         return _csv(

@@ -1,13 +1,20 @@
 """Hostile FHIR servers on loopback, shared by tests/test_hostile_fhir.py and
 benchmarks/hostile.py: raw TCP servers that misbehave on purpose (slow headers, a dripping
-body, a gigabyte at full speed, redirects) and record what they were sent."""
+body, a gigabyte at full speed, redirects) and record what they were sent, and a fixture FHIR
+server whose search pages point ``next`` at another origin."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from cds_hooks.devtools.fhir_server import ResourceIndex, create_fhir_app
 
 
 class HostileServer:
@@ -108,3 +115,21 @@ UNPARSABLE_ANSWERS = {
     "deep nesting": b"[" * 200_000 + b"]" * 200_000,
     "huge integer": b'{"resourceType": "Bundle", "total": ' + b"9" * 5000 + b"}",
 }
+
+
+def foreign_next_app(resources: ResourceIndex, foreign_url: str) -> Flask:
+    """The fixture FHIR server over ``resources``, two results a page, whose ``next`` links
+    lead to ``foreign_url``: a fetcher must neither follow them nor send its token there."""
+    app = create_fhir_app(resources, page_size=2)
+
+    @app.after_request
+    def next_to_foreign(response: Any) -> Any:
+        body = response.get_json(silent=True)
+        if isinstance(body, dict) and body.get("resourceType") == "Bundle":
+            for link in body.get("link", []):
+                if link.get("relation") == "next":
+                    link["url"] = foreign_url + "/Observation?page=2"
+            response.set_data(json.dumps(body))
+        return response
+
+    return app
