@@ -235,6 +235,9 @@ def test_0006_turns_evaluation_rows_into_shared_sets_and_back(db_url: str) -> No
     with raw_engine(db_url) as engine:
         tables = set(inspect(engine).get_table_names())
         assert "evaluation_set" not in tables
+        with engine.connect() as conn:  # the decision table was rebuilt on SQLite: nothing cascaded
+            assert conn.execute(text("SELECT decision_id FROM rule_hit")).scalars().all() == ["d-a"]
+            assert conn.execute(text("SELECT count(*) FROM decision_order")).scalar_one() == 1
         assert "evaluation_set" not in {c["name"] for c in inspect(engine).get_columns("decision")}
     alembic_to(db_url, "head")  # and up again
     again = AuditStore(db_url, KEY)
