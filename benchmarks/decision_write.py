@@ -4,15 +4,23 @@ The decision written is a real one: the pipeline's outcome for the typical reque
 ``benchmarks/pipeline.py`` (one order, every rule evaluated, its cards and hits), written again
 and again under fresh decision ids. Options:
 
-* ``store (as shipped)``: ``AuditStore.record_decision``: one transaction, one INSERT for the
-  decision and one executemany per child table (SQLAlchemy Core), run on the store's
-  bounded pool (run_bounded).
+* ``store before #15 (0005)``: the write as shipped up to revision 0005: one transaction, one
+  INSERT for the decision and one executemany per child table (SQLAlchemy Core), one
+  ``rule_evaluation`` row per rule evaluated, run on the store's bounded pool (run_bounded).
+  It writes to a scratch ``rule_evaluation`` table made like revision 0001's.
 * ``same, caller's thread``: the same statements without the hop to the pool thread.
 * ``pre-rendered driver SQL``: the same rows as pre-rendered SQL through ``exec_driver_sql``
   (no compile step; the driver caches or prepares the statements).
 * ``one JSON row``: the whole decision as one JSON document in one row of a scratch table
   (what "JSON columns, one statement per call" would cost at best; the analytics would then
   have to unpack it).
+* ``evaluation sets, Core``: revision 0006's rows (the decision names its evaluation set,
+  stored once; no row per rule) written with the 0005 statements, on the bounded pool.
+* ``store (as shipped)``: ``AuditStore.record_decision`` today: revision 0006's rows through
+  ``cds_hooks.audit.writer`` (SQLite: statements compiled once, run through the driver;
+  PostgreSQL: the whole decision in one statement), on the bounded pool.
+
+The options take turns, one write each, so a busy machine slows all of them alike.
 
 SQLite runs each option with ``synchronous=FULL`` (SQLite's WAL default) and ``NORMAL``. In WAL
 mode NORMAL still survives a killed process (the WAL is in the OS's hands once written; only an
@@ -34,17 +42,18 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import JSON, Connection, Engine, event, insert
+from sqlalchemy import JSON, Column, Connection, Engine, ForeignKey, MetaData, String, Table, event, insert
 
-from cds_hooks.audit.models import Card, Decision, DecisionOrder, RuleEvaluation, RuleHit
+from cds_hooks.audit.models import Card, Decision, DecisionOrder, RuleHit
 from cds_hooks.audit.records import DecisionRecord
-from cds_hooks.audit.store import AuditStore, _decision_rows
+from cds_hooks.audit.store import AuditStore, _decision_rows, _store_evaluation_set, evaluation_set_key
 from cds_hooks.config import Config
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.pipeline_factory import build_pipeline
@@ -52,8 +61,18 @@ from cds_hooks.service import SERVICES
 from tests.support.load import postgres_reachable, throwaway_database
 
 KEY = b"benchmark-only-patient-key-32byt"
-CHILDREN = (DecisionOrder, RuleEvaluation, Card, RuleHit)
-TABLES = {model.__tablename__: model.__table__ for model in (Decision, *CHILDREN)}
+# The per-rule table of revisions 0001-0005, for the "before" options.
+_SCRATCH = MetaData()
+Table("decision", _SCRATCH, Column("decision_id", String(64), primary_key=True))
+RULE_EVALUATION = Table(
+    "rule_evaluation",
+    _SCRATCH,
+    Column("decision_id", String(64), ForeignKey("decision.decision_id", ondelete="CASCADE"), primary_key=True),
+    Column("rule_id", String(64), primary_key=True, index=True),
+    Column("rule_version", String(32), nullable=False),
+)
+CHILDREN = (DecisionOrder.__table__, RULE_EVALUATION, Card.__table__, RuleHit.__table__)
+TABLES = {table.name: table for table in (Decision.__table__, *CHILDREN)}
 
 
 def typical_decision() -> tuple[DecisionRecord, list[tuple[str, str]]]:
@@ -124,12 +143,26 @@ def _same(value: Any) -> Any:
 
 
 def core_inserts(engine: Engine, rows: dict[str, Any]) -> None:
-    """The store's statements (SQLAlchemy Core, one INSERT or executemany per table)."""
+    """The 0005 store's statements (SQLAlchemy Core, one INSERT or executemany per table)."""
     with engine.begin() as conn:
         conn.execute(insert(Decision), [rows["decision"]])
-        for model in CHILDREN:
-            if rows[model.__tablename__]:
-                conn.execute(insert(model), rows[model.__tablename__])
+        for table in CHILDREN:
+            if rows[table.name]:
+                conn.execute(insert(table), rows[table.name])
+
+
+def core_with_sets(engine: Engine, known: set[str], rows: dict[str, Any]) -> None:
+    """Revision 0006's rows (evaluation set by reference) through the 0005 statements."""
+    pairs = [(row["rule_id"], row["rule_version"]) for row in rows["rule_evaluation"]]
+    key = evaluation_set_key(pairs)
+    with engine.begin() as conn:
+        if key not in known:
+            _store_evaluation_set(conn, key, pairs)
+        conn.execute(insert(Decision), [{**rows["decision"], "evaluation_set": key}])
+        for table in CHILDREN:
+            if table is not RULE_EVALUATION and rows[table.name]:
+                conn.execute(insert(table), rows[table.name])
+    known.add(key)
 
 
 def driver_inserts(engine: Engine, writer: DriverInserts, rows: dict[str, Any]) -> None:
@@ -147,15 +180,18 @@ def one_json_row(engine: Engine, rows: dict[str, Any]) -> None:
         )
 
 
-def _time(write: Callable[[], None], writes: int) -> float:
-    for _ in range(10):
-        write()
-    samples = []
+def _time(options: Mapping[str, Callable[[], None]], writes: int) -> dict[str, float]:
+    """Median ms per write of each option, the options taking turns write by write."""
+    for write in options.values():
+        for _ in range(10):
+            write()
+    samples: dict[str, list[float]] = {name: [] for name in options}
     for _ in range(writes):
-        started = time.perf_counter()
-        write()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+        for name, write in options.items():
+            started = time.perf_counter()
+            write()
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def measure(url: str, rec: DecisionRecord, evaluated: list[tuple[str, str]], writes: int, synchronous: str | None):
@@ -169,18 +205,23 @@ def measure(url: str, rec: DecisionRecord, evaluated: list[tuple[str, str]], wri
         conn.exec_driver_sql(
             "CREATE TABLE IF NOT EXISTS bench_decision_doc (decision_id VARCHAR(64) PRIMARY KEY, doc TEXT)"
         )
+        RULE_EVALUATION.create(conn)
     hashed = store.hash_patient(rec.patient_id)
     writer = DriverInserts(engine.dialect)
 
     def rows() -> dict[str, Any]:
         return _decision_rows(fresh(rec), evaluated, hashed)
 
-    results = {
-        "store (as shipped)": _time(lambda: store.record_decision(fresh(rec), evaluated), writes),
-        "same, caller's thread": _time(lambda: core_inserts(engine, rows()), writes),
-        "pre-rendered driver SQL": _time(lambda: driver_inserts(engine, writer, rows()), writes),
-        "one JSON row": _time(lambda: one_json_row(engine, rows()), writes),
+    known: set[str] = set()
+    options: dict[str, Callable[[], None]] = {
+        "store before #15 (0005)": lambda: store.run_bounded(partial(core_inserts, engine, rows())),
+        "same, caller's thread": lambda: core_inserts(engine, rows()),
+        "pre-rendered driver SQL": lambda: driver_inserts(engine, writer, rows()),
+        "one JSON row": lambda: one_json_row(engine, rows()),
+        "evaluation sets, Core": lambda: store.run_bounded(partial(core_with_sets, engine, known, rows())),
+        "store (as shipped)": lambda: store.record_decision(fresh(rec), evaluated),
     }
+    results = _time(options, writes)
     store.dispose()
     return results
 
@@ -193,7 +234,8 @@ def main() -> int:
     rows = _decision_rows(rec, evaluated, "x" * 64)
     print(
         f"== decision write, {args.writes} writes per option (median ms/write); one decision = 1 decision row, "
-        + ", ".join(f"{len(rows[m.__tablename__])} {m.__tablename__}" for m in CHILDREN)
+        + ", ".join(f"{len(rows[t.name])} {t.name}" for t in CHILDREN)
+        + " (since 0006 the rule_evaluation rows are one evaluation set, stored once)"
     )
     columns: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, bindparam, create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +39,7 @@ from cds_hooks.audit import (
     analytics,
 )
 from cds_hooks.audit.models import Base, UTCDateTime
+from cds_hooks.audit.store import MIGRATIONS_DIR
 
 KEY = b"test-only-patient-key-32-bytes!!"
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +51,17 @@ HEAD_REVISION = max(
     p.name.split("_", 1)[0]
     for p in (Path(__file__).resolve().parent.parent / "cds_hooks/audit/migrations/versions").glob("0*.py")
 )
-TABLES = {"decision", "decision_order", "rule_hit", "card", "feedback", "rule_evaluation", "seen_jti", "store_meta"}
+TABLES = {
+    "decision",
+    "decision_order",
+    "rule_hit",
+    "card",
+    "feedback",
+    "evaluation_set",
+    "evaluation_set_member",
+    "seen_jti",
+    "store_meta",
+}
 
 
 # -- databases ---------------------------------------------------------------------------
@@ -481,9 +494,12 @@ def test_purge_deletes_only_records_older_than_the_cutoff(store: AuditStore, db_
     assert store.purge_older_than(30) == 1
 
     assert analytics.explain_decision(store, "d-old") is None
-    assert analytics.explain_decision(store, "d-new") is not None
-    for table in ("decision_order", "rule_hit", "card", "rule_evaluation"):
+    kept = analytics.explain_decision(store, "d-new")
+    assert kept is not None and len(kept["evaluated_rules"]) == 2
+    for table in ("decision_order", "rule_hit", "card"):
         assert {row["decision_id"] for row in table_rows(db_url, table)} == {"d-new"}, table
+    # The evaluation set both decisions shared stays (no patient data; writers remember it).
+    assert len(table_rows(db_url, "evaluation_set")) == 1
     assert [row["card_uuid"] for row in table_rows(db_url, "feedback")] == ["c-new"]
     assert store.purge_older_than(30) == 0
     with pytest.raises(ValueError):
@@ -516,7 +532,12 @@ def test_migrate_twice_is_a_no_op_and_keeps_data(store: AuditStore, db_url: str)
     assert store.count_decisions() == 1
 
 
-def test_models_match_the_migrated_schema(store: AuditStore, db_url: str) -> None:
+def test_models_match_the_migrated_schema(db_url: str) -> None:
+    cfg = Config()  # by hand: store.migrate() would create a fresh database from the models
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("sqlalchemy.url", db_url)
+    command.upgrade(cfg, "head")
     with raw_engine(db_url) as engine, engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
@@ -603,7 +624,7 @@ def test_recording_on_a_broken_database_raises_and_the_safe_variant_returns_fals
     rec = decision("d-1", (hit("CI-RAYNAUD", "c-1"),), (card("c-1", "CI-RAYNAUD"),))
     before = AuditStore.write_failures
 
-    with pytest.raises(Exception, match=r"(?i)decision"):  # no such table
+    with pytest.raises(Exception, match=r"(?i)decision|evaluation_set"):  # no such table
         empty_store.record_decision(rec, EVALUATED)
     with caplog.at_level(logging.ERROR, logger="cds_hooks.audit"):
         assert empty_store.record_decision_safely(rec, EVALUATED) is False

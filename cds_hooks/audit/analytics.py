@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, case, func, select, true
+from sqlalchemy import ColumnElement, Connection, and_, case, func, join, select, true
 
-from .models import Card, Decision, DecisionOrder, Feedback, RuleEvaluation, RuleHit
+from .models import Card, Decision, DecisionOrder, EvaluationSetMember, Feedback, RuleHit
 from .store import AuditStore
 
 TOP_REASONS = 5
@@ -34,6 +34,10 @@ RULE_SUMMARY_COLUMNS = (
     "comments",
     "top_override_reasons",
 )
+
+# Each decision with the rules evaluated for it: one row per (decision, rule).
+Evaluated = EvaluationSetMember
+EVALUATIONS = join(Decision, Evaluated, Evaluated.set_key == Decision.evaluation_set)
 
 
 def rule_summary(
@@ -53,13 +57,8 @@ def rule_summary(
     made under that site policy.
     """
     period = _period(since, until, service, policy_revision)
-    key_cols = (RuleEvaluation.rule_id, RuleEvaluation.rule_version)
-    evaluations = (
-        select(*key_cols, func.count().label("n"))
-        .join(Decision, Decision.decision_id == RuleEvaluation.decision_id)
-        .where(period)
-        .group_by(*key_cols)
-    )
+    key_cols = (Evaluated.rule_id, Evaluated.rule_version)
+    evaluations = select(*key_cols, func.count().label("n")).select_from(EVALUATIONS).where(period).group_by(*key_cols)
     hits = (
         select(
             RuleHit.rule_id,
@@ -167,12 +166,7 @@ def silent_rules(
     wanted = set(all_rule_ids)
     with store.reading() as conn:
         evaluated = set(
-            conn.execute(
-                select(RuleEvaluation.rule_id)
-                .distinct()
-                .join(Decision, Decision.decision_id == RuleEvaluation.decision_id)
-                .where(period)
-            ).scalars()
+            conn.execute(select(Evaluated.rule_id).distinct().select_from(EVALUATIONS).where(period)).scalars()
         )
         fired = set(
             conn.execute(
@@ -205,9 +199,10 @@ def explain_decision(store: AuditStore, decision_id: str) -> dict[str, Any] | No
         )
         evaluated = (
             conn.execute(
-                select(RuleEvaluation.rule_id, RuleEvaluation.rule_version)
-                .where(RuleEvaluation.decision_id == decision_id)
-                .order_by(RuleEvaluation.rule_id)
+                select(Evaluated.rule_id, Evaluated.rule_version)
+                .select_from(EVALUATIONS)
+                .where(Decision.decision_id == decision_id)
+                .order_by(Evaluated.rule_id)
             )
             .mappings()
             .all()
@@ -251,10 +246,9 @@ def explain_card(store: AuditStore, card_uuid: str) -> dict[str, Any] | None:
             return None
         hits = _hits(conn, RuleHit.card_uuid == card_uuid)
         version = conn.execute(
-            select(RuleEvaluation.rule_version).where(
-                RuleEvaluation.decision_id == card["decision_id"],
-                RuleEvaluation.rule_id == card["rule_id"],
-            )
+            select(Evaluated.rule_version)
+            .select_from(EVALUATIONS)
+            .where(Decision.decision_id == card["decision_id"], Evaluated.rule_id == card["rule_id"])
         ).scalar()
         feedback = _feedback_by_card(conn, [card_uuid]).get(card_uuid, [])
 

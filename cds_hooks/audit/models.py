@@ -1,7 +1,8 @@
 """Audit tables (SQLAlchemy 2.0 typed declarative).
 
-The schema itself is created by the Alembic migrations next to this module; these classes
-describe it for queries, and a test checks that both agree. Only portable types are used
+An existing database is brought up to date by the Alembic migrations next to this module; a
+fresh one is created from these classes (`metadata.create_all`), and tests check that both
+give the same schema. Only portable types are used
 (`JSON`, timezone-aware `DateTime`) so SQLite and PostgreSQL run the same code.
 """
 
@@ -96,6 +97,8 @@ class Decision(Base):
     policy_revision: Mapped[str | None] = mapped_column(String(64))
     facts: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     suppressed: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
+    # The rules evaluated for the call (revision 0006); NULL when none were.
+    evaluation_set: Mapped[str | None] = mapped_column(ForeignKey("evaluation_set.set_key"))
 
 
 class DecisionOrder(Base):
@@ -169,13 +172,28 @@ class Feedback(Base):
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
 
 
-class RuleEvaluation(Base):
-    """Every rule evaluated for a decision, fired or not: the denominator of fire rates."""
+class EvaluationSet(Base):
+    """A distinct set of (rule id, version) pairs evaluated for a decision, fired or not: the
+    denominator of fire rates.
 
-    __tablename__ = "rule_evaluation"
+    Nearly every decision of one rules revision evaluates the same set, so it is stored once
+    under the SHA-256 of its sorted pairs (`set_key`) and decisions point at it, instead of
+    each decision writing one row per rule. Sets hold no patient data and are never purged:
+    a writer remembers the sets it has stored and does not write them again.
+    """
 
-    decision_id: Mapped[str] = mapped_column(ForeignKey("decision.decision_id", ondelete="CASCADE"), primary_key=True)
-    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    __tablename__ = "evaluation_set"
+
+    set_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class EvaluationSetMember(Base):
+    """One rule (with its version) of an evaluation set."""
+
+    __tablename__ = "evaluation_set_member"
+
+    set_key: Mapped[str] = mapped_column(ForeignKey("evaluation_set.set_key", ondelete="CASCADE"), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     rule_version: Mapped[str] = mapped_column(String(32))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import math
 import os
@@ -27,8 +28,13 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
+    Column,
     Connection,
     Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
     create_engine,
     delete,
     event,
@@ -48,9 +54,10 @@ from sqlalchemy.pool import StaticPool
 
 from .. import metrics
 from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
-from .models import Card, Decision, DecisionOrder, Feedback, RuleEvaluation, RuleHit
+from .models import Base, Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetMember, Feedback, RuleHit
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
+from .writer import DecisionWriter
 
 log = logging.getLogger("cds_hooks.audit")
 
@@ -109,6 +116,9 @@ class AuditStore:
         self._executor_pid = 0
         self._executor_lock = threading.Lock()
         self.spool = Spool(spool_dir) if spool_dir is not None else None
+        # Evaluation sets this process has seen committed: the usual call writes no set.
+        self._stored_sets: set[str] = set()
+        self._writer = DecisionWriter(self._engine.dialect)
         # A forked worker (gunicorn --preload) must never reuse the parent's connections:
         # two processes on one socket lose writes. SQLAlchemy's recipe for forked processes.
         os.register_at_fork(after_in_child=partial(_forget_inherited_connections, weakref.ref(self._engine)))
@@ -175,11 +185,13 @@ class AuditStore:
         """Bring the schema to the newest revision; a no-op when it already is.
 
         The usual start-up finds the schema current: that is told by one query against the
-        version files' text, so a serving worker never imports Alembic (~0.3 s, ~15 MB)."""
+        version files' text. A database without any table gets the newest schema from the
+        models and is stamped at the newest revision. Either way a serving worker never
+        imports Alembic (~0.3 s, ~15 MB); only an older schema is migrated through it."""
         self._check_open()
         with _MIGRATE_LOCK:  # not beside another thread's migration: its DDL locks the file
-            current = self.schema_is_current()
-        if current:
+            done = self.schema_is_current() or self._create_if_empty()
+        if done:
             self._engine.dispose()  # hold no connection across a later fork
             return
         from alembic import command
@@ -195,6 +207,24 @@ class AuditStore:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
         self._engine.dispose()  # hold no connection across a later fork
+
+    def _create_if_empty(self) -> bool:
+        """Create the newest schema with ``metadata.create_all`` and stamp its revision, if the
+        database has no table at all; True when it did. Workers starting together are
+        serialised as Alembic's are (PostgreSQL advisory lock; SQLite's BEGIN IMMEDIATE),
+        and the loser finds tables and leaves them to the caller's check."""
+        heads = head_revisions()
+        if len(heads) != 1:
+            return False
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+            if inspect(conn).get_table_names():
+                return False
+            Base.metadata.create_all(conn)
+            _VERSION.create(conn)
+            conn.execute(insert(_VERSION).values(version_num=next(iter(heads))))
+        return True
 
     def schema_is_current(self) -> bool:
         """True when the database's Alembic version is the newest migration (read-only check)."""
@@ -233,19 +263,36 @@ class AuditStore:
 
     def _insert_rows(self, rows: dict[str, Any], *, ignore_existing: bool) -> bool:
         """Insert one decision's rows in one transaction; with ``ignore_existing`` a decision
-        already stored (a write that hung but committed, then was spooled) is left alone."""
-        with self._engine.begin() as conn:
-            if ignore_existing:
-                stmt = dialect_insert(conn.dialect.name, Decision).values(rows["decision"])
-                if not wrote_row(
-                    conn, stmt.on_conflict_do_nothing(index_elements=["decision_id"]), Decision.decision_id
-                ):
-                    return False
-            else:
-                conn.execute(insert(Decision), [rows["decision"]])
-            for model in (DecisionOrder, RuleEvaluation, Card, RuleHit):
-                if rows[model.__tablename__]:
-                    conn.execute(insert(model), rows[model.__tablename__])
+        already stored (a write that hung but committed, then was spooled) is left alone.
+
+        The evaluated rules (``rows["rule_evaluation"]``, also the spooled format) become a
+        reference to their evaluation set, stored first when this process has not stored it
+        yet; a spooled decision always makes sure of its set."""
+        pairs = [(row["rule_id"], row["rule_version"]) for row in rows["rule_evaluation"]]
+        key = evaluation_set_key(pairs) if pairs else None
+        decision = {**rows["decision"], "evaluation_set": key}
+        try:
+            with self._engine.begin() as conn:
+                if key is not None and (ignore_existing or key not in self._stored_sets):
+                    _store_evaluation_set(conn, key, pairs)
+                if not ignore_existing:
+                    self._writer.write(conn, {**rows, "decision": decision})
+                else:
+                    # Rare (spool drain), so plain Core: rows of any spooled format go in.
+                    stmt = dialect_insert(conn.dialect.name, Decision).values(decision)
+                    if not wrote_row(
+                        conn, stmt.on_conflict_do_nothing(index_elements=["decision_id"]), Decision.decision_id
+                    ):
+                        return False
+                    for model in (DecisionOrder, Card, RuleHit):
+                        if rows[model.__tablename__]:
+                            conn.execute(insert(model), rows[model.__tablename__])
+        except BaseException:
+            # The set may be gone (a database recreated under this process): store it again.
+            self._stored_sets.discard(key or "")
+            raise
+        if key is not None:
+            self._stored_sets.add(key)
         return True
 
     def record_or_spool(self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]) -> bool:
@@ -381,8 +428,9 @@ class AuditStore:
     def purge_older_than(self, days: int) -> int:
         """Delete decisions (with children) and feedback older than `days`; retention.
 
-        Decisions age by `created_at`, feedback by `received_at`. Returns the number of
-        decisions deleted.
+        Decisions age by `created_at`, feedback by `received_at`. Evaluation sets stay: they
+        hold no patient data, are shared by decisions old and new, and writers remember them.
+        Returns the number of decisions deleted.
         """
         self._check_open()
         if days < 0:
@@ -392,7 +440,6 @@ class AuditStore:
         with self._engine.begin() as conn:
             # Explicit child deletes: SQLite only cascades with foreign_keys on, and a
             # database created by other tools might not have it.
-            conn.execute(delete(RuleEvaluation).where(RuleEvaluation.decision_id.in_(old)))
             conn.execute(delete(RuleHit).where(RuleHit.decision_id.in_(old)))
             conn.execute(delete(Card).where(Card.decision_id.in_(old)))
             conn.execute(delete(DecisionOrder).where(DecisionOrder.decision_id.in_(old)))
@@ -426,6 +473,16 @@ class AuditStore:
 # -- schema version ----------------------------------------------------------------------
 
 VERSION_TABLE = "alembic_version"
+# Serialises schema changes of workers and hosts on PostgreSQL (pg_advisory_xact_lock); the
+# constant names "cryo-cds audit migrations". Also taken by migrations/env.py.
+MIGRATION_LOCK_ID = 0x4352_594F_4155_4454
+# Alembic's version table, as Alembic creates it (for stamping a database made by create_all).
+_VERSION = Table(
+    VERSION_TABLE,
+    MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
+)
 _REVISION = re.compile(r"^revision\b[^=\n]*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
 _DOWN_REVISION = re.compile(r"^down_revision\b[^=\n]*=(.*)$", re.MULTILINE)
 
@@ -588,6 +645,27 @@ def _decision_rows(
     }
 
 
+def evaluation_set_key(pairs: Sequence[tuple[str, str]]) -> str:
+    """The key of a set of (rule id, version) pairs: SHA-256 of the sorted pairs as JSON, so
+    every process (and migration 0006) names the same set alike without asking the database."""
+    canonical = json.dumps(sorted([rule_id, version] for rule_id, version in pairs), separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _store_evaluation_set(conn: Connection, key: str, pairs: Sequence[tuple[str, str]]) -> None:
+    """Insert the set and its members unless it is there. A concurrent writer of the same set
+    makes the INSERT wait for its commit and then skip, so members are written once, whole."""
+    stmt = dialect_insert(conn.dialect.name, EvaluationSet).values(set_key=key)
+    if wrote_row(conn, stmt.on_conflict_do_nothing(index_elements=["set_key"]), EvaluationSet.set_key):
+        conn.execute(
+            insert(EvaluationSetMember),
+            [{"set_key": key, "rule_id": rule_id, "rule_version": version} for rule_id, version in pairs],
+        )
+
+
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
 class _Scrubber:
     """Replaces the raw patient id (alone or as a `Patient/<id>` reference) in strings.
 
@@ -601,17 +679,31 @@ class _Scrubber:
         self._masked = f"Patient/hmac-{patient_hash}"
 
     def __call__(self, value: Any) -> Any:
-        if isinstance(value, str):
-            value = clean_text(value)
-            if self._raw and (value == self._raw or value == self._ref):
-                return self._masked
-            if self._raw and value.startswith(self._ref + "/"):
-                return self._masked + value[len(self._ref) :]
+        # Exact types first: a decision's facts are hundreds of plain values, and the ABC
+        # checks below cost a quarter of the walk (benchmarks/decision_write.py).
+        kind = type(value)
+        if kind is dict:
+            return {key: self(item) for key, item in value.items()}
+        if kind is str:
+            return self._text(value)
+        if kind in _PLAIN:
             return value
+        if kind is list or kind is tuple:
+            return [self(item) for item in value]
+        if isinstance(value, str):
+            return self._text(value)
         if isinstance(value, Mapping):
             return {key: self(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
             return [self(item) for item in value]
+        return value
+
+    def _text(self, value: str) -> str:
+        value = clean_text(value)
+        if self._raw and (value == self._raw or value == self._ref):
+            return self._masked
+        if self._raw and value.startswith(self._ref + "/"):
+            return self._masked + value[len(self._ref) :]
         return value
 
 

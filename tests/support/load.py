@@ -63,7 +63,7 @@ from requests.adapters import HTTPAdapter
 from sqlalchemy import func, select, text
 
 from cds_hooks.audit.analytics import rule_summary
-from cds_hooks.audit.models import Card, Decision, DecisionOrder, Feedback, RuleEvaluation, RuleHit
+from cds_hooks.audit.models import Card, Decision, DecisionOrder, EvaluationSetMember, Feedback, RuleHit
 from cds_hooks.audit.store import AuditStore
 from cds_hooks.devtools.cases import PATIENT_ID, case_request
 from cds_hooks.rulebook import load_rulebook
@@ -742,10 +742,17 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
             decisions = conn.execute(select(Decision.decision_id, Decision.hook_instance, Decision.status)).all()
             cards = conn.execute(select(Card.uuid, Card.decision_id, Card.rule_id, Card.indicator)).all()
             per = {}
-            for name, model in (("orders", DecisionOrder), ("evaluations", RuleEvaluation), ("hits", RuleHit)):
+            for name, model in (("orders", DecisionOrder), ("hits", RuleHit)):
                 per[name] = dict(
                     conn.execute(select(model.decision_id, func.count()).group_by(model.decision_id)).all()
                 )
+            per["evaluations"] = dict(
+                conn.execute(
+                    select(Decision.decision_id, func.count())
+                    .join(EvaluationSetMember, EvaluationSetMember.set_key == Decision.evaluation_set)
+                    .group_by(Decision.decision_id)
+                ).all()
+            )
             dangling_hits = conn.execute(
                 select(func.count())
                 .select_from(RuleHit)
@@ -753,7 +760,7 @@ def verify(db_url: str, load: LoadResult, *, kill_worker: bool, server_log: str)
                 .where(RuleHit.card_uuid.is_not(None), Card.uuid.is_(None))
             ).scalar_one()
             orphans = 0
-            for model in (DecisionOrder, RuleEvaluation, RuleHit, Card):
+            for model in (DecisionOrder, RuleHit, Card):
                 orphans += conn.execute(
                     select(func.count())
                     .select_from(model)

@@ -1,6 +1,7 @@
 """Alembic environment for the audit store.
 
-Run programmatically by `AuditStore.migrate()`, which hands over an open connection in
+Run programmatically by `AuditStore.migrate()` for a database with an older schema (one
+without tables is created from the models instead), which hands over an open connection in
 `config.attributes["connection"]`; the `sqlalchemy.url` option is the fallback for running
 `alembic` by hand. On PostgreSQL a transaction-scoped advisory lock serialises workers that
 all migrate at start-up; on SQLite the store's `BEGIN IMMEDIATE` already does.
@@ -12,9 +13,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 from cds_hooks.audit.models import Base
-
-# Arbitrary constant naming "cryo-cds audit migrations" for pg_advisory_xact_lock.
-_PG_MIGRATION_LOCK = 0x4352_594F_4155_4454
+from cds_hooks.audit.store import MIGRATION_LOCK_ID
 
 config = context.config
 target_metadata = Base.metadata
@@ -29,7 +28,7 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
         context.run_migrations()
 
 
