@@ -38,7 +38,7 @@ from cds_hooks.audit import (
     FiredRule,
     analytics,
 )
-from cds_hooks.audit.models import Base, UTCDateTime
+from cds_hooks.audit.models import UTCDateTime, metadata
 from cds_hooks.audit.store import MIGRATIONS_DIR
 
 KEY = b"test-only-patient-key-32-bytes!!"
@@ -540,7 +540,7 @@ def test_models_match_the_migrated_schema(db_url: str) -> None:
     command.upgrade(cfg, "head")
     with raw_engine(db_url) as engine, engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        assert compare_metadata(context, Base.metadata) == []
+        assert compare_metadata(context, metadata) == []
 
 
 MIGRATE_SCRIPT = """

@@ -1,4 +1,8 @@
-"""Audit tables (SQLAlchemy 2.0 typed declarative).
+"""Audit tables (SQLAlchemy Core).
+
+Core tables rather than ORM classes: nothing here is loaded into objects (every query and
+write is a Core statement), and the ORM's mapper machinery would cost each serving process
+about 11 MB. ``TableView`` keeps the readable ``Decision.created_at`` spelling.
 
 An existing database is brought up to date by the Alembic migrations next to this module; a
 fresh one is created from these classes (`metadata.create_all`), and tests check that both
@@ -9,12 +13,13 @@ give the same schema. Only portable types are used
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Dialect,
     Float,
@@ -22,9 +27,9 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 # Fixed constraint names, so the hand-written migration and these models name things alike.
@@ -66,156 +71,180 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map: ClassVar[dict[Any, Any]] = {
-        datetime: UTCDateTime(),
-        dict[str, Any]: JSON(),
-        list[str]: JSON(),
-    }
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class Decision(Base):
-    """One hook call (OPA-style decision log entry)."""
+class TableView:
+    """A table whose columns read as attributes (``Decision.created_at``); SQLAlchemy takes
+    it wherever it takes the table (``select(Decision)``, ``insert(Card)``)."""
 
-    __tablename__ = "decision"
+    def __init__(self, table: Table) -> None:
+        self.__table__ = table
+        self.__tablename__ = table.name
 
-    decision_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(index=True)
-    service_id: Mapped[str] = mapped_column(String(128))
-    hook: Mapped[str] = mapped_column(String(128))
-    hook_instance: Mapped[str] = mapped_column(String(128))
-    patient_hash: Mapped[str] = mapped_column(String(64), index=True)
-    rules_revision: Mapped[str] = mapped_column(String(128))
-    evaluator: Mapped[str] = mapped_column(String(16))
-    latency_ms: Mapped[float] = mapped_column(Float)
-    status: Mapped[int] = mapped_column(Integer)
-    data_gaps: Mapped[list[str]]
-    # Governance (revision 0005): the site policy in force, the de-identified facts the rules
-    # ran on (what-if replay), and the findings not shown again (no nagging twice), each with
-    # its reason. NULL on decisions logged before 0005.
-    policy_revision: Mapped[str | None] = mapped_column(String(64))
-    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
-    suppressed: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))
-    # The rules evaluated for the call (revision 0006); NULL when none were.
-    evaluation_set: Mapped[str | None] = mapped_column(ForeignKey("evaluation_set.set_key"))
+    def __clause_element__(self) -> Any:  # the Table (typed Any to fit SQLAlchemy's protocol)
+        return self.__table__
+
+    def __getattr__(self, name: str) -> Column[Any]:
+        try:
+            return self.__table__.c[name]
+        except KeyError:
+            raise AttributeError(f"table {self.__tablename__} has no column {name}") from None
 
 
-class DecisionOrder(Base):
-    """A cryotherapy order seen in the decision, with its modality."""
-
-    __tablename__ = "decision_order"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    decision_id: Mapped[str] = mapped_column(ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True)
-    order_ref: Mapped[str] = mapped_column(String(256))
-    modality: Mapped[str] = mapped_column(String(32))
+def _required(name: str, kind: Any, **options: Any) -> Column[Any]:
+    return Column(name, kind, nullable=False, **options)
 
 
-class RuleHit(Base):
-    """A rule that fired for one order, with evidence references and matched facts."""
-
-    __tablename__ = "rule_hit"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    decision_id: Mapped[str] = mapped_column(ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True)
-    rule_id: Mapped[str] = mapped_column(String(64), index=True)
-    rule_version: Mapped[str] = mapped_column(String(32))
-    severity: Mapped[str] = mapped_column(String(16))
-    card_uuid: Mapped[str | None] = mapped_column(String(64), index=True)
-    order_ref: Mapped[str] = mapped_column(String(256))
-    evidence: Mapped[list[str]]
-    facts: Mapped[dict[str, Any]]
+def _optional(name: str, kind: Any, **options: Any) -> Column[Any]:
+    return Column(name, kind, nullable=True, **options)
 
 
-class Card(Base):
-    """A card returned to the EHR; feedback joins here by uuid."""
-
-    __tablename__ = "card"
-
-    uuid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    decision_id: Mapped[str] = mapped_column(ForeignKey("decision.decision_id", ondelete="CASCADE"), index=True)
-    rule_id: Mapped[str] = mapped_column(String(64))
-    indicator: Mapped[str] = mapped_column(String(16))
-    summary: Mapped[str] = mapped_column(Text)
-    suggestion_uuids: Mapped[list[str]]
-    # Every rule the card carries (its findings), and the override reasons it offered
-    # (code -> display); NULL on cards logged before revision 0003.
-    rule_ids: Mapped[list[str] | None]
-    override_reasons: Mapped[dict[str, Any] | None]
+def _child_of_decision() -> Column[Any]:
+    return Column("decision_id", ForeignKey("decision.decision_id", ondelete="CASCADE"), nullable=False, index=True)
 
 
-class Feedback(Base):
-    """A clinician's response to a card.
-
-    No foreign key to `card`: feedback for unknown or already purged cards is still kept
-    (flagged by `known_card`), and the two are purged on their own clocks.
-    """
-
-    __tablename__ = "feedback"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    service_id: Mapped[str] = mapped_column(String(128))
-    card_uuid: Mapped[str] = mapped_column(String(64), index=True)
-    decision_id: Mapped[str | None] = mapped_column(String(64))
-    rule_id: Mapped[str | None] = mapped_column(String(64))
-    rule_ids: Mapped[list[str] | None]  # every rule of the card the feedback is about
-    outcome: Mapped[str] = mapped_column(String(16))
-    outcome_timestamp: Mapped[datetime]
-    accepted_suggestions: Mapped[list[str]]
-    override_code: Mapped[str | None] = mapped_column(String(128))
-    override_system: Mapped[str | None] = mapped_column(String(256))
-    override_display: Mapped[str | None] = mapped_column(Text)
-    user_comment: Mapped[str | None] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(index=True)
-    known_card: Mapped[bool] = mapped_column(Boolean)
-    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+def _serial_id() -> Column[Any]:
+    return Column("id", BigId, primary_key=True, autoincrement=True)
 
 
-class EvaluationSet(Base):
-    """A distinct set of (rule id, version) pairs evaluated for a decision, fired or not: the
-    denominator of fire rates.
+# One hook call (OPA-style decision log entry).
+Decision = TableView(
+    Table(
+        "decision",
+        metadata,
+        Column("decision_id", String(64), primary_key=True),
+        _required("created_at", UTCDateTime(), index=True),
+        _required("service_id", String(128)),
+        _required("hook", String(128)),
+        _required("hook_instance", String(128)),
+        _required("patient_hash", String(64), index=True),
+        _required("rules_revision", String(128)),
+        _required("evaluator", String(16)),
+        _required("latency_ms", Float),
+        _required("status", Integer),
+        _required("data_gaps", JSON()),
+        # Governance (revision 0005): the site policy in force, the de-identified facts the
+        # rules ran on (what-if replay), and the findings not shown again (no nagging twice),
+        # each with its reason. NULL on decisions logged before 0005.
+        _optional("policy_revision", String(64)),
+        _optional("facts", JSON(none_as_null=True)),
+        _optional("suppressed", JSON(none_as_null=True)),
+        # The rules evaluated for the call (revision 0006); NULL when none were.
+        Column("evaluation_set", ForeignKey("evaluation_set.set_key"), nullable=True),
+    )
+)
 
-    Nearly every decision of one rules revision evaluates the same set, so it is stored once
-    under the SHA-256 of its sorted pairs (`set_key`) and decisions point at it, instead of
-    each decision writing one row per rule. Sets hold no patient data and are never purged:
-    a writer remembers the sets it has stored and does not write them again.
-    """
+# A cryotherapy order seen in the decision, with its modality.
+DecisionOrder = TableView(
+    Table(
+        "decision_order",
+        metadata,
+        _serial_id(),
+        _child_of_decision(),
+        _required("order_ref", String(256)),
+        _required("modality", String(32)),
+    )
+)
 
-    __tablename__ = "evaluation_set"
+# A rule that fired for one order, with evidence references and matched facts.
+RuleHit = TableView(
+    Table(
+        "rule_hit",
+        metadata,
+        _serial_id(),
+        _child_of_decision(),
+        _required("rule_id", String(64), index=True),
+        _required("rule_version", String(32)),
+        _required("severity", String(16)),
+        _optional("card_uuid", String(64), index=True),
+        _required("order_ref", String(256)),
+        _required("evidence", JSON()),
+        _required("facts", JSON()),
+    )
+)
 
-    set_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+# A card returned to the EHR; feedback joins here by uuid. ``rule_ids`` (every rule the card
+# carries) and ``override_reasons`` (code -> display it offered) are NULL before revision 0003.
+Card = TableView(
+    Table(
+        "card",
+        metadata,
+        Column("uuid", String(64), primary_key=True),
+        _child_of_decision(),
+        _required("rule_id", String(64)),
+        _required("indicator", String(16)),
+        _required("summary", Text),
+        _required("suggestion_uuids", JSON()),
+        _optional("rule_ids", JSON()),
+        _optional("override_reasons", JSON()),
+    )
+)
 
+# A clinician's response to a card. No foreign key to ``card``: feedback for unknown or
+# already purged cards is still kept (flagged by ``known_card``), and the two are purged on
+# their own clocks. ``rule_ids``: every rule of the card the feedback is about.
+Feedback = TableView(
+    Table(
+        "feedback",
+        metadata,
+        _serial_id(),
+        _required("service_id", String(128)),
+        _required("card_uuid", String(64), index=True),
+        _optional("decision_id", String(64)),
+        _optional("rule_id", String(64)),
+        _optional("rule_ids", JSON()),
+        _required("outcome", String(16)),
+        _required("outcome_timestamp", UTCDateTime()),
+        _required("accepted_suggestions", JSON()),
+        _optional("override_code", String(128)),
+        _optional("override_system", String(256)),
+        _optional("override_display", Text),
+        _optional("user_comment", Text),
+        _required("received_at", UTCDateTime(), index=True),
+        _required("known_card", Boolean),
+        _required("dedupe_key", String(64), unique=True),
+    )
+)
 
-class EvaluationSetMember(Base):
-    """One rule (with its version) of an evaluation set."""
+# A distinct set of (rule id, version) pairs evaluated for a decision, fired or not: the
+# denominator of fire rates. Nearly every decision of one rules revision evaluates the same
+# set, so it is stored once under the SHA-256 of its sorted pairs (``set_key``) and decisions
+# point at it, instead of each decision writing one row per rule. Sets hold no patient data
+# and are never purged: a writer remembers the sets it has stored and does not write them again.
+EvaluationSet = TableView(Table("evaluation_set", metadata, Column("set_key", String(64), primary_key=True)))
 
-    __tablename__ = "evaluation_set_member"
+# One rule (with its version) of an evaluation set.
+EvaluationSetMember = TableView(
+    Table(
+        "evaluation_set_member",
+        metadata,
+        Column("set_key", ForeignKey("evaluation_set.set_key", ondelete="CASCADE"), primary_key=True),
+        Column("rule_id", String(64), primary_key=True),
+        _required("rule_version", String(32)),
+    )
+)
 
-    set_key: Mapped[str] = mapped_column(ForeignKey("evaluation_set.set_key", ondelete="CASCADE"), primary_key=True)
-    rule_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    rule_version: Mapped[str] = mapped_column(String(32))
+# A client JWT's ``jti`` seen before its token expires (CDS Hooks §8 replay protection). Not
+# audit data: it lives here because every worker and host already shares this database. The
+# key is a SHA-256 of issuer and jti, so the row has a fixed width and holds no token
+# material; rows are useless once ``expires_at`` (epoch seconds) has passed.
+SeenJti = TableView(
+    Table(
+        "seen_jti",
+        metadata,
+        Column("key_hash", String(64), primary_key=True),
+        _required("expires_at", Float, index=True),
+    )
+)
 
-
-class SeenJti(Base):
-    """A client JWT's ``jti`` seen before its token expires (CDS Hooks §8 replay protection).
-
-    Not audit data: it lives in this database because every worker and host already shares
-    it. The key is a SHA-256 of issuer and jti, so the row has a fixed width and holds no
-    token material; rows are useless once ``expires_at`` (epoch seconds) has passed.
-    """
-
-    __tablename__ = "seen_jti"
-
-    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[float] = mapped_column(Float, index=True)
-
-
-class StoreMeta(Base):
-    """Facts about the database itself, e.g. the fingerprint of the patient-hash key its
-    rows were written with, so a second key is refused instead of silently splitting the log."""
-
-    __tablename__ = "store_meta"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(256))
+# Facts about the database itself, e.g. the fingerprint of the patient-hash key its rows were
+# written with, so a second key is refused instead of silently splitting the log.
+StoreMeta = TableView(
+    Table(
+        "store_meta",
+        metadata,
+        Column("name", String(64), primary_key=True),
+        _required("value", String(256)),
+    )
+)

@@ -54,7 +54,7 @@ from sqlalchemy.pool import StaticPool
 
 from .. import metrics
 from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
-from .models import Base, Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetMember, Feedback, RuleHit
+from .models import Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetMember, Feedback, RuleHit, metadata
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
 from .writer import DecisionWriter
@@ -221,7 +221,7 @@ class AuditStore:
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             if inspect(conn).get_table_names():
                 return False
-            Base.metadata.create_all(conn)
+            metadata.create_all(conn)
             _VERSION.create(conn)
             conn.execute(insert(_VERSION).values(version_num=next(iter(heads))))
         return True

@@ -23,12 +23,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table, insert
 
-from .models import Base
+from .models import metadata
 
 # Insert order: the decision first (its children reference it), then the children.
-TABLES: tuple[Table, ...] = tuple(
-    Base.metadata.tables[name] for name in ("decision", "decision_order", "card", "rule_hit")
-)
+TABLES: tuple[Table, ...] = tuple(metadata.tables[name] for name in ("decision", "decision_order", "card", "rule_hit"))
 _Processor = Callable[[Any], Any]
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
-from cds_hooks.audit.models import Base
+from cds_hooks.audit.models import metadata
 from cds_hooks.audit.store import MIGRATION_LOCK_ID
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:
