@@ -78,21 +78,28 @@ _INSTANT = re.compile(
 _INT32 = range(-(2**31), 2**31)
 
 
-_KNOWN_TEXT: dict[re.Pattern[str], set[str]] = {}
-_KNOWN_TEXT_LIMIT = 50_000  # per pattern; a record repeats the same codes, systems and displays
-
-
 def _text(pattern: re.Pattern[str], value: Any) -> str:
-    if type(value) is not str:
+    if type(value) is not str or pattern.fullmatch(value) is None:
         raise NotPlain
-    known = _KNOWN_TEXT.setdefault(pattern, set())
-    if value not in known:
-        if pattern.fullmatch(value) is None:
-            raise NotPlain
-        if len(known) >= _KNOWN_TEXT_LIMIT:
-            known.clear()
-        known.add(value)
     return value
+
+
+def _pattern(pattern: re.Pattern[str], known_limit: int = 10_000) -> Callable[[Any], str]:
+    """The check of a text type, remembering the values that passed: a record repeats the same
+    codes, systems and displays hundreds of times (dates, nearly all distinct, are not kept)."""
+    known: set[str] = set()
+
+    def check(value: Any) -> str:
+        if type(value) is not str:
+            raise NotPlain
+        if value not in known:
+            _text(pattern, value)
+            if len(known) >= known_limit:
+                known.clear()
+            known.add(value)
+        return value
+
+    return check
 
 
 def _date(value: Any) -> date | str:
@@ -132,10 +139,6 @@ def _boolean(value: Any) -> bool:
     if type(value) is not bool:
         raise NotPlain
     return value
-
-
-def _pattern(pattern: re.Pattern[str]) -> Callable[[Any], str]:
-    return lambda value: _text(pattern, value)
 
 
 PRIMITIVE_CHECKS: dict[str, Callable[[Any], Any]] = {

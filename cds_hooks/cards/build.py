@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import overrides
@@ -64,7 +65,6 @@ class CardBuilder:
         self.rulebook = rulebook
         self.grouping = grouping
         self.base_url = base_url.rstrip("/")
-        self._several_orders = False
         # What a critical card on an order of a modality closes with (§10.3): the instructions
         # of the generic card it suppressed (rule.yaml ``closes_critical``).
         self._closing = rulebook.closing_rules()
@@ -73,18 +73,18 @@ class CardBuilder:
     def build(self, findings: Sequence[Finding]) -> list[tuple[dict[str, Any], list[Finding]]]:
         """(card, the findings it carries), most serious cards first."""
         names = order_names(findings)
-        self._several_orders = len({f.order_ref for f in findings}) > 1
+        run = _BuildRun(several_orders=len({f.order_ref for f in findings}) > 1)
         groups: dict[tuple[str, str], list[Finding]] = {}
         for f in findings:
             key = (f.order_ref, f.severity if self.grouping == "order" else f.key)
             groups.setdefault(key, []).append(f)
-        built = [(self._card(members, names[members[0].order_ref]), members) for members in groups.values()]
+        built = [(self._card(run, members, names[members[0].order_ref]), members) for members in groups.values()]
         order_rank = {f.order_ref: f.order_index for f in findings}
         built.sort(key=lambda cm: (-SEVERITY_RANK[cm[0]["indicator"]], order_rank[cm[1][0].order_ref]))
         return built
 
-    def _line(self, finding: Finding) -> str:
-        ctx = context(finding.evidence, finding.order, finding.patient, finding.values)
+    def _line(self, run: _BuildRun, finding: Finding) -> str:
+        ctx = run.context(finding)
         params = self.rulebook.parameters
         evidence = list(dict.fromkeys(s for s in (evidence_sentence(f) for f in finding.evidence) if s))
         headline = self._headline(finding, ctx, optional=not evidence)
@@ -102,16 +102,16 @@ class CardBuilder:
             render(finding.variant.finding, ctx, self.rulebook.parameters, optional=optional) or finding.rules[0].title
         )
 
-    def _summary(self, members: Sequence[Finding], order_name: str) -> str:
+    def _summary(self, run: _BuildRun, members: Sequence[Finding], order_name: str) -> str:
         if self.grouping == "rule":
             f = members[0]
-            ctx = context(f.evidence, f.order, f.patient, f.values)
+            ctx = run.context(f)
             text = render(f.variant.summary, ctx, self.rulebook.parameters)
-            if self._several_orders:
+            if run.several_orders:
                 text = f"{order_name[:1].upper() + order_name[1:]}: {text}"
             return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
         lead = f"{TIER_LEAD[members[0].severity]} {order_name}: "
-        heads = [in_sentence(self._headline(f, context(f.evidence, f.order, f.patient, f.values))) for f in members]
+        heads = [in_sentence(self._headline(f, run.context(f))) for f in members]
         for shown in range(len(heads), 0, -1):
             rest = len(heads) - shown
             text = lead + "; ".join(heads[:shown]) + (f"; and {rest} more" if rest else "") + "."
@@ -119,11 +119,11 @@ class CardBuilder:
                 return text
         return (lead + heads[0])[: SUMMARY_MAX - 1].rstrip() + "…"
 
-    def _card(self, members: list[Finding], order_name: str) -> dict[str, Any]:
+    def _card(self, run: _BuildRun, members: list[Finding], order_name: str) -> dict[str, Any]:
         first = members[0]
         severity = max((f.severity for f in members), key=SEVERITY_RANK.__getitem__)
         parts = [TIER_HEADING[severity].format(order=order_name)] if self.grouping == "order" else []
-        parts.append("\n".join(self._line(f) for f in members))
+        parts.append("\n".join(self._line(run, f) for f in members))
         if severity == "critical" and first.modality in self._closing:
             rule_id, lead = self._closing[first.modality]
             rule = self.rulebook.by_id.get(rule_id)
@@ -138,7 +138,7 @@ class CardBuilder:
         top = max(members, key=lambda f: SEVERITY_RANK[f.severity]).top_rule
         card: dict[str, Any] = {
             "uuid": str(uuid.uuid4()),
-            "summary": self._summary(members, order_name),
+            "summary": self._summary(run, members, order_name),
             "indicator": severity,
             "detail": "\n\n".join(parts),
             "source": {
@@ -245,6 +245,24 @@ _GAP_PREFIXES = (
     ("Procedure", "recent procedures"),
     ("draft order", "a draft cryotherapy order that could not be read"),
 )
+
+
+@dataclass
+class _BuildRun:
+    """One ``build`` call's own state: a builder is shared by concurrent calls (threads)."""
+
+    several_orders: bool
+    contexts: dict[int, tuple[Finding, dict[str, str]]] = field(default_factory=dict)
+
+    def context(self, finding: Finding) -> dict[str, str]:
+        """The finding's template values, built once (its line and the card summary use them)."""
+        known = self.contexts.get(id(finding))
+        if known is None or known[0] is not finding:
+            known = self.contexts[id(finding)] = (
+                finding,
+                context(finding.evidence, finding.order, finding.patient, finding.values),
+            )
+        return known[1]
 
 
 def _gap_name(key: str) -> str:
