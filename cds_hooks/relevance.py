@@ -30,6 +30,7 @@ OBSERVATION_STATUSES = frozenset(
 )
 _OBSERVATION_DATES = ("effectiveDateTime", "effectiveInstant", "issued")
 READ_TYPES = frozenset(NEEDS)
+_TEXT_OR_NONE = (str, type(None))
 # A plainly valid FHIR date/dateTime/instant: the common case, told without the repair parser.
 _PLAIN_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?")
 
@@ -43,6 +44,7 @@ class RuleReach:
     def __init__(self, terminology: Terminology) -> None:
         self._sets = [terminology[vs_id] for vs_id in OBSERVATION_SETS]
         self._observation_code: dict[tuple[str, str], bool] = {}
+        self._single_coding: dict[tuple[str | None, str | None], bool] = {}
 
     def needs_model(self, raw: Any) -> bool:
         """False only for a resource no rule can read; True whenever in doubt."""
@@ -59,8 +61,28 @@ class RuleReach:
         return codes is None or any(system == ICD10CM for system, _code in codes)
 
     def _observation_matters(self, raw: dict[str, Any]) -> bool:
-        if "hasMember" in raw or not _looks_readable(raw):
-            return True  # a panel lends its date to members; an unreadable one must be named
+        if "hasMember" in raw:
+            return True  # a panel lends its date to members
+        if self._codes_matter(raw):
+            return True
+        return not _looks_readable(raw)  # an unreadable one must be modelled, to be named
+
+    def _codes_matter(self, raw: dict[str, Any]) -> bool:
+        """True when a code (or a component's) is one a rule reads, or the codes are not in
+        the plain shape; memoised whole for the usual Observation, one coding and no components."""
+        code = raw.get("code")
+        if "component" not in raw and type(code) is dict:
+            coding = code.get("coding")
+            if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
+                key = (coding[0].get("system"), coding[0].get("code"))
+                if type(key[0]) in _TEXT_OR_NONE and type(key[1]) in _TEXT_OR_NONE:
+                    known = self._single_coding.get(key)
+                    if known is None:
+                        known = self._single_coding[key] = self._codes_in_full_matter(raw)
+                    return known
+        return self._codes_in_full_matter(raw)
+
+    def _codes_in_full_matter(self, raw: dict[str, Any]) -> bool:
         codes = _codings(raw.get("code"))
         if not codes:
             return True
@@ -118,7 +140,8 @@ def _looks_readable(raw: dict[str, Any]) -> bool:
     status = raw.get("status")
     if not isinstance(status, str) or status not in OBSERVATION_STATUSES:
         return False
-    if any(_readable_date(raw.get(name)) for name in _OBSERVATION_DATES):
-        return True
+    for name in _OBSERVATION_DATES:
+        if _readable_date(raw.get(name)):
+            return True
     period = raw.get("effectivePeriod")
     return isinstance(period, dict) and any(_readable_date(period.get(end)) for end in ("start", "end"))

@@ -4,8 +4,8 @@ A call on a whole-patient record parses megabytes of JSON into Python objects an
 them when it ends, but glibc keeps the freed pages in the process heap (more so with the
 ``GLIBC_TUNABLES`` the README recommends for durable-rules, which raise the trim threshold
 to 256 MB), so a worker stays as large as its largest call. After a call whose body was
-large, ``malloc_trim(0)`` returns the free pages. It costs a few milliseconds, paid only
-after calls that took far longer; elsewhere than glibc it is a no-op.
+large, ``malloc_trim(0)`` returns the free pages, once the answer is sent. Elsewhere than
+glibc it is a no-op.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 
-from flask import Flask, request
+from flask import Flask, Response, request
 
 LARGE_BODY_BYTES = 1_000_000
 
@@ -35,9 +35,11 @@ def install_memory_release(app: Flask, threshold_bytes: int = LARGE_BODY_BYTES) 
     if trim is None:
         return
 
-    @app.teardown_request
-    def release(_exc: BaseException | None) -> None:
+    @app.after_request
+    def release_after_sending(response: Response) -> Response:
+        # call_on_close: once the server has sent the answer, so the client does not wait.
         if (request.content_length or 0) >= threshold_bytes:
-            trim(0)
+            response.call_on_close(lambda: trim(0))
+        return response
 
-    del release  # registered; the name is not needed
+    del release_after_sending  # registered; the name is not needed
