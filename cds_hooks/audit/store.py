@@ -110,6 +110,7 @@ class AuditStore:
             raise ValueError("timeout_s must be positive")
         self._timeout = timeout_s
         self._engine = _build_engine(self._url, pool_size, timeout_s)
+        self._in_caller_thread = self._url.get_backend_name() == "sqlite"
         self._closed = False
         self._workers = pool_size + 2
         self._executor: ThreadPoolExecutor | None = None
@@ -138,8 +139,14 @@ class AuditStore:
         Driver timeouts do not cover every hang (a peer that stops answering mid-statement
         keeps a socket read waiting forever), so the work runs on a small pool and the caller
         stops waiting at the deadline; a hung connection stays with its pool thread until the
-        network gives it back. Raises StoreTimeout then."""
+        network gives it back. Raises StoreTimeout then.
+
+        SQLite has no peer to hang on: its waits are for locks, which its busy timeout (the
+        store's timeout) bounds, so its work runs in the caller's thread, without the hop to
+        the pool (a few tenths of a millisecond per call)."""
         self._check_open()
+        if self._in_caller_thread:
+            return work()
         future: Future[_T] = self._pool().submit(work)
         try:
             return future.result(timeout=self._timeout)
