@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,25 +17,16 @@ from typing import Any
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import NullPool
 
 from cds_hooks.audit import AuditStore, CardRecord, DecisionRecord, FiredRule, analytics
 from cds_hooks.audit.store import MIGRATIONS_DIR, evaluation_set_key
+from tests.support.database import raw_engine
 from tests.support.load import throwaway_database
 
 KEY = b"migration-test-patient-key-32byt"
 EVALUATED = [("CI-RAYNAUD", "1.0.0"), ("CI-PACEMAKER", "2.0.0")]
-
-
-@contextmanager
-def raw_engine(url: str) -> Iterator[Engine]:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def alembic_to(url: str, revision: str, *, down: bool = False) -> None:

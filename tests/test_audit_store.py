@@ -15,7 +15,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, bindparam, create_engine, inspect, text
+from sqlalchemy import bindparam, inspect, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import NullPool
 
 from cds_hooks.audit import (
     AuditStore,
@@ -40,6 +38,7 @@ from cds_hooks.audit import (
 )
 from cds_hooks.audit.models import UTCDateTime, metadata
 from cds_hooks.audit.store import MIGRATIONS_DIR
+from tests.support.database import raw_engine
 
 KEY = b"test-only-patient-key-32-bytes!!"
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,16 +77,6 @@ def empty_store(db_url: str) -> Iterator[AuditStore]:
 def store(empty_store: AuditStore) -> AuditStore:
     empty_store.migrate()
     return empty_store
-
-
-@contextmanager
-def raw_engine(url: str) -> Iterator[Engine]:
-    """A second, independent engine: checks what is really in the database."""
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
 
 
 def table_rows(url: str, table: str) -> list[dict[str, Any]]:
