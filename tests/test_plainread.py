@@ -145,8 +145,9 @@ def test_the_corpus_is_large_and_mostly_read_plainly() -> None:
     by_reader = {"plain": 0, "full": 0}
     for raw in CORPUS:
         by_reader["plain" if read_plain(raw) is not None else "full"] += 1
-    assert len(CORPUS) > 3000, len(CORPUS)
-    assert by_reader["plain"] > 0.8 * len(CORPUS), by_reader
+    # ../shared's real-world data set adds about 10,000 resources where it is present
+    assert len(CORPUS) > (10_000 if SHARED_DATA.is_dir() else 1_000), len(CORPUS)
+    assert by_reader["plain"] > 0.85 * len(CORPUS), by_reader
 
 
 @pytest.mark.parametrize("chunk", range(8))
