@@ -337,7 +337,7 @@ def needed_fields(raw: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def lost_needs(kind: str, original: Mapping[str, Any], repaired: Mapping[str, Any]) -> list[str]:
+def _lost_needs(kind: str, original: Mapping[str, Any], repaired: Mapping[str, Any]) -> list[str]:
     problems = []
     for need in NEEDS.get(kind, ()):
         had = [f for f in need.fields if original.get(f) not in (None, "", [], {})]
@@ -388,11 +388,11 @@ def read_resource(raw: Any) -> Reading:
                 repair.fatal = str(again)[:120]
                 break
         if resource is None:
-            lost = lost_needs(kind, original, repair.work)
+            lost = _lost_needs(kind, original, repair.work)
             reason = repair.fatal or "too many invalid elements"
             return Reading(kind, ref, "skipped", notes=lost or [f"not valid FHIR R4 and could not be read ({reason})"])
         state = "lenient"
-    lost = lost_needs(kind, original, repair.work)
+    lost = _lost_needs(kind, original, repair.work)
     if lost:
         return Reading(kind, ref, "skipped", notes=lost)
     return Reading(kind, ref, state, resource, repair.notes if state == "lenient" else [])

@@ -268,7 +268,7 @@ _NEED_PLANS = {kind: tuple((n.fields, n.what, n.required) for n in needs) for ki
 
 
 def _lacks_a_need(kind: str, raw: dict[str, Any]) -> bool:
-    """``lenient.lost_needs(kind, raw, raw)`` is not empty (the same test, without its words)."""
+    """``lenient._lost_needs(kind, raw, raw)`` is not empty (the same test, without its words)."""
     for fields, what, required in _NEED_PLANS[kind]:
         had = False
         for name in fields:

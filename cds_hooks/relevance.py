@@ -31,6 +31,8 @@ OBSERVATION_STATUSES = frozenset(
 _OBSERVATION_DATES = ("effectiveDateTime", "effectiveInstant", "issued")
 READ_TYPES = frozenset(NEEDS)
 _TEXT_OR_NONE = (str, type(None))
+# Codes come from outside and are unbounded: the memos are emptied when they reach this size.
+_MEMO_LIMIT = 65_536
 # A plainly valid FHIR date/dateTime/instant: the common case, told without the repair parser.
 _PLAIN_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?")
 
@@ -78,6 +80,8 @@ class RuleReach:
                 if type(key[0]) in _TEXT_OR_NONE and type(key[1]) in _TEXT_OR_NONE:
                     known = self._single_coding.get(key)
                     if known is None:
+                        if len(self._single_coding) >= _MEMO_LIMIT:
+                            self._single_coding.clear()
                         known = self._single_coding[key] = self._codes_in_full_matter(raw)
                     return known
         return self._codes_in_full_matter(raw)
@@ -102,6 +106,8 @@ class RuleReach:
         known = self._observation_code.get(key)
         if known is None:
             known = system == ICD10CM or any(vs.has_code(system, code) for vs in self._sets)
+            if len(self._observation_code) >= _MEMO_LIMIT:
+                self._observation_code.clear()
             self._observation_code[key] = known
         return known
 
