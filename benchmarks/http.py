@@ -431,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"({len(ours.pids())} processes), ceiling {ceiling.rss_mb():.0f} MB"
                 f" (PSS: ours {ours.pss_mb():.0f} MB, ceiling {ceiling.pss_mb():.0f} MB)"
             )
+            replaced = ours.log_path.read_text(encoding="utf-8", errors="replace").count(" grew by ")
+            print(f"our workers replaced after growing past CDS_HOOKS_WORKER_MAX_GROWTH_MB: {replaced}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -80,6 +80,7 @@ class Config:
     feedback_max_items: int = 100  # per feedback POST
     call_deadline_s: float = DEFAULT_CALL_DEADLINE_S  # whole hook call; the FHIR fetch budget is cut to fit
     policy_file: Path | None = None  # site policy (issue 14); None: the bundled rules as they are
+    worker_max_growth_mb: float = 16.0  # a gunicorn worker grown by more is replaced; 0: never
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -225,6 +226,11 @@ def _hardening_settings(get: Any) -> dict[str, Any]:
         changes["call_deadline_s"] = _number("CALL_DEADLINE_S", raw, float)
     if raw := get("POLICY"):
         changes["policy_file"] = Path(raw)
+    if (raw := get("WORKER_MAX_GROWTH_MB")) is not None:
+        try:
+            changes["worker_max_growth_mb"] = parse_number(raw, float, allow_zero=True)
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}WORKER_MAX_GROWTH_MB {exc}") from None
     return changes
 
 

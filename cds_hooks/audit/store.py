@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -44,8 +44,6 @@ from sqlalchemy import (
     make_url,
     select,
 )
-from sqlalchemy.dialects.postgresql import Insert as PgInsert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
@@ -58,6 +56,9 @@ from .models import Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetM
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
 from .writer import DecisionWriter
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
 
 log = logging.getLogger("cds_hooks.audit")
 
@@ -748,7 +749,13 @@ def _feedback_row(service_id: str, item: FeedbackItem, received_at: datetime) ->
 
 def dialect_insert(dialect_name: str, table: Any) -> PgInsert | SqliteInsert:
     """An INSERT of the dialect at hand, so that ON CONFLICT clauses can be added to it."""
-    return (pg_insert if dialect_name == "postgresql" else sqlite_insert)(table)
+    if dialect_name == "postgresql":
+        # Imported here: SQLAlchemy's PostgreSQL dialect package loads every PostgreSQL driver
+        # module it knows (~2 MB per process), which a SQLite deployment never needs.
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    return sqlite_insert(table)
 
 
 def wrote_row(conn: Connection, stmt: PgInsert | SqliteInsert, key: Any) -> bool:

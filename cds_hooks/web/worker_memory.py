@@ -1,0 +1,110 @@
+"""Replacing a gunicorn worker whose memory has grown, once it has answered.
+
+Python keeps the memory of a large call: objects that outlive it (memos, interned keys) are
+scattered over the pools its JSON filled, so those pools cannot be handed back, and
+``malloc_trim`` (see `memory`) returns only what glibc holds free. A worker that served one
+whole-patient record stays tens of megabytes larger for the rest of its life. Under
+gunicorn the cure is cheap: a worker whose private (anonymous) memory has grown by more than
+``CDS_HOOKS_WORKER_MAX_GROWTH_MB`` since it was forked asks to stop after the answer it is
+sending, and the arbiter forks a fresh one from the preloaded app (a few milliseconds, no
+import). The request that crossed the limit is answered and recorded as usual; a graceful
+stop (SIGTERM) lets the worker finish it first.
+
+Only gunicorn replaces its workers, so elsewhere (``cryo-cds serve``, tests) nothing is
+done. Linux only: the growth is read from ``/proc/self/statm``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import weakref
+from functools import partial
+
+from flask import Flask, Response, request
+
+log = logging.getLogger(__name__)
+
+_STATM = "/proc/self/statm"
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def anonymous_bytes() -> int | None:
+    """Resident memory of this process that is its own (resident minus file-backed and
+    shared pages); None where /proc is not there."""
+    try:
+        with open(_STATM, "rb") as statm:
+            fields = statm.read().split()
+        return (int(fields[1]) - int(fields[2])) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class GrowthWatch:
+    """Remembers the memory a process had when it started serving and says when it has
+    grown past the limit. A forked child starts its own count (its first look)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self._pid = 0
+        self._baseline = 0
+        self._retiring = False
+        self._start_count()
+        # The count must start at the fork, not at the first call, which may be the large one.
+        os.register_at_fork(after_in_child=partial(_restart_count, weakref.ref(self)))
+
+    def _start_count(self) -> None:
+        self._pid = os.getpid()
+        self._baseline = anonymous_bytes() or 0
+        self._retiring = False
+
+    def grown_past_limit(self) -> int | None:
+        """The growth in bytes, the first time it passes the limit in this process; else None."""
+        if self._retiring:
+            return None
+        if self._pid != os.getpid():  # forked without the hook (should not happen)
+            self._start_count()
+        now = anonymous_bytes()
+        if now is None or not self._baseline or now - self._baseline <= self.limit_bytes:
+            return None
+        self._retiring = True
+        return now - self._baseline
+
+
+def _restart_count(ref: weakref.ReferenceType[GrowthWatch]) -> None:
+    watch = ref()
+    if watch is not None:
+        watch._start_count()
+
+
+def install_worker_replacement(app: Flask, max_growth_mb: float) -> None:
+    """After each answer under gunicorn, retire the worker if it has grown past the limit."""
+    if max_growth_mb <= 0 or anonymous_bytes() is None:
+        return
+    watch = GrowthWatch(int(max_growth_mb * 1024 * 1024))
+
+    @app.after_request
+    def retire_if_grown(response: Response) -> Response:
+        if str(request.environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn/"):
+            response.call_on_close(lambda: _retire_if_grown(watch))
+        return response
+
+    del retire_if_grown  # registered; the name is not needed
+
+
+def _retire_if_grown(watch: GrowthWatch) -> None:
+    grown = watch.grown_past_limit()
+    if grown is None:
+        return
+    # A warning so that it shows at gunicorn's default level: frequent replacements mean the
+    # limit is below what ordinary calls need.
+    log.warning(
+        "worker %d grew by %.0f MB since it started (CDS_HOOKS_WORKER_MAX_GROWTH_MB=%g): replaced after this answer",
+        os.getpid(),
+        grown / 1024 / 1024,
+        watch.limit_bytes / 1024 / 1024,
+    )
+    # gunicorn's graceful stop: the worker ends its loop after this request, the arbiter
+    # notices it exited and forks a replacement from the preloaded app.
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,142 @@
+"""A gunicorn worker that has grown past CDS_HOOKS_WORKER_MAX_GROWTH_MB is replaced after it
+answers: the call that crossed the limit is answered and recorded, a fresh worker serves the
+next one. Elsewhere (werkzeug, the test client) nothing is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from cds_hooks.app import create_app
+from cds_hooks.config import Config, ConfigError, from_env
+from cds_hooks.web import worker_memory
+
+from .support import load as load_harness
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "fhir_fixtures" / "requests" / "03-no-findings-whole-body-order-select.json"
+SYNTHEA = ROOT / "fhir_fixtures" / "external" / "Parker_Casper_6d0c6969-6843-47e1-9921-d9bf11b1df31.json"
+SERVICE = "/cds-services/cryotherapy-order-select"
+
+
+def _large_body() -> dict[str, Any]:
+    """Fixture 03's order with a Synthea patient's conditions and observations, several times
+    over (fresh ids): a record of a few thousand resources."""
+    body: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    patient_id = body["context"]["patientId"]
+    bundle = json.loads(SYNTHEA.read_text(encoding="utf-8"))
+    wanted = {"Condition": "conditions", "Observation": "observations"}
+    entries: dict[str, list[dict[str, Any]]] = {key: [] for key in wanted.values()}
+    for copy in range(6):
+        for entry in bundle["entry"]:
+            resource = dict(entry["resource"])
+            key = wanted.get(resource["resourceType"])
+            if key is None:
+                continue
+            resource["id"] = f"{resource['id']}-{copy}"
+            resource["subject"] = {"reference": f"Patient/{patient_id}"}
+            resource.pop("encounter", None)
+            entries[key].append({"resource": resource})
+    for key, items in entries.items():
+        body["prefetch"][key] = {"resourceType": "Bundle", "type": "searchset", "entry": items}
+    return body
+
+
+def _decisions(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        count: int = conn.execute("SELECT count(*) FROM decision").fetchone()[0]
+    return count
+
+
+def _wait_for_new_worker(master_pid: int, old: list[int], deadline_s: float = 60) -> list[int]:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        now = load_harness.worker_pids(master_pid)
+        if now and not set(now) & set(old):
+            return now
+        time.sleep(0.05)
+    raise AssertionError(f"worker {old} was not replaced within {deadline_s} s")
+
+
+def test_a_grown_worker_answers_then_is_replaced(tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    with load_harness.gunicorn(
+        f"sqlite:///{db}", 1, 1, tmp_path, env_extra={"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "1"}
+    ) as server:
+        first = load_harness.worker_pids(server.process.pid)
+        assert len(first) == 1
+        response = requests.post(server.base + SERVICE, json=_large_body(), timeout=60)
+        assert response.status_code == 200
+        assert "cards" in response.json()
+        replacement = _wait_for_new_worker(server.process.pid, first)
+        assert len(replacement) == 1
+        again = requests.post(server.base + SERVICE, json=json.loads(FIXTURE.read_text()), timeout=60)
+        assert again.status_code == 200
+        log_text = server.log_text()
+    assert _decisions(db) == 2  # the call that crossed the limit was recorded before the worker left
+    assert f"worker {first[0]} grew by" in log_text
+    assert "Traceback" not in log_text
+
+
+def test_a_worker_under_the_limit_is_kept(tmp_path: Path) -> None:
+    with load_harness.gunicorn(
+        f"sqlite:///{tmp_path / 'd.db'}", 1, 1, tmp_path, env_extra={"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "512"}
+    ) as server:
+        first = load_harness.worker_pids(server.process.pid)
+        for _ in range(3):
+            assert requests.post(server.base + SERVICE, json=_large_body(), timeout=60).status_code == 200
+        assert load_harness.worker_pids(server.process.pid) == first
+
+
+def _app(tmp_path: Path, limit_mb: float) -> Any:
+    return create_app(
+        Config(
+            rules_dir=ROOT / "rules",
+            database_url=f"sqlite:///{tmp_path / 'd.db'}",
+            auth_required=False,
+            patient_hash_key=b"worker-memory-test-key-0123456789",
+            worker_max_growth_mb=limit_mb,
+        )
+    )
+
+
+@pytest.mark.parametrize("server_software", ["Werkzeug/3.1", "gunicorn/27.0.1"])
+def test_only_a_gunicorn_worker_stops_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_software: str
+) -> None:
+    signals: list[tuple[int, int]] = []
+    monkeypatch.setattr(worker_memory.os, "kill", lambda pid, sig: signals.append((pid, sig)))
+    monkeypatch.setattr(worker_memory, "anonymous_bytes", lambda: 100 * 1024 * 1024)
+    app = _app(tmp_path, 1)
+    monkeypatch.setattr(worker_memory, "anonymous_bytes", lambda: 200 * 1024 * 1024)  # grown by 100 MB
+    client = app.test_client()
+    for _ in range(2):
+        response = client.get("/healthz", environ_base={"SERVER_SOFTWARE": server_software}, buffered=True)
+        assert response.status_code == 200
+    expected = [(os.getpid(), signal.SIGTERM)] if server_software.startswith("gunicorn/") else []
+    assert signals == expected  # once, however many calls follow before the worker stops
+
+
+def test_the_limit_is_read_from_the_environment() -> None:
+    assert Config().worker_max_growth_mb == 16.0
+    assert from_env({"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "0"}).worker_max_growth_mb == 0.0
+    assert from_env({"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "48"}).worker_max_growth_mb == 48.0
+    with pytest.raises(ConfigError, match="CDS_HOOKS_WORKER_MAX_GROWTH_MB must be 0 or more"):
+        from_env({"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "-1"})
+
+
+def test_anonymous_memory_is_read_on_linux() -> None:
+    before = worker_memory.anonymous_bytes()
+    assert before is not None and before > 0
+    block = bytes(range(256)) * (256 * 1024)  # 64 MB, every page written
+    after = worker_memory.anonymous_bytes()
+    assert after is not None and after - before >= 32 * 1024 * 1024
+    del block
