@@ -11,17 +11,20 @@ for one round trip per table (benchmarks/decision_write.py). Here:
   CTEs, each reading its rows from one JSON parameter (``json_populate_recordset``); the
   foreign keys are checked at the end of the statement, when the decision row is there.
 
-`exec_driver_sql` keeps SQLAlchemy's error wrapping and disconnect handling either way.
+PostgreSQL's statement goes through `exec_driver_sql` (SQLAlchemy's error wrapping and
+disconnect handling); SQLite's inserts go to the driver's cursor, errors wrapped alike.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Dialect, Table, insert
+from sqlalchemy.exc import DBAPIError
 
 from .models import metadata
 
@@ -65,7 +68,16 @@ class DecisionWriter:
             self._plans[(table.name, keys)] = plan
         sql, order, processors = plan
         params = [tuple(processors[key](row[key]) for key in order) for row in batch]
-        conn.exec_driver_sql(sql, params[0] if len(params) == 1 else params)
+        # Straight to the driver's cursor, inside the connection's transaction: Core's
+        # per-statement bookkeeping cost more than the inserts (benchmarks/decision_write.py).
+        # Its error wrapping is kept: a driver error is raised as Core would raise it.
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, params)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
+        finally:
+            cursor.close()
 
 
 def _pg_statement() -> str:
