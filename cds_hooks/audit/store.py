@@ -334,7 +334,7 @@ class AuditStore:
             metrics.SPOOLED.inc()
             log.error("audit write failed for decision %s (%s); spooled to local disk", rec.decision_id, _describe(exc))
             return True
-        if self.spool is not None and self.spool.depth():
+        if self.spool is not None and not self.spool.is_empty():
             self.drain_spool(DRAIN_BATCH)
         return True
 
