@@ -280,6 +280,10 @@ class AuditStore:
         key = evaluation_set_key(pairs) if pairs else None
         decision = {**rows["decision"], "evaluation_set": key}
         try:
+            if self._in_caller_thread and not ignore_existing and (key is None or key in self._stored_sets):
+                # The usual call on SQLite: its set is stored, the decision goes in on its own.
+                self._writer.write_sqlite_transaction(self._engine, {**rows, "decision": decision})
+                return True
             with self._engine.begin() as conn:
                 if key is not None and (ignore_existing or key not in self._stored_sets):
                     _store_evaluation_set(conn, key, pairs)
