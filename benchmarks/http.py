@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             **base_env,
             "CDS_HOOKS_AUTH": "off",
             "CDS_HOOKS_PATIENT_HASH_KEY": PATIENT_HASH_KEY,
+            "CDS_HOOKS_DATA_DIR": str(workdir / "data"),  # its own spool, not the user's
             "CDS_HOOKS_DATABASE_URL": f"sqlite:///{workdir / 'decisions.db'}",
         }
         ceiling_env = {**base_env, "PYTHONPATH": os.pathsep.join([str(workdir), base_env["PYTHONPATH"]])}
