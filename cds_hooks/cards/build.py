@@ -18,7 +18,7 @@ from .. import overrides
 from ..rulebook import SEVERITY_RANK, Rulebook
 from .findings import Finding
 from .gap_words import reason_in_words
-from .text import context, evidence_codes, evidence_sentence, in_sentence, render
+from .text import OrderContext, context, evidence_codes, evidence_sentence, in_sentence, order_context, render
 
 SOURCE_LABEL = "Cryotherapy safety rules"
 TOPIC_SYSTEM = "https://example.org/fhir/cryo-cds/CodeSystem/rule"
@@ -253,14 +253,20 @@ class _BuildRun:
 
     several_orders: bool
     contexts: dict[int, tuple[Finding, dict[str, str]]] = field(default_factory=dict)
+    # The order's share of the values, shared by all its findings (an order has a dozen numbers).
+    order_parts: dict[tuple[int, int], tuple[Finding, OrderContext]] = field(default_factory=dict)
 
     def context(self, finding: Finding) -> dict[str, str]:
         """The finding's template values, built once (its line and the card summary use them)."""
         known = self.contexts.get(id(finding))
         if known is None or known[0] is not finding:
+            key = (id(finding.order), id(finding.patient))
+            part = self.order_parts.get(key)
+            if part is None or part[0].order is not finding.order or part[0].patient is not finding.patient:
+                part = self.order_parts[key] = (finding, order_context(finding.order, finding.patient))
             known = self.contexts[id(finding)] = (
                 finding,
-                context(finding.evidence, finding.order, finding.patient, finding.values),
+                context(finding.evidence, finding.order, finding.patient, finding.values, part[1]),
             )
         return known[1]
 

@@ -188,13 +188,40 @@ def evidence_codes(fact: Mapping[str, Any]) -> str | None:
     return f"{_capital(clean_label(fact.get('label'))) or fact.get('kind')}: " + ", ".join(parts)
 
 
+OrderContext = tuple[dict[str, str], dict[str, str]]
+
+
+def order_context(order: Mapping[str, Any], patient: Mapping[str, Any]) -> OrderContext:
+    """The template values an order and its patient give every finding on that order: its
+    numbers (a finding's own evidence wins over them) and the values that always hold (site,
+    temperature, freeze time, age)."""
+    numbers = {
+        key: number(value)
+        for key, value in order.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    fixed: dict[str, str] = {}
+    if order.get("site"):
+        fixed["site"] = str(order["site"])
+    if isinstance(order.get("temp_c"), (int, float)):
+        fixed["T"] = number(order["temp_c"])
+    if isinstance(order.get("freeze_s"), (int, float)):
+        fixed["t"] = number(order["freeze_s"])
+        fixed["d"] = number(order["freeze_s"] / 60)
+    if isinstance(patient.get("age"), (int, float)):
+        fixed["age"] = number(patient["age"])
+    return numbers, fixed
+
+
 def context(
     facts: Iterable[Mapping[str, Any]],
     order: Mapping[str, Any],
     patient: Mapping[str, Any],
     values: Mapping[str, list[Any]],
+    order_part: OrderContext | None = None,
 ) -> dict[str, str]:
-    """Known values by placeholder name; an unknown value is simply absent."""
+    """Known values by placeholder name; an unknown value is simply absent. ``order_part``
+    is `order_context` of the same order and patient, when the caller has it already."""
     ctx: dict[str, str] = {}
     names: dict[str, list[str]] = {}
     for fact in facts:
@@ -227,18 +254,10 @@ def context(
             unique = list(dict.fromkeys(names[kind]))
             joined = ", ".join(unique[:2]) + (f" and {len(unique) - 2} more" if len(unique) > 2 else "")
             ctx[key] = joined if key not in ctx else ctx[key] + ", " + joined
-    for key, value in order.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            ctx.setdefault(key, number(value))
-    if order.get("site"):
-        ctx["site"] = str(order["site"])
-    if isinstance(order.get("temp_c"), (int, float)):
-        ctx["T"] = number(order["temp_c"])
-    if isinstance(order.get("freeze_s"), (int, float)):
-        ctx["t"] = number(order["freeze_s"])
-        ctx["d"] = number(order["freeze_s"] / 60)
-    if isinstance(patient.get("age"), (int, float)):
-        ctx["age"] = number(patient["age"])
+    numbers, fixed = order_part if order_part is not None else order_context(order, patient)
+    for key, shown in numbers.items():
+        ctx.setdefault(key, shown)
+    ctx.update(fixed)
     for key, found in values.items():
         ctx[key] = _joined(dict.fromkeys(str(v) for v in found))
     return ctx
