@@ -626,3 +626,21 @@ def test_recording_on_a_broken_database_raises_and_the_safe_variant_returns_fals
     assert record.name == "cds_hooks.audit" and "d-1" in record.getMessage()
     assert RAW_PATIENT not in caplog.text
     assert empty_store.hash_patient(RAW_PATIENT) not in caplog.text
+
+
+@pytest.mark.parametrize("patient_id", [RAW_PATIENT, 'odd "id" \\ with JSON escapes'])
+def test_the_scrubber_copies_only_what_needs_cleaning(patient_id: str) -> None:
+    from cds_hooks.audit.store import _Scrubber
+
+    scrub = _Scrubber(patient_id, "abc")
+    clean = {"kind": "lab", "value": 7.2, "codes": ["1234-5", None, True], "nested": {"label": "Kälte"}}
+    assert scrub(clean) == clean
+    # nothing to clean: the container itself, unless the id is one JSON would escape
+    assert (scrub(clean) is clean) is (patient_id == RAW_PATIENT)
+    leaky = {"ref": f"Patient/{patient_id}/_history/2", "ids": (patient_id, "other"), "note": "a\x00b"}
+    assert scrub(leaky) == {
+        "ref": "Patient/hmac-abc/_history/2",
+        "ids": ["Patient/hmac-abc", "other"],
+        "note": "a\ufffdb",
+    }
+    assert scrub([{"text": "lone \ud800 surrogate"}]) == [{"text": "lone \ufffd surrogate"}]

@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import orjson
 from sqlalchemy import (
     Column,
     Connection,
@@ -659,7 +660,22 @@ def _decision_rows(
 
 def evaluation_set_key(pairs: Sequence[tuple[str, str]]) -> str:
     """The key of a set of (rule id, version) pairs: SHA-256 of the sorted pairs as JSON, so
-    every process (and migration 0006) names the same set alike without asking the database."""
+    every process (and migration 0006) names the same set alike without asking the database.
+    A process sees few distinct sets (one per rulebook and modality), so keys are remembered."""
+    pairs = tuple((rule_id, version) for rule_id, version in pairs)
+    known = _SET_KEYS.get(pairs)
+    if known is None:
+        if len(_SET_KEYS) >= _SET_KEYS_KEPT:
+            _SET_KEYS.clear()
+        known = _SET_KEYS[pairs] = _set_key(pairs)
+    return known
+
+
+_SET_KEYS: dict[tuple[tuple[str, str], ...], str] = {}
+_SET_KEYS_KEPT = 256
+
+
+def _set_key(pairs: Sequence[tuple[str, str]]) -> str:
     canonical = json.dumps(sorted([rule_id, version] for rule_id, version in pairs), separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -676,6 +692,9 @@ def _store_evaluation_set(conn: Connection, key: str, pairs: Sequence[tuple[str,
 
 
 _PLAIN = frozenset({int, float, bool, type(None)})
+_FHIR_ID = re.compile(r"[A-Za-z0-9.\-]{1,64}")
+# orjson refuses what the walk would copy differently (datetimes, dataclasses, subclasses).
+_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 class _Scrubber:
@@ -689,25 +708,41 @@ class _Scrubber:
         self._raw = patient_id
         self._ref = f"Patient/{patient_id}"
         self._masked = f"Patient/hmac-{patient_hash}"
+        # The id as it reads inside JSON text, when JSON writes it unchanged (FHIR id characters).
+        self._raw_in_json = patient_id.encode() if _FHIR_ID.fullmatch(patient_id) else None
 
     def __call__(self, value: Any) -> Any:
+        """``value`` with the id replaced and unstorable characters cleaned, as a copy; a
+        container that needs neither is returned as it is, found so from its JSON text
+        (orjson refuses lone surrogates; it writes NUL as an escape), which costs a tenth of
+        the walk."""
+        if type(value) is dict or type(value) is list:
+            try:
+                text = orjson.dumps(value, option=_ORJSON_STRICT)
+            except TypeError:
+                return self._walk(value)
+            if self._raw_in_json is not None and self._raw_in_json not in text and b"\\u0000" not in text:
+                return value
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
         # Exact types first: a decision's facts are hundreds of plain values, and the ABC
         # checks below cost a quarter of the walk (benchmarks/decision_write.py).
         kind = type(value)
         if kind is dict:
-            return {key: self(item) for key, item in value.items()}
+            return {key: self._walk(item) for key, item in value.items()}
         if kind is str:
             return self._text(value)
         if kind in _PLAIN:
             return value
         if kind is list or kind is tuple:
-            return [self(item) for item in value]
+            return [self._walk(item) for item in value]
         if isinstance(value, str):
             return self._text(value)
         if isinstance(value, Mapping):
-            return {key: self(item) for key, item in value.items()}
+            return {key: self._walk(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
-            return [self(item) for item in value]
+            return [self._walk(item) for item in value]
         return value
 
     def _text(self, value: str) -> str:
