@@ -14,11 +14,14 @@ plain evaluator and logs it once.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from .evaluator import NUMBER_LIMIT, Fact, Hit, PlainEvaluator, engine_safe, engine_safe_fact
 from .rulebook import SENTINEL_KIND
@@ -33,6 +36,34 @@ try:
     from durable import engine as _durable_engine
 except ImportError:  # no wheel/build for this Python, or the C extension fails to load
     _durable_engine = None
+
+
+class _EngineJson:
+    """The JSON codec durable-rules' Python layer talks to its C core with: orjson, which
+    writes numbers exactly as the standard library does (the C core crashes on exponent
+    forms, so that matters: tests/test_engine_json.py) and is several times faster. The
+    engine encodes and decodes its state at every fired rule, a fifth of an evaluation.
+    Anything orjson will not take goes to the standard library, as before."""
+
+    @staticmethod
+    def dumps(value: Any, ensure_ascii: bool = False, **options: Any) -> str:
+        if not options and not ensure_ascii:
+            try:
+                return orjson.dumps(value).decode()
+            except TypeError:  # non-string keys, integers beyond 64 bits
+                pass
+        return json.dumps(value, ensure_ascii=ensure_ascii, **options)
+
+    @staticmethod
+    def loads(text: str | bytes) -> Any:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return json.loads(text)
+
+
+if _durable_engine is not None:
+    _durable_engine.json = _EngineJson  # the module's only use of ``json`` is dumps/loads
 
 
 def durable_available() -> bool:
