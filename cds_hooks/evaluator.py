@@ -68,8 +68,14 @@ def engine_safe(value: Any) -> Any:
 
 
 def engine_safe_fact(fact: Mapping[str, Any]) -> dict[str, Any]:
-    safe = {key: engine_safe(value) for key, value in fact.items()}
-    return {key: value for key, value in safe.items() if value is not None}
+    safe: dict[str, Any] = {}
+    for key, value in fact.items():
+        kind = type(value)
+        if kind is str or kind is bool:  # most values; nothing to do (one pass, no call)
+            safe[key] = value
+        elif value is not None and (value := engine_safe(value)) is not None:
+            safe[key] = value
+    return safe
 
 
 def engine_ready(facts: Sequence[RecordFact]) -> list[RecordFact]:
