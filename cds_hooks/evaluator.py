@@ -70,10 +70,10 @@ def engine_safe(value: Any) -> Any:
 def engine_safe_fact(fact: Mapping[str, Any]) -> dict[str, Any]:
     safe: dict[str, Any] = {}
     for key, value in fact.items():
-        kind = type(value)
-        if kind is str or kind is bool:  # most values; nothing to do (one pass, no call)
-            safe[key] = value
-        elif value is not None and (value := engine_safe(value)) is not None:
+        kind = type(value)  # most values are text or flags: kept without a call
+        if kind is not str and kind is not bool and value is not None:
+            value = engine_safe(value)
+        if value is not None:
             safe[key] = value
     return safe
 
