@@ -9,6 +9,8 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +68,28 @@ def _wait_for_new_worker(master_pid: int, old: list[int], deadline_s: float = 60
     raise AssertionError(f"worker {old} was not replaced within {deadline_s} s")
 
 
+@contextmanager
+def _sync_gunicorn(tmp_path: Path, limit_mb: str) -> Iterator[load_harness.Server]:
+    """gunicorn with one sync worker (the only kind that replaces itself) on a fresh log."""
+    env = {
+        **os.environ,
+        "CDS_HOOKS_AUTH": "off",
+        "CDS_HOOKS_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}",
+        "CDS_HOOKS_DATA_DIR": str(tmp_path / "data"),
+        "CDS_HOOKS_PATIENT_HASH_KEY": load_harness.PATIENT_HASH_KEY,
+        "CDS_HOOKS_WORKER_MAX_GROWTH_MB": limit_mb,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    with load_harness.gunicorn_process(
+        "cds_hooks.app:create_app()", ("-w", "1", "-k", "sync"), tmp_path, env, args_extra=("--log-level", "info")
+    ) as (process, port, log_path):
+        server = load_harness.Server(process, f"http://127.0.0.1:{port}", log_path, 1)
+        load_harness.wait_until_up(server)
+        yield server
+
+
 def test_a_grown_worker_answers_then_is_replaced(tmp_path: Path) -> None:
-    db = tmp_path / "d.db"
-    with load_harness.gunicorn(
-        f"sqlite:///{db}", 1, 1, tmp_path, env_extra={"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "1"}
-    ) as server:
+    with _sync_gunicorn(tmp_path, "1") as server:
         first = load_harness.worker_pids(server.process.pid)
         assert len(first) == 1
         response = requests.post(server.base + SERVICE, json=_large_body(), timeout=60)
@@ -81,19 +100,28 @@ def test_a_grown_worker_answers_then_is_replaced(tmp_path: Path) -> None:
         again = requests.post(server.base + SERVICE, json=json.loads(FIXTURE.read_text()), timeout=60)
         assert again.status_code == 200
         log_text = server.log_text()
-    assert _decisions(db) == 2  # the call that crossed the limit was recorded before the worker left
+    assert _decisions(tmp_path / "d.db") == 2  # the call that crossed the limit was recorded first
     assert f"worker {first[0]} grew by" in log_text
     assert "Traceback" not in log_text
 
 
 def test_a_worker_under_the_limit_is_kept(tmp_path: Path) -> None:
-    with load_harness.gunicorn(
-        f"sqlite:///{tmp_path / 'd.db'}", 1, 1, tmp_path, env_extra={"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "512"}
-    ) as server:
+    with _sync_gunicorn(tmp_path, "512") as server:
         first = load_harness.worker_pids(server.process.pid)
         for _ in range(3):
             assert requests.post(server.base + SERVICE, json=_large_body(), timeout=60).status_code == 200
         assert load_harness.worker_pids(server.process.pid) == first
+
+
+def test_a_threaded_worker_is_never_stopped(tmp_path: Path) -> None:
+    with load_harness.gunicorn(
+        f"sqlite:///{tmp_path / 'd.db'}", 1, 2, tmp_path, env_extra={"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "1"}
+    ) as server:
+        first = load_harness.worker_pids(server.process.pid)
+        for _ in range(2):
+            assert requests.post(server.base + SERVICE, json=_large_body(), timeout=60).status_code == 200
+        assert load_harness.worker_pids(server.process.pid) == first
+        assert " grew by " not in server.log_text()
 
 
 def _app(tmp_path: Path, limit_mb: float) -> Any:
@@ -108,9 +136,11 @@ def _app(tmp_path: Path, limit_mb: float) -> Any:
     )
 
 
-@pytest.mark.parametrize("server_software", ["Werkzeug/3.1", "gunicorn/27.0.1"])
-def test_only_a_gunicorn_worker_stops_itself(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_software: str
+@pytest.mark.parametrize(
+    ("server_software", "threaded"), [("Werkzeug/3.1", False), ("gunicorn/27.0.1", True), ("gunicorn/27.0.1", False)]
+)
+def test_only_a_gunicorn_sync_worker_stops_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server_software: str, threaded: bool
 ) -> None:
     signals: list[tuple[int, int]] = []
     monkeypatch.setattr(worker_memory.os, "kill", lambda pid, sig: signals.append((pid, sig)))
@@ -119,9 +149,11 @@ def test_only_a_gunicorn_worker_stops_itself(
     monkeypatch.setattr(worker_memory, "anonymous_bytes", lambda: 200 * 1024 * 1024)  # grown by 100 MB
     client = app.test_client()
     for _ in range(2):
-        response = client.get("/healthz", environ_base={"SERVER_SOFTWARE": server_software}, buffered=True)
+        environ = {"SERVER_SOFTWARE": server_software, "wsgi.multithread": threaded}
+        response = client.get("/healthz", environ_overrides=environ, buffered=True)
         assert response.status_code == 200
-    expected = [(os.getpid(), signal.SIGTERM)] if server_software.startswith("gunicorn/") else []
+    stops = server_software.startswith("gunicorn/") and not threaded
+    expected = [(os.getpid(), signal.SIGTERM)] if stops else []
     assert signals == expected  # once, however many calls follow before the worker stops
 
 

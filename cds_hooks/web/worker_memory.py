@@ -11,7 +11,10 @@ import). The request that crossed the limit is answered and recorded as usual; a
 stop (SIGTERM) lets the worker finish it first.
 
 Only gunicorn replaces its workers, so elsewhere (``cryo-cds serve``, tests) nothing is
-done. Linux only: the growth is read from ``/proc/self/statm``.
+done; and only its sync workers, which answer one request per connection: a threaded worker
+stopping would close its clients' idle keep-alive connections, and a client that sent its
+next request on one at that moment would lose it. Linux only: the growth is read from
+``/proc/self/statm``.
 """
 
 from __future__ import annotations
@@ -79,14 +82,15 @@ def _restart_count(ref: weakref.ReferenceType[GrowthWatch]) -> None:
 
 
 def install_worker_replacement(app: Flask, max_growth_mb: float) -> None:
-    """After each answer under gunicorn, retire the worker if it has grown past the limit."""
+    """After each answer of a gunicorn sync worker, retire it if it has grown past the limit."""
     if max_growth_mb <= 0 or anonymous_bytes() is None:
         return
     watch = GrowthWatch(int(max_growth_mb * 1024 * 1024))
 
     @app.after_request
     def retire_if_grown(response: Response) -> Response:
-        if str(request.environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn/"):
+        environ = request.environ
+        if str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn/") and not environ.get("wsgi.multithread"):
             response.call_on_close(lambda: _retire_if_grown(watch))
         return response
 
