@@ -28,7 +28,7 @@ from .web.errors import install_error_handlers
 from .web.logsafe import install_request_log_filter
 from .web.memory import install_memory_release
 from .web.state import ServiceState, install_state
-from .web.worker_memory import install_worker_replacement
+from .web.worker_memory import WorkerReplacement
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ def create_app(config: Config | None = None) -> Flask:
     install_authentication(app, state)
     install_error_handlers(app)
     install_request_log_filter()
-    install_memory_release(app)
-    install_worker_replacement(app, config.worker_max_growth_mb)
+    install_memory_release(app, replacement=WorkerReplacement(config.worker_max_growth_mb))
 
     # -- blueprints -------------------------------------------------------------------
     app.register_blueprint(bp)

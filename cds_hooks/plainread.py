@@ -84,10 +84,24 @@ def _text(pattern: re.Pattern[str], value: Any) -> str:
     return value
 
 
+# Every memo of text values that passed a check (see _pattern), so that they can be dropped.
+_KNOWN_TEXT: list[set[str]] = []
+
+
+def forget_known_text() -> None:
+    """Drop the remembered text values. After a large record they are strings of its JSON,
+    scattered over the memory pools the record filled, and a few thousand of them keep
+    Python from handing back tens of megabytes (tests/test_memory_release.py); the memos
+    fill again from the next calls."""
+    for known in _KNOWN_TEXT:
+        known.clear()
+
+
 def _pattern(pattern: re.Pattern[str], known_limit: int = 10_000) -> Callable[[Any], str]:
     """The check of a text type, remembering the values that passed: a record repeats the same
     codes, systems and displays hundreds of times (dates, nearly all distinct, are not kept)."""
     known: set[str] = set()
+    _KNOWN_TEXT.append(known)
 
     def check(value: Any) -> str:
         if type(value) is not str:

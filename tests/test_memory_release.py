@@ -40,3 +40,34 @@ def test_trim_runs_after_large_bodies_only(tmp_path: Path, monkeypatch: pytest.M
         assert response.status_code == 400  # not a valid hook call: the trim does not depend on it
         assert calls == ([0] if body is large else [])
         calls.clear()
+
+
+def test_a_large_body_drops_the_text_memo_then_trims_then_checks_growth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cds_hooks import plainread
+    from cds_hooks.web.worker_memory import WorkerReplacement
+
+    events: list[str] = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda _pad: events.append("trim") or 1)
+    monkeypatch.setattr(WorkerReplacement, "applies", lambda self, environ: True)
+    monkeypatch.setattr(WorkerReplacement, "after_answer", lambda self: events.append("growth checked"))
+    app = create_app(
+        Config(
+            rules_dir=ROOT / "rules",
+            database_url=f"sqlite:///{tmp_path / 'd.db'}",
+            auth_required=False,
+            patient_hash_key=b"memory-release-test-key-0123456789",
+        )
+    )
+    client = app.test_client()
+    fixture = (ROOT / "fhir_fixtures" / "requests" / "03-no-findings-whole-body-order-select.json").read_bytes()
+    path = "/cds-services/cryotherapy-order-select"
+    assert client.post(path, data=fixture, content_type="application/json", buffered=True).status_code == 200
+    assert any(plainread._KNOWN_TEXT), "the plain reader remembered the record's text"
+    assert events == ["growth checked"]  # a small body: nothing handed back, growth still checked
+    events.clear()
+    large = json.dumps({"hook": "order-select", "padding": "x" * memory.LARGE_BODY_BYTES}).encode()
+    client.post(path, data=large, content_type="application/json", buffered=True)
+    assert not any(plainread._KNOWN_TEXT)
+    assert events == ["trim", "growth checked"]  # what was handed back is not counted as growth

@@ -23,9 +23,9 @@ import logging
 import os
 import signal
 import weakref
+from collections.abc import Mapping
 from functools import partial
-
-from flask import Flask, Response, request
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -81,34 +81,38 @@ def _restart_count(ref: weakref.ReferenceType[GrowthWatch]) -> None:
         watch._start_count()
 
 
-def install_worker_replacement(app: Flask, max_growth_mb: float) -> None:
-    """After each answer of a gunicorn sync worker, retire it if it has grown past the limit."""
-    if max_growth_mb <= 0 or anonymous_bytes() is None:
-        return
-    watch = GrowthWatch(int(max_growth_mb * 1024 * 1024))
+class WorkerReplacement:
+    """Retires a gunicorn sync worker, after an answer, once it has grown past the limit
+    (0: never). `memory.install_memory_release` asks it after handing memory back, so that
+    what a large call freed is not counted as growth."""
 
-    @app.after_request
-    def retire_if_grown(response: Response) -> Response:
-        environ = request.environ
-        if str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn/") and not environ.get("wsgi.multithread"):
-            response.call_on_close(lambda: _retire_if_grown(watch))
-        return response
+    def __init__(self, max_growth_mb: float) -> None:
+        enabled = max_growth_mb > 0 and anonymous_bytes() is not None
+        self._watch = GrowthWatch(int(max_growth_mb * 1024 * 1024)) if enabled else None
 
-    del retire_if_grown  # registered; the name is not needed
+    def applies(self, environ: Mapping[str, Any]) -> bool:
+        """True under a gunicorn sync worker (one request per connection), when enabled."""
+        return (
+            self._watch is not None
+            and str(environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn/")
+            and not environ.get("wsgi.multithread")
+        )
 
-
-def _retire_if_grown(watch: GrowthWatch) -> None:
-    grown = watch.grown_past_limit()
-    if grown is None:
-        return
-    # A warning so that it shows at gunicorn's default level: frequent replacements mean the
-    # limit is below what ordinary calls need.
-    log.warning(
-        "worker %d grew by %.0f MB since it started (CDS_HOOKS_WORKER_MAX_GROWTH_MB=%g): replaced after this answer",
-        os.getpid(),
-        grown / 1024 / 1024,
-        watch.limit_bytes / 1024 / 1024,
-    )
-    # gunicorn's graceful stop: the worker ends its loop after this request, the arbiter
-    # notices it exited and forks a replacement from the preloaded app.
-    os.kill(os.getpid(), signal.SIGTERM)
+    def after_answer(self) -> None:
+        if self._watch is None:
+            return
+        grown = self._watch.grown_past_limit()
+        if grown is None:
+            return
+        # A warning so that it shows at gunicorn's default level: frequent replacements mean
+        # the limit is below what ordinary calls need.
+        log.warning(
+            "worker %d grew by %.0f MB since it started (CDS_HOOKS_WORKER_MAX_GROWTH_MB=%g): "
+            "replaced after this answer",
+            os.getpid(),
+            grown / 1024 / 1024,
+            self._watch.limit_bytes / 1024 / 1024,
+        )
+        # gunicorn's graceful stop: the worker ends its loop after this request, the arbiter
+        # notices it exited and forks a replacement from the preloaded app.
+        os.kill(os.getpid(), signal.SIGTERM)
