@@ -80,7 +80,7 @@ class Config:
     feedback_max_items: int = 100  # per feedback POST
     call_deadline_s: float = DEFAULT_CALL_DEADLINE_S  # whole hook call; the FHIR fetch budget is cut to fit
     policy_file: Path | None = None  # site policy (issue 14); None: the bundled rules as they are
-    worker_max_growth_mb: float = 16.0  # a gunicorn worker grown by more is replaced; 0: never
+    worker_max_growth_mb: float = 12.0  # a gunicorn sync worker grown by more is replaced; 0: never
 
     def __post_init__(self) -> None:
         if not self.database_url:

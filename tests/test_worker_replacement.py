@@ -158,7 +158,7 @@ def test_only_a_gunicorn_sync_worker_stops_itself(
 
 
 def test_the_limit_is_read_from_the_environment() -> None:
-    assert Config().worker_max_growth_mb == 16.0
+    assert Config().worker_max_growth_mb == 12.0
     assert from_env({"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "0"}).worker_max_growth_mb == 0.0
     assert from_env({"CDS_HOOKS_WORKER_MAX_GROWTH_MB": "48"}).worker_max_growth_mb == 48.0
     with pytest.raises(ConfigError, match="CDS_HOOKS_WORKER_MAX_GROWTH_MB must be 0 or more"):
