@@ -71,20 +71,14 @@ def _wait_for_new_worker(master_pid: int, old: list[int], deadline_s: float = 60
 @contextmanager
 def _sync_gunicorn(tmp_path: Path, limit_mb: str) -> Iterator[load_harness.Server]:
     """gunicorn with one sync worker (the only kind that replaces itself) on a fresh log."""
-    env = {
-        **os.environ,
-        "CDS_HOOKS_AUTH": "off",
-        "CDS_HOOKS_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}",
-        "CDS_HOOKS_DATA_DIR": str(tmp_path / "data"),
-        "CDS_HOOKS_PATIENT_HASH_KEY": load_harness.PATIENT_HASH_KEY,
-        "CDS_HOOKS_WORKER_MAX_GROWTH_MB": limit_mb,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    with load_harness.gunicorn_process(
-        "cds_hooks.app:create_app()", ("-w", "1", "-k", "sync"), tmp_path, env, args_extra=("--log-level", "info")
-    ) as (process, port, log_path):
-        server = load_harness.Server(process, f"http://127.0.0.1:{port}", log_path, 1)
-        load_harness.wait_until_up(server)
+    with load_harness.gunicorn(
+        f"sqlite:///{tmp_path / 'd.db'}",
+        1,
+        1,
+        tmp_path,
+        env_extra={"CDS_HOOKS_WORKER_MAX_GROWTH_MB": limit_mb},
+        worker_class="sync",
+    ) as server:
         yield server
 
 

@@ -56,7 +56,7 @@ from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
 from .models import Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetMember, Feedback, RuleHit, metadata
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
-from .writer import DecisionWriter
+from .writer import ORJSON_STRICT, DecisionWriter
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -693,8 +693,6 @@ def _store_evaluation_set(conn: Connection, key: str, pairs: Sequence[tuple[str,
 
 _PLAIN = frozenset({int, float, bool, type(None)})
 _FHIR_ID = re.compile(r"[A-Za-z0-9.\-]{1,64}")
-# orjson refuses what the walk would copy differently (datetimes, dataclasses, subclasses).
-_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 class _Scrubber:
@@ -718,7 +716,7 @@ class _Scrubber:
         the walk."""
         if type(value) is dict or type(value) is list:
             try:
-                text = orjson.dumps(value, option=_ORJSON_STRICT)
+                text = orjson.dumps(value, option=ORJSON_STRICT)
             except TypeError:
                 return self._walk(value)
             if self._raw_in_json is not None and self._raw_in_json not in text and b"\\u0000" not in text:

@@ -141,8 +141,9 @@ def _processor(type_: Any, dialect: Dialect) -> _Processor:
 
 
 # orjson refuses what the standard encoder would refuse or write differently (datetimes,
-# dataclasses, subclasses of str/int/dict/list, non-string keys): those go the column's way.
-_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+# dataclasses, subclasses of str/int/dict/list, non-string keys): those go the column's way,
+# and the store's patient-id scrub walks them instead of trusting their JSON text.
+ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
 def _fast_json(bind: _Processor) -> _Processor:
@@ -155,7 +156,7 @@ def _fast_json(bind: _Processor) -> _Processor:
     def process(value: Any) -> Any:
         if type(value) is dict or type(value) is list:
             try:
-                text = orjson.dumps(value, option=_ORJSON_STRICT).decode()
+                text = orjson.dumps(value, option=ORJSON_STRICT).decode()
             except TypeError:
                 return bind(value)
             if "null" in text and _has_non_finite(value):

@@ -426,8 +426,10 @@ def gunicorn(
     *,
     env_extra: dict[str, str] | None = None,
     args_extra: tuple[str, ...] = (),
+    worker_class: str = "gthread",
 ) -> Iterator[Server]:
-    """gunicorn (gthread workers) serving the app; JWT checks off unless ``env_extra`` turns them on."""
+    """gunicorn (gthread workers with ``threads`` threads, or sync workers) serving the app;
+    JWT checks off unless ``env_extra`` turns them on."""
     env = {
         **os.environ,
         "CDS_HOOKS_AUTH": "off",
@@ -437,7 +439,9 @@ def gunicorn(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         **(env_extra or {}),
     }
-    worker_args = ("-w", str(workers), "-k", "gthread", "--threads", str(threads))
+    worker_args: tuple[str, ...] = ("-w", str(workers), "-k", worker_class)
+    if worker_class == "gthread":
+        worker_args += ("--threads", str(threads))
     with gunicorn_process(
         "cds_hooks.app:create_app()", worker_args, workdir, env, args_extra=("--log-level", "info", *args_extra)
     ) as (process, port, log_path):
