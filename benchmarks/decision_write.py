@@ -39,7 +39,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
@@ -56,6 +55,7 @@ from cds_hooks.audit.records import DecisionRecord
 from cds_hooks.audit.store import AuditStore, _decision_rows, _store_evaluation_set, evaluation_set_key
 from cds_hooks.config import Config
 from cds_hooks.hooks import parse_hook_request
+from cds_hooks.ids import time_ordered_uuid
 from cds_hooks.pipeline_factory import build_pipeline
 from cds_hooks.service import SERVICES
 from tests.support.load import postgres_reachable, throwaway_database
@@ -85,12 +85,13 @@ def typical_decision() -> tuple[DecisionRecord, list[tuple[str, str]]]:
     return outcome.decision, outcome.evaluated_rules
 
 
-def fresh(rec: DecisionRecord) -> DecisionRecord:
-    """The same decision under new ids (decision and card uuids are unique in the log)."""
-    new = {card.uuid: str(uuid.uuid4()) for card in rec.cards}
+def fresh(rec: DecisionRecord, new_id: Callable[[], str] = time_ordered_uuid) -> DecisionRecord:
+    """The same decision under new ids (decision and card uuids are unique in the log), made
+    by ``new_id``: the service's time-ordered ids unless a benchmark compares others."""
+    new = {card.uuid: new_id() for card in rec.cards}
     return replace(
         rec,
-        decision_id=str(uuid.uuid4()),
+        decision_id=new_id(),
         cards=tuple(replace(card, uuid=new[card.uuid]) for card in rec.cards),
         fired=tuple(replace(hit, card_uuid=new.get(hit.card_uuid or "", hit.card_uuid)) for hit in rec.fired),
     )

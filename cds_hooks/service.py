@@ -7,7 +7,6 @@ the result into the response and its decision record.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -25,6 +24,7 @@ from .factrecord import facts_to_record
 from .facts import build_facts
 from .fhirtime import utc_now
 from .hooks import ORDER_SELECT, ORDER_SIGN, HookRequest
+from .ids import time_ordered_uuid
 from .nagging import Answer, FeedbackMemory, split_repeats, suppression_entry, window
 from .orders import SystemicHeuristic, find_cryo_orders, looks_like_cryotherapy
 from .prefetch import SUPPLEMENTARY_KEYS
@@ -306,7 +306,7 @@ class Pipeline:
     ) -> Outcome:
         latency = (time.perf_counter() - started) * 1000
         decision = DecisionRecord(
-            decision_id=str(uuid.uuid4()),
+            decision_id=time_ordered_uuid(),
             created_at=now,
             service_id=service.id,
             hook=request.hook,

@@ -9,12 +9,12 @@ the rules it carries in ``extension["org.cryo-cds.findings"]``.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import overrides
+from ..ids import time_ordered_uuid
 from ..rulebook import SEVERITY_RANK, Rulebook
 from .findings import Finding
 from .gap_words import reason_in_words
@@ -137,7 +137,7 @@ class CardBuilder:
             )
         top = max(members, key=lambda f: SEVERITY_RANK[f.severity]).top_rule
         card: dict[str, Any] = {
-            "uuid": str(uuid.uuid4()),
+            "uuid": time_ordered_uuid(),
             "summary": self._summary(run, members, order_name),
             "indicator": severity,
             "detail": "\n\n".join(parts),
@@ -174,7 +174,7 @@ class CardBuilder:
             out.append(
                 {
                     "label": f"Cancel the {order_name} order",
-                    "uuid": str(uuid.uuid4()),
+                    "uuid": time_ordered_uuid(),
                     "actions": [
                         {"type": "delete", "description": f"Cancel the draft {order_name} order", "resourceId": ref}
                     ],
@@ -187,7 +187,7 @@ class CardBuilder:
                 out.append(
                     {
                         "label": f"Order {missing} before {order_name}",
-                        "uuid": str(uuid.uuid4()),
+                        "uuid": time_ordered_uuid(),
                         "actions": [
                             {
                                 "type": "create",
@@ -284,7 +284,7 @@ def incomplete_card(gaps: Mapping[str, str]) -> dict[str, Any]:
         reasons.setdefault(_gap_name(key), {})[reason_in_words(gaps[key])] = None
     missing = "\n".join(f"- **{name}**: {'; '.join(why)}." for name, why in reasons.items())
     return {
-        "uuid": str(uuid.uuid4()),
+        "uuid": time_ordered_uuid(),
         "summary": "Part of the record could not be read: some cryotherapy checks were not run.",
         "indicator": "warning",
         "detail": (

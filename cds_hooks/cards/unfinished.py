@@ -6,11 +6,11 @@ that was cut short must say so, name what was not checked, and send the clinicia
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from .. import overrides
+from ..ids import time_ordered_uuid
 from .build import FINDINGS_EXTENSION, MODALITY_NAMES, OVERRIDE_REASON_SYSTEM, SOURCE_LABEL, TOPIC_SYSTEM
 
 RULE_ID = "MD-UNFINISHED"
@@ -24,7 +24,7 @@ def unfinished_card(unchecked: Sequence[tuple[str, str]], *, partly: bool) -> di
     orders = ", ".join(names) or "the cryotherapy order"
     shown = "The cards shown are for the orders that were checked. " if partly else "No safety findings are shown. "
     return {
-        "uuid": str(uuid.uuid4()),
+        "uuid": time_ordered_uuid(),
         "summary": "The cryotherapy safety check could not be completed in time.",
         "indicator": "warning",
         "detail": (

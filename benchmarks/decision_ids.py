@@ -1,0 +1,87 @@
+"""Decision ids and the SQLite write: random UUIDv4 against the shipped time-ordered UUIDv7.
+
+Two processes (as two gunicorn sync workers) write the typical decision of
+``benchmarks/decision_write.py`` to one SQLite log, first ``--prefill`` decisions each to give
+the indexes a realistic size, then ``--writes`` each that are timed. Random ids put each
+write on a random leaf of every index over an id (decision, card, and the hits' and orders'
+references); time-ordered ids put it on the last leaf, which the previous write touched.
+Prints CPU and wall ms per write for each kind, in turns, twice. The machine is shared:
+compare figures of one run only.
+
+    python -P benchmarks/decision_ids.py [--prefill 10000] [--writes 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))
+
+from decision_write import KEY, fresh, typical_decision  # type: ignore[import-not-found]
+
+from cds_hooks.audit.store import AuditStore
+from cds_hooks.ids import time_ordered_uuid
+
+KINDS: dict[str, Callable[[], str]] = {
+    "UUIDv4 (random)": lambda: str(uuid.uuid4()),
+    "UUIDv7 (shipped)": time_ordered_uuid,
+}
+
+
+def writer(url: str, kind: str, count: int, results: multiprocessing.Queue[tuple[float, float]]) -> None:
+    """One writing process: ``count`` decisions, then (CPU ms, wall ms) per write."""
+    rec, evaluated = typical_decision()
+    new_id = KINDS[kind]
+    store = AuditStore(url, KEY)
+    for _ in range(20):  # warm-up: pool, compiled statements
+        store.record_decision(fresh(rec, new_id), evaluated)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(count):
+        store.record_decision(fresh(rec, new_id), evaluated)
+    results.put(((time.process_time() - cpu) / count * 1000, (time.perf_counter() - wall) / count * 1000))
+    store.dispose()
+
+
+def two_writers(url: str, kind: str, count: int) -> list[tuple[float, float]]:
+    results: multiprocessing.Queue[tuple[float, float]] = multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=writer, args=(url, kind, count, results)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return [results.get() for _ in processes]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prefill", type=int, default=10_000, help="decisions each writer stores first")
+    parser.add_argument("--writes", type=int, default=1_500, help="timed decisions per writer")
+    args = parser.parse_args()
+    print(f"two SQLite writers, {2 * args.prefill} decisions stored first, {args.writes} timed writes each")
+    print(f"{'ids':<18} {'CPU ms/write':>14} {'wall ms/write':>14}")
+    for _round in range(2):
+        for kind in KINDS:
+            with tempfile.TemporaryDirectory() as workdir:
+                url = f"sqlite:///{workdir}/decisions.db"
+                store = AuditStore(url, KEY)
+                store.migrate()
+                store.dispose()
+                two_writers(url, kind, args.prefill)
+                figures = two_writers(url, kind, args.writes)
+            cpu = sum(f[0] for f in figures) / len(figures)
+            wall = sum(f[1] for f in figures) / len(figures)
+            print(f"{kind:<18} {cpu:>14.3f} {wall:>14.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
