@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -29,6 +30,25 @@ CARDS = Counter("cryo_cds_cards_total", "Cards returned, by rule and severity", 
 AUDIT_WRITE_FAILURES = Counter(
     "cryo_cds_audit_write_failures_total", "Decision-log writes that failed (the decision was spooled)"
 )
+
+
+# A labelled child is looked up under a lock at every ``labels()`` call; a call records a
+# dozen of them, always the same few (label values are bounded, see above), so each is kept.
+@lru_cache(maxsize=1024)
+def step_seconds(step: str) -> Histogram:
+    return STEP_SECONDS.labels(step=step)
+
+
+@lru_cache(maxsize=1024)
+def cards(rule: str, severity: str) -> Counter:
+    return CARDS.labels(rule=rule, severity=severity)
+
+
+@lru_cache(maxsize=1024)
+def calls(service: str, hook: str, status: str) -> Counter:
+    return CALLS.labels(service=service, hook=hook, status=status)
+
+
 SPOOLED = Counter("cryo_cds_audit_spooled_total", "Decisions written to the local spool")
 DRAINED = Counter("cryo_cds_audit_drained_total", "Spooled decisions written to the database")
 FHIR_FETCHES = Counter("cryo_cds_fhir_fetches_total", "Requests to clients' FHIR servers, by outcome", ["outcome"])

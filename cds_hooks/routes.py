@@ -70,9 +70,9 @@ def call_service(service_id: str) -> Response:
 
 def _observe(outcome: Outcome) -> None:
     for step, ms in outcome.timings_ms.items():
-        metrics.STEP_SECONDS.labels(step=step).observe(ms / 1000)
+        metrics.step_seconds(step).observe(ms / 1000)
     for card in outcome.decision.cards:
-        metrics.CARDS.labels(rule=card.rule_id, severity=card.indicator).inc()
+        metrics.cards(card.rule_id, card.indicator).inc()
 
 
 @bp.after_request
@@ -80,7 +80,7 @@ def count_call(response: Response) -> Response:
     if request.endpoint == "cds.call_service" and request.view_args:
         service = SERVICES.get(str(request.view_args.get("service_id")))
         if service is not None:
-            metrics.CALLS.labels(service=service.id, hook=service.hook, status=str(response.status_code)).inc()
+            metrics.calls(service.id, service.hook, str(response.status_code)).inc()
     return response
 
 

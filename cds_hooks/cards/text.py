@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from datetime import date
+from functools import lru_cache
 from typing import Any
 
 MONTHS = (
@@ -47,6 +48,7 @@ _SEMANTIC_TAG = re.compile(
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?::[A-Za-z_][A-Za-z0-9_]*)?)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+([,.;:])")
 
 
 class _Missing(KeyError):
@@ -296,11 +298,18 @@ def render(template: str, ctx: Mapping[str, str], parameters: Mapping[str, Any],
         except _Missing:
             return ""
 
-    text = _OPTIONAL.sub(optional_part, " ".join(template.split()))
+    text = _OPTIONAL.sub(optional_part, _normalised(template))
     kept = []
     for sentence in _SENTENCE.split(text):
         try:
             kept.append(fill(sentence))
         except _Missing:
             continue
-    return re.sub(r"\s+([,.;:])", r"\1", " ".join(kept)).strip()
+    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(kept)).strip()
+
+
+@lru_cache(maxsize=1024)
+def _normalised(template: str) -> str:
+    """A template with its runs of white space made single spaces (templates are the
+    rulebook's: a few hundred, each rendered at every call that shows it)."""
+    return " ".join(template.split())
