@@ -15,12 +15,13 @@ import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from ..concepts import codings, label, texts
 from ..fhirtime import UNIT_DAYS, days_between, to_instant
 from ..orders import CryoOrder
 from ..record import PatientRecord, ref_of
-from ..terminology import ATC, SNOMED, ValueSet
+from ..terminology import ATC, SNOMED, Terminology, ValueSet
 from .context import Fact, FactContext
 
 MEDICATION_CLASSES = {
@@ -214,6 +215,52 @@ def _medications(record: PatientRecord, drafts: Sequence[Any], order: CryoOrder)
             yield resource, True
 
 
+# Per terminology: a drug's words and codes -> (name per matched class, systemic-steroid name).
+_CLASSES_KEPT = 4_096
+_classified: WeakKeyDictionary[Terminology, dict[tuple[Any, ...], tuple[dict[str, str], str | None]]] = (
+    WeakKeyDictionary()
+)
+
+
+def _concept_key(concepts: Sequence[Any]) -> tuple[Any, ...]:
+    """Everything the matching reads of the concepts: each one's text and its codings' system,
+    code and display."""
+    return tuple(
+        (
+            getattr(concept, "text", None),
+            tuple(
+                (getattr(c, "system", None), getattr(c, "code", None), getattr(c, "display", None))
+                for c in getattr(concept, "coding", None) or ()
+            ),
+        )
+        for concept in concepts
+    )
+
+
+def _drug_classes(
+    concepts: Sequence[Any], tx: Terminology, classes: Sequence[ValueSet]
+) -> tuple[dict[str, str], str | None]:
+    """(drug name per matched class, the name if it is a glucocorticoid), remembered per drug:
+    a record names the same few drugs in every refill, and matching them against every class
+    by code, ATC prefix and name was a tenth of a large record's call (benchmarks/http.py)."""
+    memo = _classified.setdefault(tx, {})
+    key = _concept_key(concepts)
+    known = memo.get(key)
+    if known is None:
+        ingredients = drug_ingredients(concepts, classes)
+        names: dict[str, str] = {}
+        for flag, vs_id in MEDICATION_CLASSES.items():
+            name = drug_class_match(concepts, tx[vs_id]) or _ingredient_of_class(ingredients, tx[vs_id])
+            if name:
+                names[flag] = name
+        glucocorticoids = tx["MED-IMMSUP.glucocorticoid"]
+        steroid = drug_class_match(concepts, glucocorticoids) or _ingredient_of_class(ingredients, glucocorticoids)
+        if len(memo) >= _CLASSES_KEPT:
+            memo.clear()
+        known = memo[key] = (names, steroid)
+    return known
+
+
 def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOrder, ctx: FactContext) -> list[Fact]:
     tx = ctx.terminology
     glucocorticoids = tx["MED-IMMSUP.glucocorticoid"]
@@ -226,15 +273,9 @@ def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOr
         concepts = _concepts(resource, record)
         if not concepts:
             continue
-        ingredients = drug_ingredients(concepts, classes)
-        flags: dict[str, bool] = {}
-        names: dict[str, str] = {}  # drug name per matched class, in class order
-        for flag, vs_id in MEDICATION_CLASSES.items():
-            name = drug_class_match(concepts, tx[vs_id]) or _ingredient_of_class(ingredients, tx[vs_id])
-            if name:
-                flags[flag] = True
-                names[flag] = name
-        steroid = drug_class_match(concepts, glucocorticoids) or _ingredient_of_class(ingredients, glucocorticoids)
+        known_names, steroid = _drug_classes(concepts, tx, classes)
+        flags = dict.fromkeys(known_names, True)
+        names = dict(known_names)  # drug name per matched class, in class order
         if steroid and _locally_applied(resource, concepts, record):
             steroid = None
         if steroid:  # a systemic glucocorticoid (also listed in the MED-IMMSUP expansion) counts as one
