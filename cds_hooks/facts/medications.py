@@ -222,6 +222,12 @@ _classified: WeakKeyDictionary[Terminology, dict[tuple[Any, ...], tuple[dict[str
 )
 
 
+def forget_drug_classes() -> None:
+    """Drop the remembered classifications: their keys are strings of the last records'
+    JSON and, after a large record, would keep its memory pools from being handed back."""
+    _classified.clear()
+
+
 def _concept_key(concepts: Sequence[Any]) -> tuple[Any, ...]:
     """Everything the matching reads of the concepts: each one's text and its codings' system,
     code and display."""

@@ -4,9 +4,10 @@ A call on a whole-patient record parses megabytes of JSON into Python objects an
 them when it ends, but glibc keeps the freed pages in the process heap (more so with the
 ``GLIBC_TUNABLES`` the README recommends for durable-rules, which raise the trim threshold
 to 256 MB), so a worker stays as large as its largest call. After a call whose body was
-large, the plain reader's memo of text values is dropped (its strings, scattered over the
-pools the record filled, would keep Python from freeing them) and ``malloc_trim(0)`` returns
-the free pages, once the answer is sent. Elsewhere than glibc only the memo is dropped.
+large, the plain reader's memo of text values and the remembered drug classes are dropped
+(their strings, scattered over the pools the record filled, would keep Python from freeing
+them) and ``malloc_trim(0)`` returns the free pages, once the answer is sent. Elsewhere than
+glibc only the memos are dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from functools import partial
 
 from flask import Flask, Response, request
 
+from ..facts.medications import forget_drug_classes
 from ..plainread import forget_known_text
 from .worker_memory import WorkerReplacement
 
@@ -57,6 +59,7 @@ def install_memory_release(
 def _after_answer(trim: Callable[[int], int] | None, large: bool, replacement: WorkerReplacement | None) -> None:
     if large:
         forget_known_text()  # first: its strings are what pin the pools the record filled
+        forget_drug_classes()
         if trim is not None:
             trim(0)
     if replacement is not None:  # last: what was just handed back is not growth
