@@ -92,9 +92,10 @@ class PatientRecord:
     def add(self, resource: Any) -> None:
         """Add a resource once: the same Type/id delivered under two keys counts once."""
         if getattr(resource, "id", None):
-            if ref_of(resource) in self.by_ref:
+            ref = ref_of(resource)
+            if ref in self.by_ref:
                 return
-            self.by_ref[ref_of(resource)] = resource
+            self.by_ref[ref] = resource
         if resource.get_resource_type() == "Patient" and self.patient is None:
             self.patient = resource
         self.by_type.setdefault(resource.get_resource_type(), []).append(resource)
@@ -138,12 +139,17 @@ def _entries(value: Mapping[str, Any]) -> Iterable[Any]:
             yield entry if "resource" not in entry and "resourceType" in entry else entry.get("resource")
 
 
-def _failure_of(value: Mapping[str, Any]) -> str | None:
-    """The diagnostics of an OperationOutcome answer (bare or inside a Bundle), else None."""
+def _failure_of(value: Mapping[str, Any], entries: list[Any] | None = None) -> str | None:
+    """The diagnostics of an OperationOutcome answer (bare or inside a Bundle), else None;
+    ``entries`` are the Bundle's resources when the caller has listed them already."""
     outcomes = (
         [value]
         if value.get("resourceType") == "OperationOutcome"
-        else [r for r in _entries(value) if isinstance(r, dict) and r.get("resourceType") == "OperationOutcome"]
+        else [
+            r
+            for r in (entries if entries is not None else _entries(value))
+            if type(r) is dict and r.get("resourceType") == "OperationOutcome"
+        ]
     )
     for outcome in outcomes:
         for issue in _list(outcome.get("issue")):
@@ -163,11 +169,12 @@ def add_answer(
     if not isinstance(value, dict):
         record.gaps[key] = "prefetch value is not a FHIR resource"
         return
-    failure = _failure_of(value)
+    entries = list(_entries(value)) if value.get("resourceType") == "Bundle" else None
+    failure = _failure_of(value, entries)
     if failure is not None:
         record.gaps[key] = f"the query failed: {failure}"
         return
-    raw_resources = list(_entries(value)) if value.get("resourceType") == "Bundle" else [value]
+    raw_resources = entries if entries is not None else [value]
     for raw in raw_resources:
         kind = raw.get("resourceType") if isinstance(raw, dict) else None
         if kind == "OperationOutcome" or (wanted and isinstance(kind, str) and kind not in wanted):
