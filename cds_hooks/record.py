@@ -148,7 +148,7 @@ def _failure_of(value: Mapping[str, Any], entries: list[Any] | None = None) -> s
         else [
             r
             for r in (entries if entries is not None else _entries(value))
-            if type(r) is dict and r.get("resourceType") == "OperationOutcome"
+            if isinstance(r, dict) and r.get("resourceType") == "OperationOutcome"
         ]
     )
     for outcome in outcomes:

@@ -89,10 +89,7 @@ def test_a_remembered_drug_classification_is_told_apart_by_text_and_by_display(t
     (or the reverse) must each keep their own classes, in any order of asking."""
     from types import SimpleNamespace
 
-    from cds_hooks.facts.medications import MEDICATION_CLASSES, _drug_classes
-
-    classes = [terminology[vs_id] for vs_id in MEDICATION_CLASSES.values()]
-    classes.append(terminology["MED-IMMSUP.glucocorticoid"])
+    from cds_hooks.facts.medications import _drug_classes
 
     def drug(text: str | None, display: str | None = None) -> list[Any]:
         coding = [SimpleNamespace(system="urn:example:local", code="LOCAL-1", display=display)]
@@ -100,8 +97,8 @@ def test_a_remembered_drug_classification_is_told_apart_by_text_and_by_display(t
 
     warfarin, paracetamol = drug("warfarin 5 mg tablet"), drug("paracetamol 500 mg tablet")
     by_display = drug(None, display="Warfarin sodium 5 mg oral tablet")
-    first = [_drug_classes(d, terminology, classes) for d in (warfarin, paracetamol, by_display)]
-    again = [_drug_classes(d, terminology, classes) for d in (by_display, paracetamol, warfarin)][::-1]
+    first = [_drug_classes(d, terminology) for d in (warfarin, paracetamol, by_display)]
+    again = [_drug_classes(d, terminology) for d in (by_display, paracetamol, warfarin)][::-1]
     assert first == again
     assert first[0][0] == {"med_anticoag": "warfarin"}
     assert first[1] == ({}, None)

@@ -243,9 +243,7 @@ def _concept_key(concepts: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
-def _drug_classes(
-    concepts: Sequence[Any], tx: Terminology, classes: Sequence[ValueSet]
-) -> tuple[dict[str, str], str | None]:
+def _drug_classes(concepts: Sequence[Any], tx: Terminology) -> tuple[dict[str, str], str | None]:
     """(drug name per matched class, the name if it is a glucocorticoid), remembered per drug:
     a record names the same few drugs in every refill, and matching them against every class
     by code, ATC prefix and name was a tenth of a large record's call (benchmarks/http.py)."""
@@ -253,13 +251,15 @@ def _drug_classes(
     key = _concept_key(concepts)
     known = memo.get(key)
     if known is None:
-        ingredients = drug_ingredients(concepts, classes)
+        glucocorticoids = tx["MED-IMMSUP.glucocorticoid"]
+        ingredients = drug_ingredients(
+            concepts, [*(tx[vs_id] for vs_id in MEDICATION_CLASSES.values()), glucocorticoids]
+        )
         names: dict[str, str] = {}
         for flag, vs_id in MEDICATION_CLASSES.items():
             name = drug_class_match(concepts, tx[vs_id]) or _ingredient_of_class(ingredients, tx[vs_id])
             if name:
                 names[flag] = name
-        glucocorticoids = tx["MED-IMMSUP.glucocorticoid"]
         steroid = drug_class_match(concepts, glucocorticoids) or _ingredient_of_class(ingredients, glucocorticoids)
         if len(memo) >= _CLASSES_KEPT:
             memo.clear()
@@ -269,8 +269,6 @@ def _drug_classes(
 
 def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOrder, ctx: FactContext) -> list[Fact]:
     tx = ctx.terminology
-    glucocorticoids = tx["MED-IMMSUP.glucocorticoid"]
-    classes = [tx[vs_id] for vs_id in MEDICATION_CLASSES.values()] + [glucocorticoids]
     facts = []
     for resource, drafted in _medications(record, drafts, order):
         state = _status_and_time(resource, drafted, ctx.now, ctx.supply_days)
@@ -279,7 +277,7 @@ def medication_facts(record: PatientRecord, drafts: Sequence[Any], order: CryoOr
         concepts = _concepts(resource, record)
         if not concepts:
             continue
-        known_names, steroid = _drug_classes(concepts, tx, classes)
+        known_names, steroid = _drug_classes(concepts, tx)
         flags = dict.fromkeys(known_names, True)
         names = dict(known_names)  # drug name per matched class, in class order
         if steroid and _locally_applied(resource, concepts, record):
