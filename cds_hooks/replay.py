@@ -65,7 +65,8 @@ class DatabaseJtiCache:
             raise ReplayStoreUnavailable("the token replay store is unavailable") from None
 
     def _insert(self, stmt: Any, now: float) -> bool:
-        with self._engine.begin() as conn:
+        # Reads no decision, so the decision journal is not filed first (audit/journal.py).
+        with self._engine.connect().execution_options(audit_no_filing=True) as conn, conn.begin():
             added = wrote_row(conn, stmt, SeenJti.key_hash)
             if self._purge_due(now):
                 conn.execute(delete(SeenJti).where(SeenJti.expires_at <= now))

@@ -87,8 +87,10 @@ def _stored_state(url: str) -> tuple[str | None, bool]:
                 fingerprint = conn.execute(
                     select(StoreMeta.value).where(StoreMeta.name == FINGERPRINT)
                 ).scalar_one_or_none()
-            has_decisions = (
-                "decision" in tables and conn.execute(text("SELECT 1 FROM decision LIMIT 1")).first() is not None
+            # A decision may still be in the journal, not yet filed (audit/journal.py).
+            has_decisions = any(
+                table in tables and conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1")).first() is not None
+                for table in ("decision", "pending_decision")
             )
             return fingerprint, has_decisions
     except SQLAlchemyError as exc:

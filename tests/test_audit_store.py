@@ -57,6 +57,7 @@ TABLES = {
     "card",
     "feedback",
     "evaluation_set",
+    "pending_decision",
     "evaluation_set_member",
     "seen_jti",
     "store_meta",

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import requests
 from markupsafe import escape
-from sqlalchemy import create_engine, text
 
 from cds_hooks.app import create_app
 from cds_hooks.audit import analytics
@@ -33,6 +32,7 @@ from cds_hooks.service import SERVICES
 from cds_hooks.terminology import Terminology
 
 from .conftest import RULES_DIR
+from .support.database import decisions_held
 from .support.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,12 +70,7 @@ class Service:
         self.url = self.server.url
 
     def decisions(self) -> int:
-        engine = create_engine(f"sqlite:///{self.db}")
-        try:
-            with engine.connect() as conn:
-                return int(conn.execute(text("select count(*) from decision")).scalar() or 0)
-        finally:
-            engine.dispose()
+        return decisions_held(f"sqlite:///{self.db}")
 
     def login(self) -> requests.Session:
         session = requests.Session()

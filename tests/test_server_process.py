@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import requests
-from sqlalchemy import create_engine, text
 
 from cds_hooks.devtools.cases import case_request
 
+from .support.database import decisions_held
 from .support.loopback import free_port, wait_until_up
 
 REQUESTS_AFTER_FIRST = 3000
@@ -72,7 +72,4 @@ def test_fresh_server_survives_a_no_alert_first_request_and_thousands_after(tmp_
         server.wait(timeout=30)
         log.close()
     assert server.returncode in (0, -15), (tmp_path / "server.log").read_text(errors="replace")[-2000:]
-    engine = create_engine(f"sqlite:///{db}")
-    with engine.connect() as conn:
-        assert conn.execute(text("select count(*) from decision")).scalar_one() == REQUESTS_AFTER_FIRST + 1
-    engine.dispose()
+    assert decisions_held(f"sqlite:///{db}") == REQUESTS_AFTER_FIRST + 1

@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config
 from cds_hooks.devtools.conformance import validate
 
 from .conftest import RULES_DIR, card_findings, cards_by_rule
+from .support.database import decisions_held
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "requests"
 SANDBOX_PAMA = (
@@ -48,11 +48,7 @@ def client(db_url: str):
 
 
 def _decisions(db_url: str) -> int:
-    engine = create_engine(db_url)
-    with engine.connect() as conn:
-        count = conn.execute(text("select count(*) from decision")).scalar_one()
-    engine.dispose()
-    return int(count)
+    return decisions_held(db_url)
 
 
 def _fixture(name: str) -> dict:

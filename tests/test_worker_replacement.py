@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from cds_hooks.config import Config, ConfigError, from_env
 from cds_hooks.web import worker_memory
 
 from .support import load as load_harness
+from .support.database import decisions_held
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "fhir_fixtures" / "requests" / "03-no-findings-whole-body-order-select.json"
@@ -53,9 +53,7 @@ def _large_body() -> dict[str, Any]:
 
 
 def _decisions(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        count: int = conn.execute("SELECT count(*) FROM decision").fetchone()[0]
-    return count
+    return decisions_held(f"sqlite:///{db}")
 
 
 def _wait_for_new_worker(master_pid: int, old: list[int], deadline_s: float = 60) -> list[int]:

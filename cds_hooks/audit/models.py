@@ -25,6 +25,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -246,5 +247,20 @@ StoreMeta = TableView(
         metadata,
         Column("name", String(64), primary_key=True),
         _required("value", String(256)),
+    )
+)
+
+
+# SQLite's decision journal (audit/journal.py): decisions committed but not yet filed into the
+# tables above, each as the INSERT parameters of its rows (JSON). Every transaction the store
+# opens files them first; ``problem`` holds why the tables refused a row, which is then kept
+# here. Unused on PostgreSQL, which writes each decision in one statement.
+PendingDecision = TableView(
+    Table(
+        "pending_decision",
+        metadata,
+        Column("seq", Integer, primary_key=True, autoincrement=True),
+        _required("body", LargeBinary),
+        _optional("problem", String(256)),
     )
 )

@@ -53,6 +53,7 @@ from sqlalchemy.pool import StaticPool
 
 from .. import metrics
 from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
+from . import journal
 from .models import Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetMember, Feedback, RuleHit, metadata
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
@@ -122,6 +123,8 @@ class AuditStore:
         # Evaluation sets this process has seen committed: the usual call writes no set.
         self._stored_sets: set[str] = set()
         self._writer = DecisionWriter(self._engine.dialect)
+        if self._url.get_backend_name() == "sqlite":
+            event.listen(self._engine, "begin", partial(_sqlite_on_begin, self._writer))
         # A forked worker (gunicorn --preload) must never reuse the parent's connections:
         # two processes on one socket lose writes. SQLAlchemy's recipe for forked processes.
         os.register_at_fork(after_in_child=partial(_forget_inherited_connections, weakref.ref(self._engine)))
@@ -268,11 +271,13 @@ class AuditStore:
         self._check_open()
         rec.check()
         rows = _decision_rows(rec, evaluated_rules, self.hash_patient(rec.patient_id))
-        self.run_bounded(partial(self._insert_rows, rows, ignore_existing=False))
+        self.run_bounded(partial(self._insert_rows, rows, ignore_existing=False, journal=False))
 
-    def _insert_rows(self, rows: dict[str, Any], *, ignore_existing: bool) -> bool:
+    def _insert_rows(self, rows: dict[str, Any], *, ignore_existing: bool, journal: bool = True) -> bool:
         """Insert one decision's rows in one transaction; with ``ignore_existing`` a decision
         already stored (a write that hung but committed, then was spooled) is left alone.
+        ``journal``: on SQLite, the hook call's way (`journal.py`), whose rows the tables check
+        when they are filed; else the tables' constraints are checked before this returns.
 
         The evaluated rules (``rows["rule_evaluation"]``, also the spooled format) become a
         reference to their evaluation set, stored first when this process has not stored it
@@ -283,7 +288,7 @@ class AuditStore:
         try:
             if self._in_caller_thread and not ignore_existing and (key is None or key in self._stored_sets):
                 # The usual call on SQLite: its set is stored, the decision goes in on its own.
-                self._writer.write_sqlite_transaction(self._engine, {**rows, "decision": decision})
+                self._writer.write_sqlite_transaction(self._engine, {**rows, "decision": decision}, journal=journal)
                 return True
             with self._engine.begin() as conn:
                 if key is not None and (ignore_existing or key not in self._stored_sets):
@@ -563,7 +568,6 @@ def _build_engine(url: URL, pool_size: int, timeout_s: float) -> Engine:
         pooling["pool_timeout"] = timeout_s
     engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **pooling)
     event.listen(engine, "connect", partial(_sqlite_on_connect, busy_ms))
-    event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
@@ -586,10 +590,17 @@ def _sqlite_on_connect(busy_ms: int, dbapi_connection: Any, _record: Any) -> Non
         cursor.close()
 
 
-def _sqlite_on_begin(conn: Connection) -> None:
-    """Writers take the lock up front: a deferred transaction that reads first and then
-    writes can fail with SQLITE_BUSY at once instead of waiting out the busy timeout."""
-    if conn.get_execution_options().get("audit_read_only"):
+def _sqlite_on_begin(writer: DecisionWriter, conn: Connection) -> None:
+    """Files the decision journal first (`journal.py`), so the transaction sees every decision
+    written so far, unless it says it reads none (``audit_no_filing``: token replay checks,
+    readiness pings). Writers take the lock up front: a deferred transaction that reads first
+    and then writes can fail with SQLITE_BUSY at once instead of waiting out the busy timeout."""
+    options = conn.get_execution_options()
+    if not options.get("audit_no_filing"):
+        driver = conn.connection.dbapi_connection
+        if driver is not None and journal.anything_pending(driver):  # type: ignore[arg-type]
+            writer.file_pending(driver)
+    if options.get("audit_read_only"):
         conn.exec_driver_sql("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
