@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -54,3 +55,17 @@ def test_a_log_refuses_a_second_key(db_url: str, tmp_path: Path) -> None:
 def test_fingerprints_name_keys_without_revealing_them() -> None:
     assert key_fingerprint(KEY_A) != key_fingerprint(KEY_B)
     assert len(key_fingerprint(KEY_A)) == 16 and key_fingerprint(KEY_A) == key_fingerprint(b"a" * 32)
+
+
+def test_decisions_still_in_the_journal_count_as_a_log_with_decisions(tmp_path: Path) -> None:
+    """A log written before fingerprints were kept, whose decisions are all still in the
+    journal: without its key file, no second key is started beside them."""
+    config = Config(data_dir=tmp_path)
+    open_audit_store(config).dispose()
+    with sqlite3.connect(tmp_path / "decisions.db") as conn:
+        conn.execute("DELETE FROM store_meta")
+        conn.execute("INSERT INTO pending_decision (body) VALUES (?)", (b"[]",))
+    (tmp_path / "patient-hash.key").unlink()
+
+    with pytest.raises(StateError, match="was written with a patient-hash key"):
+        open_audit_store(config)
