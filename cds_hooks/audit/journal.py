@@ -1,10 +1,11 @@
 """SQLite's decision write: one journal row per call, filed into the log's tables in batches.
 
 Why: with two serving processes, the other process's commit empties a connection's page
-cache, so a decision written straight into its four tables re-read and re-wrote about a dozen
-B-tree pages (rows and indexes) per call: two writers paid 0.8-1.0 ms of CPU per decision. One
-row appended to ``pending_decision`` touches one page at the end of one B-tree (about 0.35 ms,
-`benchmarks/decision_journal.py`); the tables are then filled for many decisions at once.
+cache, so a decision written straight into its four tables re-reads and re-writes about a
+dozen B-tree pages (rows and indexes) per call. One row appended to ``pending_decision``
+touches the end of one B-tree, and the tables are then filled for many decisions at once:
+two writers of the typical decision spent 1.07-1.21 ms CPU per direct write, 0.81-0.92 ms
+through the journal, filings included (`benchmarks/results/decision-journal.txt`).
 
 What stays true:
 
