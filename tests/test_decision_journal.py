@@ -248,3 +248,18 @@ def test_the_journal_is_sqlite_only(pg_database: str) -> None:
         assert (pending, pg.count_decisions()) == (0, 2)
     finally:
         pg.dispose()
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"decision": 1}', b'[[["no_such_column"],[[1]]]]'])
+def test_a_journal_row_that_cannot_be_read_is_kept_and_does_not_stall_the_log(
+    store: AuditStore, db_path: Path, body: bytes
+) -> None:
+    store.record_or_spool(call(1), EVALUATED)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("INSERT INTO pending_decision (body) VALUES (?)", (body,))
+    store.record_or_spool(call(2), EVALUATED)
+
+    assert store.count_decisions() == 3
+
+    [kept] = raw_rows(db_path, "pending_decision", "seq")
+    assert kept["body"] == body and kept["problem"]

@@ -18,7 +18,8 @@ What stays true:
 * Filing is one transaction: rows are inserted in journal order (the serial ids of hits and
   orders keep call order) and deleted from the journal together. A row the tables refuse (it
   cannot happen with the store's own rows, but a log must not stall on one) is kept in the
-  journal with the reason in ``problem``, logged, and the others are filed.
+  journal with the reason in ``problem``, logged, and the others are filed; a database that
+  cannot be written (locked, full) leaves the journal as it is, for the next filing.
 
 A row holds the INSERT parameters exactly as the direct write binds them (the columns' bind
 processors already applied: timestamps and JSON as text), so a filed decision is
@@ -44,9 +45,6 @@ TABLE = "pending_decision"
 FILE_EVERY = 16
 # One table's part of a decision: its column names and one parameter tuple per row, or None.
 TablePart = tuple[tuple[str, ...], list[tuple[Any, ...]]] | None
-# What the tables say to a row they refuse (constraint, wrong type), as against a database
-# that cannot be written at all (locked, read-only, full), which leaves the journal as it is.
-REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError)
 Inserter = Callable[[Any, int, tuple[str, ...], Sequence[tuple[Any, ...]]], None]
 
 _APPEND = f"INSERT INTO {TABLE} (body) VALUES (?)"
@@ -92,23 +90,25 @@ def file_pending(driver: sqlite3.Connection, insert: Inserter) -> int:
     """Move every pending decision into the tables, in one transaction of its own; how many.
 
     ``insert(driver, table_index, columns, rows)`` inserts rows of one table, raising the
-    driver's own errors. A batch the
-    tables refuse is filed one decision at a time, the refused ones marked and left."""
+    driver's own errors. When the batch fails for a reason of its rows (a constraint, a body
+    that cannot be read), the decisions are filed one at a time and the failing ones marked
+    and left; when the database itself fails (locked, full, unreadable), nothing changes."""
     driver.execute("BEGIN IMMEDIATE")
     try:
         pending = driver.execute(_PENDING).fetchall()
         filed = 0
         if pending:
-            decoded = [(seq, orjson.loads(body)) for seq, body in pending]
             driver.execute("SAVEPOINT file_batch")
             try:
-                _insert_all(driver, insert, [parts for _, parts in decoded])
+                _insert_all(driver, insert, [orjson.loads(body) for _, body in pending])
                 driver.execute("RELEASE file_batch")
-                filed = len(decoded)
-            except REFUSED:
+                filed = len(pending)
+            except sqlite3.OperationalError:
+                raise
+            except Exception:
                 driver.execute("ROLLBACK TO file_batch")
                 driver.execute("RELEASE file_batch")
-                filed = _file_one_by_one(driver, insert, decoded)
+                filed = _file_one_by_one(driver, insert, pending)
             driver.execute(_DELETE_FILED, (pending[-1][0],))
         driver.execute("COMMIT")
         return filed
@@ -141,16 +141,18 @@ def _insert_all(driver: sqlite3.Connection, insert: Inserter, decisions: Sequenc
             insert(driver, index, columns, rows)
 
 
-def _file_one_by_one(driver: sqlite3.Connection, insert: Inserter, decoded: Sequence[tuple[int, Any]]) -> int:
+def _file_one_by_one(driver: sqlite3.Connection, insert: Inserter, pending: Sequence[tuple[int, bytes]]) -> int:
     filed = 0
-    for seq, parts in decoded:
+    for seq, body in pending:
         driver.execute("SAVEPOINT file_one")
         try:
-            _insert_all(driver, insert, [parts])
-        except REFUSED as exc:
+            _insert_all(driver, insert, [orjson.loads(body)])
+        except sqlite3.OperationalError:
+            raise
+        except Exception as exc:
             driver.execute("ROLLBACK TO file_one")
             driver.execute("RELEASE file_one")
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+            reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:200]
             driver.execute(_MARK_PROBLEM, (reason, seq))
             log.error("decision journal row %d could not be filed (%s); kept in %s", seq, reason, TABLE)
             continue
