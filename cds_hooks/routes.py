@@ -56,7 +56,8 @@ def call_service(service_id: str) -> Response:
     state = current_state()
     deadline = CallDeadline(state.config.call_deadline_s)  # the whole call, body parsing included
     service = _service(service_id)
-    hook_request = parse_hook_request(json_body(), service.hook)
+    raw = json_body()
+    hook_request = parse_hook_request(raw, service.hook)
     claims = current_claims()
     pipeline = state.pipeline.for_claims(claims)  # the site policy's section for this tenant/issuer
     source = state.record_source(hook_request, claims, deadline)
@@ -65,7 +66,12 @@ def call_service(service_id: str) -> Response:
     if not state.store.record_or_spool(outcome.decision, outcome.evaluated_rules):
         raise ServiceUnavailable("The decision could not be recorded; retry shortly")
     _observe(outcome)
-    return Response(body, status=outcome.status, mimetype="application/json")
+    response = Response(body, status=outcome.status, mimetype="application/json")
+    # The parsed request is let go once the answer is sent, not before it: freeing the objects
+    # of a large record took about a fourteenth of a 5,000-resource call.
+    kept = [raw, hook_request]
+    response.call_on_close(kept.clear)
+    return response
 
 
 def _observe(outcome: Outcome) -> None:
