@@ -6,6 +6,7 @@ its reason, and does not hold the others back."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import signal
@@ -263,3 +264,50 @@ def test_a_journal_row_that_cannot_be_read_is_kept_and_does_not_stall_the_log(
 
     [kept] = raw_rows(db_path, "pending_decision", "seq")
     assert kept["body"] == body and kept["problem"]
+
+
+def test_feedback_on_a_locked_log_with_a_journal_to_file_is_a_503(tmp_path: Path) -> None:
+    """Filing first cannot take the lock: the answer says the database is unavailable (503),
+    as for any locked log, and the journal is filed once the lock is gone."""
+    from cds_hooks.app import create_app
+    from cds_hooks.config import Config
+
+    from .conftest import RULES_DIR
+
+    db = tmp_path / "audit.db"
+    config = Config(
+        rules_dir=RULES_DIR,
+        database_url=f"sqlite:///{db}",
+        patient_hash_key=b"k" * 32,
+        auth_required=False,
+        db_timeout_s=0.5,
+        spool_dir=tmp_path / "spool",
+    )
+    app = create_app(config)
+    client = app.test_client()
+    body = json.loads((ROOT / "fhir_fixtures/requests/05-raynaud-local-ln2-order-select.json").read_text())
+    cards = []
+    for _ in range(2):  # the first stores its evaluation set; the second goes to the journal
+        answer = client.post("/cds-services/cryotherapy-order-select", json=body)
+        assert answer.status_code == 200
+        cards = answer.get_json()["cards"]
+    assert raw_count(db, "pending_decision") == 1
+    reason = cards[0]["overrideReasons"][0]
+    answer_given = {
+        "card": cards[0]["uuid"],
+        "outcome": "overridden",
+        "overrideReason": {"reason": {"code": reason["code"], "system": reason["system"]}},
+        "outcomeTimestamp": "2026-12-01T10:00:00Z",
+    }
+    feedback = {"feedback": [answer_given]}
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        refused = client.post("/cds-services/cryotherapy-order-select/feedback", json=feedback)
+        assert refused.status_code == 503, refused.get_data(as_text=True)
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+    assert client.post("/cds-services/cryotherapy-order-select/feedback", json=feedback).status_code == 200
+    assert raw_count(db, "pending_decision") == 0
+    app.extensions["cryo_cds"].store.dispose()

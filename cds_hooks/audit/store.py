@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -596,10 +597,13 @@ def _sqlite_on_begin(writer: DecisionWriter, conn: Connection) -> None:
     readiness pings). Writers take the lock up front: a deferred transaction that reads first
     and then writes can fail with SQLITE_BUSY at once instead of waiting out the busy timeout."""
     options = conn.get_execution_options()
-    if not options.get("audit_no_filing"):
-        driver = conn.connection.dbapi_connection
-        if driver is not None and journal.anything_pending(driver):  # type: ignore[arg-type]
-            writer.file_pending(driver)
+    driver: Any = conn.connection.dbapi_connection
+    if not options.get("audit_no_filing") and driver is not None:
+        try:
+            if journal.anything_pending(driver):
+                writer.file_pending(driver)
+        except sqlite3.Error as exc:  # raised as Core raises driver errors (a locked log: OperationalError)
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error, hide_parameters=True) from exc
     if options.get("audit_read_only"):
         conn.exec_driver_sql("BEGIN")
     else:
