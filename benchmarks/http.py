@@ -13,7 +13,8 @@ fills the prefetch keys of our discovery document with resources of the template
 
 Requests alternate between the two servers one at a time (c=1); the script prints p50/p95 and
 ours/ceiling ratios, the growth slope (ms per 100 resources, least squares), ``wrk`` req/s at
-c=8 and c=32 (skipped with a message when ``wrk`` is not installed), RSS (and PSS, which
+c=8 and c=32 (the two servers in turns, a few rounds each, medians; skipped with a message
+when ``wrk`` is not installed), RSS (and PSS, which
 counts the pages master and workers share once) of master + workers after the run and the
 start-up time to the first answer. The machine is shared, so compare only figures of one
 run, and repeat a run before believing a difference.
@@ -342,10 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--app", default=SERVICE_APP, help=f"our gunicorn app (default: {SERVICE_APP!r})")
     parser.add_argument("--wrk-seconds", type=int, default=None, help="duration of each wrk run")
+    parser.add_argument(
+        "--wrk-rounds", type=int, default=None, help="wrk runs per server, body and concurrency, taken in turns"
+    )
     args = parser.parse_args(argv)
     repeats = 10 if args.quick else 40
     growth = [100, 500, 1000, 2000] if args.quick else [100, 250, 500, 1000, 2000, 3500, 5000]
-    wrk_seconds = args.wrk_seconds or (3 if args.quick else 10)
+    wrk_seconds = args.wrk_seconds or (3 if args.quick else 4)
+    wrk_rounds = args.wrk_rounds or (1 if args.quick else 3)
 
     named, series = build_bodies(growth)
     workdir = Path(tempfile.mkdtemp(prefix="cryo-http-bench-"))
@@ -411,19 +416,31 @@ def main(argv: list[str] | None = None) -> int:
             if shutil.which("wrk") is None:
                 print("\nwrk: not installed (Debian package 'wrk'); throughput skipped")
             else:
-                print(f"\nwrk -t2, {wrk_seconds} s per run (req/s)")
-                print(f"{'body':<22}{'c':>4}{'ours':>9}{'ceiling':>10}{'ours/ceil':>11}")
+                print(
+                    f"\nwrk -t2, {wrk_rounds} x {wrk_seconds} s per server, the servers taking turns "
+                    "(req/s: medians; ours/ceil: ratio of the medians, and the range of the rounds' ratios)"
+                )
+                print(f"{'body':<22}{'c':>4}{'ours':>9}{'ceiling':>10}{'ours/ceil':>11}   rounds")
                 wrk_bodies = [named[0], named[1]] if args.quick else named[:3]
                 for label, body, _count in wrk_bodies:
                     path = workdir / f"body-{label.split()[0]}.json"
                     path.write_bytes(body)
                     for connections in (8, 32):
-                        o_rate, o_bad = run_wrk(ours.port, path, connections, wrk_seconds, workdir)
-                        c_rate, c_bad = run_wrk(ceiling.port, path, connections, wrk_seconds, workdir)
-                        note = "  ".join(f"[{n}: {b}]" for n, b in (("ours", o_bad), ("ceiling", c_bad)) if b)
+                        rates: dict[str, list[float]] = {"ours": [], "ceiling": []}
+                        problems: list[str] = []
+                        for round_ in range(wrk_rounds):
+                            # Each round starts with the other server, so neither always runs first.
+                            for server in (ours, ceiling) if round_ % 2 == 0 else (ceiling, ours):
+                                rate, bad = run_wrk(server.port, path, connections, wrk_seconds, workdir)
+                                rates[server.name].append(rate)
+                                if bad:
+                                    problems.append(f"[{server.name}: {bad}]")
+                        o_rate, c_rate = statistics.median(rates["ours"]), statistics.median(rates["ceiling"])
+                        ratios = [100 * o / c for o, c in zip(rates["ours"], rates["ceiling"], strict=True)]
                         print(
                             f"{label:<22}{connections:>4}{o_rate:>9.0f}{c_rate:>10.0f}"
-                            f"{100 * o_rate / c_rate:>10.0f}% {note}",
+                            f"{100 * o_rate / c_rate:>10.0f}%   {min(ratios):.0f}-{max(ratios):.0f}% "
+                            + "  ".join(problems),
                             flush=True,
                         )
 
