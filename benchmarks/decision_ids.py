@@ -17,7 +17,6 @@ import argparse
 import multiprocessing
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "benchmarks"))
 
-from decision_write import KEY, fresh, typical_decision  # type: ignore[import-not-found]
+from decision_write import (  # type: ignore[import-not-found]
+    KEY,
+    fresh,
+    in_two_processes,
+    timed_writes,
+    typical_decision,
+)
 
 from cds_hooks.audit.store import AuditStore
 from cds_hooks.ids import time_ordered_uuid
@@ -42,23 +47,12 @@ def writer(url: str, kind: str, count: int, results: multiprocessing.Queue[tuple
     rec, evaluated = typical_decision()
     new_id = KINDS[kind]
     store = AuditStore(url, KEY)
-    for _ in range(20):  # warm-up: pool, compiled statements
-        store.record_decision(fresh(rec, new_id), evaluated)
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(count):
-        store.record_decision(fresh(rec, new_id), evaluated)
-    results.put(((time.process_time() - cpu) / count * 1000, (time.perf_counter() - wall) / count * 1000))
+    results.put(timed_writes(lambda: store.record_decision(fresh(rec, new_id), evaluated), count))
     store.dispose()
 
 
 def two_writers(url: str, kind: str, count: int) -> list[tuple[float, float]]:
-    results: multiprocessing.Queue[tuple[float, float]] = multiprocessing.Queue()
-    processes = [multiprocessing.Process(target=writer, args=(url, kind, count, results)) for _ in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    return [results.get() for _ in processes]
+    return in_two_processes(writer, url, kind, count)
 
 
 def main() -> int:

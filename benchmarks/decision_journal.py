@@ -17,14 +17,20 @@ import argparse
 import multiprocessing
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT / "benchmarks"))
 
-from decision_write import KEY, fresh, typical_decision  # type: ignore[import-not-found]
+from decision_write import (  # type: ignore[import-not-found]
+    KEY,
+    WARM_UP_WRITES,
+    fresh,
+    in_two_processes,
+    timed_writes,
+    typical_decision,
+)
 
 from cds_hooks.audit import journal
 from cds_hooks.audit.store import AuditStore
@@ -38,27 +44,12 @@ def writer(url: str, way: str, count: int, results: multiprocessing.Queue[tuple[
     store = AuditStore(url, KEY)
     # record_decision writes straight into the tables; record_or_spool is a hook call's write.
     write_one = store.record_or_spool if way == "journal" else store.record_decision
-
-    def write() -> None:
-        write_one(fresh(rec), evaluated)
-
-    for _ in range(20):  # warm-up: pool, compiled statements, the evaluation set
-        write()
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(count):
-        write()
-    results.put(((time.process_time() - cpu) / count * 1000, (time.perf_counter() - wall) / count * 1000))
+    results.put(timed_writes(lambda: write_one(fresh(rec), evaluated), count))
     store.dispose()
 
 
 def two_writers(url: str, way: str, count: int) -> list[tuple[float, float]]:
-    results: multiprocessing.Queue[tuple[float, float]] = multiprocessing.Queue()
-    processes = [multiprocessing.Process(target=writer, args=(url, way, count, results)) for _ in range(2)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    return [results.get() for _ in processes]
+    return in_two_processes(writer, url, way, count)
 
 
 def main() -> int:
@@ -83,7 +74,7 @@ def main() -> int:
                 store = AuditStore(url, KEY)
                 held = store.count_decisions()  # files what is left in the journal
                 store.dispose()
-            expected = 2 * (args.prefill + args.writes + 20 + 20)
+            expected = 2 * (args.prefill + args.writes + 2 * WARM_UP_WRITES)
             assert held == expected, f"{way}: {held} decisions held, {expected} written"
             cpu = sum(f[0] for f in figures) / len(figures)
             wall = sum(f[1] for f in figures) / len(figures)

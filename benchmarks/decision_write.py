@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -95,6 +96,31 @@ def fresh(rec: DecisionRecord, new_id: Callable[[], str] = time_ordered_uuid) ->
         cards=tuple(replace(card, uuid=new[card.uuid]) for card in rec.cards),
         fired=tuple(replace(hit, card_uuid=new.get(hit.card_uuid or "", hit.card_uuid)) for hit in rec.fired),
     )
+
+
+WARM_UP_WRITES = 20  # pool, compiled statements, the evaluation set
+
+
+def timed_writes(write: Callable[[], None], count: int) -> tuple[float, float]:
+    """(CPU ms, wall ms) per write over ``count`` calls of ``write``, after a warm-up."""
+    for _ in range(WARM_UP_WRITES):
+        write()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(count):
+        write()
+    return (time.process_time() - cpu) / count * 1000, (time.perf_counter() - wall) / count * 1000
+
+
+def in_two_processes(target: Callable[..., None], *args: Any) -> list[tuple[float, float]]:
+    """``target(*args, results)`` in two processes at once, as two gunicorn sync workers write
+    to one log; what each put in ``results``."""
+    results: multiprocessing.Queue[tuple[float, float]] = multiprocessing.Queue()
+    processes = [multiprocessing.Process(target=target, args=(*args, results)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return [results.get() for _ in processes]
 
 
 class DriverInserts:

@@ -24,6 +24,7 @@ from cds_hooks.audit import AuditStore, analytics, journal
 from cds_hooks.replay import DatabaseJtiCache
 
 from .test_audit_store import EVALUATED, KEY, card, decision, hit
+from .test_database_faults import _app as database_faults_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -269,21 +270,8 @@ def test_a_journal_row_that_cannot_be_read_is_kept_and_does_not_stall_the_log(
 def test_feedback_on_a_locked_log_with_a_journal_to_file_is_a_503(tmp_path: Path) -> None:
     """Filing first cannot take the lock: the answer says the database is unavailable (503),
     as for any locked log, and the journal is filed once the lock is gone."""
-    from cds_hooks.app import create_app
-    from cds_hooks.config import Config
-
-    from .conftest import RULES_DIR
-
     db = tmp_path / "audit.db"
-    config = Config(
-        rules_dir=RULES_DIR,
-        database_url=f"sqlite:///{db}",
-        patient_hash_key=b"k" * 32,
-        auth_required=False,
-        db_timeout_s=0.5,
-        spool_dir=tmp_path / "spool",
-    )
-    app = create_app(config)
+    app = database_faults_app(f"sqlite:///{db}", tmp_path / "spool")  # a short store timeout
     client = app.test_client()
     body = json.loads((ROOT / "fhir_fixtures/requests/05-raynaud-local-ln2-order-select.json").read_text())
     cards = []

@@ -61,7 +61,10 @@ class DecisionWriter:
             return
         driver = conn.connection.dbapi_connection
         assert driver is not None
-        self._sqlite_inserts(driver, rows)
+        try:
+            self._insert_parts(driver, self._sqlite_parts(rows))
+        except sqlite3.Error as exc:  # raised as Core raises driver errors
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error, hide_parameters=True) from exc
 
     def write_sqlite_transaction(self, engine: Engine, rows: Mapping[str, Any], *, journal: bool = True) -> None:
         """SQLite: append the decision to the journal (`journal.py`) in a transaction of its
@@ -84,9 +87,7 @@ class DecisionWriter:
                 if body is not None:
                     seq = decision_journal.append(driver, body)
                 else:
-                    for index, part in enumerate(parts):
-                        if part is not None:
-                            self._executemany(driver, index, *part)
+                    self._insert_parts(driver, parts)
                 driver.execute("COMMIT")
             except BaseException:
                 if driver.in_transaction:
@@ -111,10 +112,11 @@ class DecisionWriter:
         except sqlite3.Error as exc:
             log.warning("decision journal not filed yet (%s); the next write or read retries", type(exc).__name__)
 
-    def _sqlite_inserts(self, driver: Any, rows: Mapping[str, Any]) -> None:
-        for index, part in enumerate(self._sqlite_parts(rows)):
+    def _insert_parts(self, driver: Any, parts: Sequence[decision_journal.TablePart]) -> None:
+        """Insert a decision's rows, table by table in `TABLES` order."""
+        for index, part in enumerate(parts):
             if part is not None:
-                self.insert_rows(driver, index, *part)
+                self._executemany(driver, index, *part)
 
     def _sqlite_parts(self, rows: Mapping[str, Any]) -> list[decision_journal.TablePart]:
         """Per table of `TABLES`: (columns, one parameter tuple per row) as bound, or None."""
@@ -137,13 +139,6 @@ class DecisionWriter:
             plan = (str(compiled), tuple(compiled.positiontup or ()), processors)
             self._plans[(table.name, keys)] = plan
         return plan
-
-    def insert_rows(self, driver: Any, index: int, columns: Sequence[str], params: Sequence[Sequence[Any]]) -> None:
-        """Insert rows of ``TABLES[index]``, given as parameter tuples in ``columns`` order."""
-        try:
-            self._executemany(driver, index, columns, params)
-        except sqlite3.Error as exc:  # raised as Core raises driver errors
-            raise DBAPIError.instance(None, None, exc, sqlite3.Error, hide_parameters=True) from exc
 
     def _executemany(self, driver: Any, index: int, columns: Sequence[str], params: Sequence[Sequence[Any]]) -> None:
         # Straight to the driver's cursor: Core's per-statement bookkeeping cost more than the
