@@ -138,10 +138,11 @@ class PlainEvaluator:
             for key, definition in rules.items()
         }
 
-    def evaluate(self, facts: Sequence[Fact]) -> list[Hit]:
+    def evaluate(self, facts: Sequence[Fact], *, ready: bool = False) -> list[Hit]:
+        """The rules' hits on ``facts``; ``ready`` when they come from ``engine_ready``."""
         hits: list[Hit] = []
         by_kind: dict[Any, list[Fact]] = {}
-        for fact in map(engine_safe_fact, facts):  # what the durable engine reads, too
+        for fact in facts if ready else map(engine_safe_fact, facts):  # what the durable engine reads, too
             if fact.get("kind") != SENTINEL_KIND:
                 by_kind.setdefault(fact.get("kind"), []).append(fact)
         everything = [f for group in by_kind.values() for f in group]

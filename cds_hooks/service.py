@@ -203,7 +203,7 @@ class Pipeline:
             facts = build_facts(order, record, drafts, self.terminology, now, self.rulebook.parameters)
             t1 = time.perf_counter()
             facts = engine_ready(facts)
-            hits = self.evaluator.evaluate(facts)
+            hits = self.evaluator.evaluate(facts, ready=True)
             t2 = time.perf_counter()
             facts_ms += (t1 - t0) * 1000
             engine_ms += (t2 - t1) * 1000

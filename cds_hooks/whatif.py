@@ -280,7 +280,9 @@ def _replay_batch(
         for index, (modality, order_facts) in enumerate(orders):
             ref = refs[did][index] if index < len(refs[did]) else f"order {index + 1}"
             ready = engine_ready(order_facts)  # type: ignore[arg-type]
-            evaluations.append(OrderEvaluation(ref, modality, evaluator.evaluate(ready), {f["id"]: f for f in ready}))
+            evaluations.append(
+                OrderEvaluation(ref, modality, evaluator.evaluate(ready, ready=True), {f["id"]: f for f in ready})
+            )
         after: dict[OrderKey, str] = {}
         for finding in collect_findings(rulebook, evaluations):
             for rule, severity, _ in finding.hits:
