@@ -6,6 +6,7 @@ meaning each, and feedback attributed to every rule of a card over HTTP."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from cds_hooks.audit.analytics import rule_summary
 from cds_hooks.audit.models import Feedback
 from cds_hooks.cardcheck import card_problems, text_problems
 from cds_hooks.cards import FINDINGS_EXTENSION, findings_of
-from cds_hooks.cards.text import evidence_sentence, long_date, render
+from cds_hooks.cards.text import evidence_sentence, long_date, number, render
 from cds_hooks.config import Config, ConfigError, from_env
 from cds_hooks.devtools.cases import DEFAULT_NOW, bundle_request, case_request, load_case
 from cds_hooks.devtools.conformance import validate
@@ -270,6 +271,76 @@ def test_unknown_values_are_left_out_and_parameters_follow_the_configuration() -
     assert render(template, {"drug": "Warfarin", "date": "1 June 2021"}, {"anticoag_window_days": 14}) == (
         "Anticoagulant (Warfarin) in the past 14 days. Last taken 1 June 2021. Review it."
     )
+
+
+def _render_the_long_way(template: str, ctx: dict[str, str], parameters: dict[str, Any], optional: bool) -> str:
+    """``render`` as it was before templates were split into sentences once: optional parts
+    filled (or dropped) by regular expression, then sentences split and filled one by one."""
+    field = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?::[A-Za-z_][A-Za-z0-9_]*)?)\}")
+
+    class Missing(KeyError):
+        pass
+
+    def fill(text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("param:"):
+                if parameters.get(name[6:]) is None:
+                    raise Missing(name)
+                return number(parameters[name[6:]])
+            if name not in ctx:
+                raise Missing(name)
+            return ctx[name]
+
+        return field.sub(one, text)
+
+    def optional_part(match: re.Match[str]) -> str:
+        if not optional:
+            return ""
+        try:
+            return fill(match.group(1))
+        except Missing:
+            return ""
+
+    text = re.sub(r"\[([^\[\]]*)\]", optional_part, " ".join(template.split()))
+    kept = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text):
+        try:
+            kept.append(fill(sentence))
+        except Missing:
+            continue
+    return re.sub(r"\s+([,.;:])", r"\1", " ".join(kept)).strip()
+
+
+def test_rendering_every_rule_text_matches_the_long_way(rulebook) -> None:
+    templates = {
+        t
+        for rule in rulebook.rules
+        for t in (
+            rule.summary,
+            rule.detail,
+            rule.finding,
+            *(x for v in rule.variants for x in (v.summary, v.finding, v.detail)),
+        )
+        if t
+    }
+    names = {name for t in templates for name in re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", t)}
+    contexts = [
+        {},
+        {name: f"{name} value" for name in names},
+        dict.fromkeys(sorted(names)[::2], "St. John's wort. Stopped {age}"),  # sentence ends and braces in values
+        dict.fromkeys(sorted(names)[1::2], " spaced "),
+    ]
+    differ = [
+        (template, ctx, optional)
+        for template in sorted(templates)
+        for ctx in contexts
+        for optional in (True, False)
+        if render(template, ctx, rulebook.parameters, optional=optional)
+        != _render_the_long_way(template, ctx, dict(rulebook.parameters), optional)
+    ]
+    assert len(templates) > 100 and any("[" in t for t in templates)
+    assert differ == []
 
 
 def test_a_configured_window_changes_the_card_text(terminology) -> None:

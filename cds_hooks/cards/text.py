@@ -68,9 +68,10 @@ def long_date(iso: str | None) -> str | None:
 
 def number(value: Any) -> str:
     """A number as a clinician writes it: 7.20 -> "7.2", 3.0 -> "3", -140.0 -> "−140"."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    kind = type(value)
+    if kind is not float and kind is not int and (isinstance(value, bool) or not isinstance(value, (int, float))):
         return str(value)
-    text = f"{value:.1f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:.0f}"
+    text = f"{value:.1f}".rstrip("0").rstrip(".") if -1000 < value < 1000 else f"{value:.0f}"
     return text.replace("-", "−") if text.startswith("-") else text
 
 
@@ -200,7 +201,9 @@ def order_context(order: Mapping[str, Any], patient: Mapping[str, Any]) -> Order
     numbers = {
         key: number(value)
         for key, value in order.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        if type(value) is float
+        or type(value) is int
+        or (isinstance(value, (int, float)) and not isinstance(value, bool))
     }
     fixed: dict[str, str] = {}
     if order.get("site"):
@@ -257,9 +260,7 @@ def context(
             joined = ", ".join(unique[:2]) + (f" and {len(unique) - 2} more" if len(unique) > 2 else "")
             ctx[key] = joined if key not in ctx else ctx[key] + ", " + joined
     numbers, fixed = order_part if order_part is not None else order_context(order, patient)
-    for key, shown in numbers.items():
-        ctx.setdefault(key, shown)
-    ctx.update(fixed)
+    ctx = {**numbers, **ctx, **fixed}  # the finding's own values win over the order's numbers
     for key, found in values.items():
         ctx[key] = _joined(dict.fromkeys(str(v) for v in found))
     return ctx
@@ -275,6 +276,48 @@ def render(template: str, ctx: Mapping[str, str], parameters: Mapping[str, Any],
 
     ``optional=False`` leaves out every optional part (a headline beside evidence that
     already gives those values)."""
+    sentences = _compiled(template, optional)
+    if sentences is None:
+        return _render_optional_parts(template, ctx, parameters)
+    kept = [text for text in (_fill(pieces, ctx, parameters) for pieces in sentences) if text is not None]
+    return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", " ".join(kept)).strip()
+
+
+Sentence = tuple[str, ...]  # literal, field name, literal, ..., literal
+
+
+@lru_cache(maxsize=1024)
+def _compiled(template: str, optional: bool) -> tuple[Sentence, ...] | None:
+    """The template's sentences, split once, when they do not depend on the values: it has
+    no optional part, or its optional parts are left out. None when optional parts are
+    filled in first (their values may end a sentence), so `render` must go the long way."""
+    text = _normalised(template)
+    if optional and _OPTIONAL.search(text):
+        return None
+    text = _OPTIONAL.sub("", text)
+    return tuple(tuple(_FIELD.split(sentence)) for sentence in _SENTENCE.split(text))
+
+
+def _fill(pieces: Sentence, ctx: Mapping[str, str], parameters: Mapping[str, Any]) -> str | None:
+    """A compiled sentence with its values, or None when one of them is unknown."""
+    out = [pieces[0]]
+    for index in range(1, len(pieces), 2):
+        name = pieces[index]
+        if name.startswith("param:"):
+            value = parameters.get(name[6:])
+            if value is None:
+                return None
+            out.append(number(value))
+        elif name in ctx:
+            out.append(ctx[name])
+        else:
+            return None
+        out.append(pieces[index + 1])
+    return "".join(out)
+
+
+def _render_optional_parts(template: str, ctx: Mapping[str, str], parameters: Mapping[str, Any]) -> str:
+    """`render` of a template whose optional parts are filled in, then split into sentences."""
 
     def fill(text: str) -> str:
         def one(match: re.Match[str]) -> str:
@@ -291,8 +334,6 @@ def render(template: str, ctx: Mapping[str, str], parameters: Mapping[str, Any],
         return _FIELD.sub(one, text)
 
     def optional_part(match: re.Match[str]) -> str:
-        if not optional:
-            return ""
         try:
             return fill(match.group(1))
         except _Missing:
