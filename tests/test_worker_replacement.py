@@ -164,3 +164,23 @@ def test_anonymous_memory_is_read_on_linux() -> None:
     after = worker_memory.anonymous_bytes()
     assert after is not None and after - before >= 32 * 1024 * 1024
     del block
+
+
+def test_a_forked_child_reads_its_own_memory_not_its_parents() -> None:
+    parent = worker_memory.anonymous_bytes()  # the parent's statm is open from here on
+    assert parent is not None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: grow by 64 MB, which the parent does not
+        block = bytes(range(256)) * (256 * 1024)
+        grown = worker_memory.anonymous_bytes()
+        os.write(write_end, str(grown).encode())
+        del block
+        os._exit(0)
+    os.close(write_end)
+    child = int(os.read(read_end, 64))
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child - parent >= 32 * 1024 * 1024
+    after = worker_memory.anonymous_bytes()
+    assert after is not None and after - parent < 32 * 1024 * 1024
