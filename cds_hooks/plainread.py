@@ -26,6 +26,8 @@ from decimal import Decimal
 from functools import partial
 from typing import Any
 
+import orjson
+
 from .lenient import NEEDS, Reading, present, raw_ref
 from .plainschema import CHOICES, FIELDS, REQUIRED, UNREAD
 
@@ -89,12 +91,13 @@ _KNOWN_TEXT: list[set[str]] = []
 
 
 def forget_known_text() -> None:
-    """Drop the remembered text values. After a large record they are strings of its JSON,
-    scattered over the memory pools the record filled, and a few thousand of them keep
-    Python from handing back tens of megabytes (tests/test_memory_release.py); the memos
+    """Drop the remembered text values and elements. After a large record they are strings
+    of its JSON, scattered over the memory pools the record filled, and a few thousand of them
+    keep Python from handing back tens of megabytes (tests/test_memory_release.py); the memos
     fill again from the next calls."""
     for known in _KNOWN_TEXT:
         known.clear()
+    _KNOWN_ELEMENTS.clear()
 
 
 def _pattern(pattern: re.Pattern[str], known_limit: int = 10_000) -> Callable[[Any], str]:
@@ -198,6 +201,31 @@ class _Table:
     is_resource: bool
 
 
+# Elements a record repeats nearly verbatim: codes (and the clinical and verification status
+# of every Condition), the subject reference, meta tags. Read once per distinct JSON text, they
+# are shared by every resource that holds them; nothing modifies a resource once it is read.
+SHARED_TYPES = frozenset({"CodeableConcept", "Meta", "Reference"})
+_KNOWN_ELEMENTS: dict[tuple[str, bytes], PlainElement | None] = {}
+_KNOWN_ELEMENTS_LIMIT = 10_000
+
+
+def _shared_element(type_name: str, raw: Any) -> PlainElement | None:
+    """`_element`, remembered by the element's JSON text (which costs a tenth of reading it)."""
+    if type(raw) is not dict:
+        raise NotPlain
+    try:
+        key = (type_name, orjson.dumps(raw))
+    except TypeError:  # not JSON orjson writes (an integer beyond 64 bits): read it every time
+        return _element(type_name, raw)
+    if key in _KNOWN_ELEMENTS:
+        return _KNOWN_ELEMENTS[key]
+    element = _element(type_name, raw)  # NotPlain is not remembered: the full reader decides
+    if len(_KNOWN_ELEMENTS) >= _KNOWN_ELEMENTS_LIMIT:
+        _KNOWN_ELEMENTS.clear()
+    _KNOWN_ELEMENTS[key] = element
+    return element
+
+
 def _table(type_name: str) -> _Table:
     group_of = {variant: i for i, group in enumerate(CHOICES[type_name]) for variant in group}
     readers: dict[str, tuple[Callable[[Any], Any] | None, bool, int | None]] = {}
@@ -207,7 +235,7 @@ def _table(type_name: str) -> _Table:
         elif kind == "Resource":
             read = _contained
         else:
-            read = partial(_element, kind)
+            read = partial(_shared_element if kind in SHARED_TYPES else _element, kind)
         readers[name] = (read, is_list, group_of.get(name))
     for name in UNREAD[type_name]:
         if name in group_of:

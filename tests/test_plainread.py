@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from cds_hooks.devtools import plain_schema
 from cds_hooks.lenient import NEEDS, read_resource
-from cds_hooks.plainread import PRIMITIVE_CHECKS, read_plain
+from cds_hooks.plainread import PRIMITIVE_CHECKS, forget_known_text, read_plain
 from cds_hooks.plainschema import FIELDS
 
 from .robustness_corpus import variants
@@ -231,3 +231,52 @@ def test_both_readers_agree_on_mutated_resources(data: st.DataObject) -> None:
     value = data.draw(st.sampled_from(ODD_VALUES))
     mutated = _mutated(raw, path, value)
     assert _agree(mutated) is None, (path, value, _agree(mutated))
+
+
+# -- elements shared between resources --------------------------------------------------------
+
+
+def _condition(resource_id: str, code: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": resource_id,
+        "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "active"}]},
+        "code": code,
+        "subject": {"reference": "Patient/p1"},
+        "onsetDateTime": "2024-05-01",
+    }
+
+
+CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+
+
+def test_a_repeated_element_is_read_once_and_shared() -> None:
+    forget_known_text()
+    code = {"coding": [{"system": "http://snomed.info/sct", "code": "49436004", "display": "Atrial fibrillation"}]}
+    first, second = read_plain(_condition("c1", code)), read_plain(_condition("c2", copy.deepcopy(code)))
+    assert first is not None and second is not None
+    assert first.resource.code is second.resource.code  # one reading, shared
+    assert first.resource.clinicalStatus is second.resource.clinicalStatus
+    assert first.resource.id == "c1" and second.resource.id == "c2"
+    other = read_plain(_condition("c3", {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]}))
+    assert other is not None and other.resource.code.coding[0].code == "38341003"  # another text, another reading
+
+
+def test_an_element_that_is_not_plain_is_refused_every_time() -> None:
+    forget_known_text()
+    odd = {"coding": [{"system": "http://snomed.info/sct", "code": " 49436004"}]}  # a code with a leading space
+    for resource_id in ("c1", "c2"):
+        assert read_plain(_condition(resource_id, copy.deepcopy(odd))) is None
+        assert (
+            read_resource(_condition(resource_id, copy.deepcopy(odd))).resource is not None
+        )  # the full reader decides
+
+
+def test_forgetting_known_text_forgets_shared_elements() -> None:
+    code = {"coding": [{"system": "http://snomed.info/sct", "code": "49436004"}]}
+    first = read_plain(_condition("c1", code))
+    forget_known_text()
+    second = read_plain(_condition("c2", copy.deepcopy(code)))
+    assert first is not None and second is not None
+    assert first.resource.code is not second.resource.code
+    assert vars(first.resource.code.coding[0]) == vars(second.resource.code.coding[0])
