@@ -37,6 +37,8 @@ from typing import Any
 
 import orjson
 
+from .sqlite_lock import begin_immediate
+
 log = logging.getLogger("cds_hooks.audit")
 
 TABLE = "pending_decision"
@@ -86,14 +88,15 @@ def anything_pending(driver: sqlite3.Connection) -> bool:
         raise
 
 
-def file_pending(driver: sqlite3.Connection, insert: Inserter) -> int:
+def file_pending(driver: sqlite3.Connection, insert: Inserter, lock_wait_s: float) -> int:
     """Move every pending decision into the tables, in one transaction of its own; how many.
 
     ``insert(driver, table_index, columns, rows)`` inserts rows of one table, raising the
     driver's own errors. When the batch fails for a reason of its rows (a constraint, a body
     that cannot be read), the decisions are filed one at a time and the failing ones marked
-    and left; when the database itself fails (locked, full, unreadable), nothing changes."""
-    driver.execute("BEGIN IMMEDIATE")
+    and left; when the database itself fails (locked, full, unreadable), nothing changes.
+    ``lock_wait_s`` is the connection's busy timeout (`sqlite_lock.begin_immediate`)."""
+    begin_immediate(driver, lock_wait_s)
     try:
         pending = driver.execute(_PENDING).fetchall()
         filed = 0

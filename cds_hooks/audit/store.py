@@ -123,7 +123,7 @@ class AuditStore:
         self.spool = Spool(spool_dir) if spool_dir is not None else None
         # Evaluation sets this process has seen committed: the usual call writes no set.
         self._stored_sets: set[str] = set()
-        self._writer = DecisionWriter(self._engine.dialect)
+        self._writer = DecisionWriter(self._engine.dialect, lock_wait_s=timeout_s)
         if self._url.get_backend_name() == "sqlite":
             event.listen(self._engine, "begin", partial(_sqlite_on_begin, self._writer))
         # A forked worker (gunicorn --preload) must never reuse the parent's connections:

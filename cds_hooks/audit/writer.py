@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import journal as decision_journal
 from .models import metadata
+from .sqlite_lock import begin_immediate
 
 log = logging.getLogger("cds_hooks.audit")
 
@@ -42,8 +43,9 @@ _Processor = Callable[[Any], Any]
 class DecisionWriter:
     """Writes one decision's rows (as built by the store) on a connection; thread-safe."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, lock_wait_s: float = 30.0) -> None:
         self._dialect = dialect
+        self._lock_wait_s = lock_wait_s  # SQLite: the connections' busy timeout (`sqlite_lock`)
         self._pg_statement = _pg_statement() if dialect.name == "postgresql" else ""
         # (table, columns) -> (SQL, parameter order, bind processor per column). Racing
         # threads compile the same plan; either copy is kept.
@@ -83,7 +85,7 @@ class DecisionWriter:
                 self.file_pending(driver)
             seq = 0
             try:
-                driver.execute("BEGIN IMMEDIATE")  # writers take the lock up front, as the store's do
+                begin_immediate(driver, self._lock_wait_s)  # writers take the lock up front, as the store's do
                 if body is not None:
                     seq = decision_journal.append(driver, body)
                 else:
@@ -102,7 +104,7 @@ class DecisionWriter:
 
     def file_pending(self, driver: Any) -> int:
         """File the journal's pending decisions into the tables (SQLite); how many."""
-        return decision_journal.file_pending(driver, self._executemany)
+        return decision_journal.file_pending(driver, self._executemany, self._lock_wait_s)
 
     def _file_after_write(self, driver: Any) -> None:
         """A writer's filing: the call's decision is committed already, so a failure here is
