@@ -18,7 +18,16 @@ from ..ids import time_ordered_uuid
 from ..rulebook import SEVERITY_RANK, Rulebook
 from .findings import Finding
 from .gap_words import reason_in_words
-from .text import OrderContext, context, evidence_codes, evidence_sentence, in_sentence, order_context, render
+from .text import (
+    OrderContext,
+    context,
+    evidence_codes,
+    evidence_sentence,
+    in_sentence,
+    order_context,
+    render,
+    template_fields,
+)
 
 SOURCE_LABEL = "Cryotherapy safety rules"
 TOPIC_SYSTEM = "https://example.org/fhir/cryo-cds/CodeSystem/rule"
@@ -69,11 +78,22 @@ class CardBuilder:
         # of the generic card it suppressed (rule.yaml ``closes_critical``).
         self._closing = rulebook.closing_rules()
         self._group_findings = {g.id: g.finding for g in rulebook.groups.values()}
+        # Every value name a card of this rulebook can print: the order's other numbers are not formatted.
+        self._used_fields = template_fields(
+            t
+            for r in rulebook.rules
+            for t in (
+                r.summary,
+                r.detail,
+                r.finding,
+                *(x for v in r.variants for x in (v.summary, v.finding, v.detail)),
+            )
+        )
 
     def build(self, findings: Sequence[Finding]) -> list[tuple[dict[str, Any], list[Finding]]]:
         """(card, the findings it carries), most serious cards first."""
         names = order_names(findings)
-        run = _BuildRun(several_orders=len({f.order_ref for f in findings}) > 1)
+        run = _BuildRun(several_orders=len({f.order_ref for f in findings}) > 1, used_fields=self._used_fields)
         groups: dict[tuple[str, str], list[Finding]] = {}
         for f in findings:
             key = (f.order_ref, f.severity if self.grouping == "order" else f.key)
@@ -252,6 +272,7 @@ class _BuildRun:
     """One ``build`` call's own state: a builder is shared by concurrent calls (threads)."""
 
     several_orders: bool
+    used_fields: frozenset[str] | None = None  # `template_fields` of the rulebook; None: every number
     contexts: dict[int, tuple[Finding, dict[str, str]]] = field(default_factory=dict)
     # The order's share of the values, shared by all its findings (an order has a dozen numbers).
     order_parts: dict[tuple[int, int], tuple[Finding, OrderContext]] = field(default_factory=dict)
@@ -263,7 +284,10 @@ class _BuildRun:
             key = (id(finding.order), id(finding.patient))
             part = self.order_parts.get(key)
             if part is None or part[0].order is not finding.order or part[0].patient is not finding.patient:
-                part = self.order_parts[key] = (finding, order_context(finding.order, finding.patient))
+                part = self.order_parts[key] = (
+                    finding,
+                    order_context(finding.order, finding.patient, self.used_fields),
+                )
             known = self.contexts[id(finding)] = (
                 finding,
                 context(finding.evidence, finding.order, finding.patient, finding.values, part[1]),

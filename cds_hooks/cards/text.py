@@ -194,16 +194,27 @@ def evidence_codes(fact: Mapping[str, Any]) -> str | None:
 OrderContext = tuple[dict[str, str], dict[str, str]]
 
 
-def order_context(order: Mapping[str, Any], patient: Mapping[str, Any]) -> OrderContext:
+def template_fields(templates: Iterable[str]) -> frozenset[str]:
+    """The value names (``{name}``, not ``{param:name}``) the templates use."""
+    return frozenset(name for t in templates for name in _FIELD.findall(t or "") if not name.startswith("param:"))
+
+
+def order_context(
+    order: Mapping[str, Any], patient: Mapping[str, Any], used: frozenset[str] | None = None
+) -> OrderContext:
     """The template values an order and its patient give every finding on that order: its
     numbers (a finding's own evidence wins over them) and the values that always hold (site,
-    temperature, freeze time, age)."""
+    temperature, freeze time, age). With ``used`` (`template_fields` of every template that
+    may be rendered), only the numbers a template names are written out."""
     numbers = {
         key: number(value)
         for key, value in order.items()
-        if type(value) is float
-        or type(value) is int
-        or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        if (used is None or key in used)
+        and (
+            type(value) is float
+            or type(value) is int
+            or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        )
     }
     fixed: dict[str, str] = {}
     if order.get("site"):
