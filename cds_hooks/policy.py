@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from . import yamlfile
 from .cards import GROUPINGS
 from .rulebook import MODALITIES, SEVERITIES, SEVERITY_RANK, Rulebook, RuleError, load_rulebook
 
@@ -114,7 +115,7 @@ def load_policy(path: Path) -> Policy:
     """Read and shape-check a policy file (not yet checked against a rulebook: see ``check_policy``)."""
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yamlfile.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PolicyError(f"{where}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -229,7 +230,7 @@ def load_never_list(rules_dir: Path) -> dict[str, NeverEntry]:
     path = rules_dir / NEVER_FILE
     if not path.is_file():
         path = bundled_rules_dir() / NEVER_FILE
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = yamlfile.safe_load(path.read_text(encoding="utf-8")) or {}
     entries = {}
     for item in raw.get("never") or ():
         modalities = tuple(item.get("modalities") or MODALITIES)
@@ -275,7 +276,7 @@ def check_policy(policy: Policy, rules_dir: Path, base_parameters: Mapping[str, 
 
 def parameter_specs(rules_dir: Path) -> dict[str, Mapping[str, Any]]:
     path = rules_dir / "parameters.yaml"
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
+    raw = yamlfile.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
     return dict((raw or {}).get("parameters", {}))
 
 

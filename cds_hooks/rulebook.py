@@ -435,7 +435,7 @@ def _check_variant_text(raw: Mapping[str, Any], where: str) -> None:
 def load_groups(folder: Path) -> dict[str, CardGroup]:
     """The card groups of parameters.yaml (``groups: {name: {id, finding}}``)."""
     path = folder / "parameters.yaml"
-    raw = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None) or {}
+    raw = (yamlfile.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None) or {}
     groups: dict[str, CardGroup] = {}
     for name, spec in (raw.get("groups") or {}).items():
         if not isinstance(spec, dict) or set(spec) != _GROUP_KEYS or not all(isinstance(v, str) for v in spec.values()):

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from . import yamlfile
 
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -377,7 +377,7 @@ class Terminology:
             return loaded[oid]
 
         for path in files:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yamlfile.safe_load(path.read_text(encoding="utf-8")) or {}
             entries = data.get("valuesets")
             if not isinstance(entries, list):
                 raise ValueSetError(f"{path.name}: expected a top-level 'valuesets' list")
