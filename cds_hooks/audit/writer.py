@@ -23,7 +23,7 @@ import math
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import JSON, Connection, Dialect, Engine, Table, insert
@@ -40,6 +40,15 @@ TABLES: tuple[Table, ...] = tuple(metadata.tables[name] for name in ("decision",
 _Processor = Callable[[Any], Any]
 
 
+class _Plan(NamedTuple):
+    """One table's INSERT for one set of columns: its SQL, the columns in parameter order and
+    each column's bind processor (None where the value is bound as it is)."""
+
+    sql: str
+    order: tuple[str, ...]
+    binds: tuple[tuple[str, _Processor | None], ...]
+
+
 class DecisionWriter:
     """Writes one decision's rows (as built by the store) on a connection; thread-safe."""
 
@@ -47,9 +56,8 @@ class DecisionWriter:
         self._dialect = dialect
         self._lock_wait_s = lock_wait_s  # SQLite: the connections' busy timeout (`sqlite_lock`)
         self._pg_statement = _pg_statement() if dialect.name == "postgresql" else ""
-        # (table, columns) -> (SQL, parameter order, bind processor per column). Racing
-        # threads compile the same plan; either copy is kept.
-        self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[str, ...], dict[str, _Processor]]] = {}
+        # (table, columns) -> its INSERT. Racing threads compile the same plan; either copy is kept.
+        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
 
     def write(self, conn: Connection, rows: Mapping[str, Any]) -> None:
         """Insert ``rows["decision"]`` and its ``decision_order``, ``card`` and ``rule_hit``
@@ -128,24 +136,29 @@ class DecisionWriter:
             if not batch:
                 parts.append(None)
                 continue
-            keys = tuple(batch[0])
-            _sql, order, processors = self._plan(table, keys)
-            parts.append((order, [tuple(processors[key](row[key]) for key in order) for row in batch]))
+            plan = self._plan(table, tuple(batch[0]))
+            binds = plan.binds
+            parts.append(
+                (plan.order, [tuple([row[k] if bind is None else bind(row[k]) for k, bind in binds]) for row in batch])
+            )
         return parts
 
-    def _plan(self, table: Table, keys: tuple[str, ...]) -> tuple[str, tuple[str, ...], dict[str, _Processor]]:
+    def _plan(self, table: Table, keys: tuple[str, ...]) -> _Plan:
         plan = self._plans.get((table.name, keys))
         if plan is None:
             compiled = insert(table).compile(dialect=self._dialect, column_keys=list(keys))
+            order = tuple(compiled.positiontup or ())
             processors = {key: _processor(table.c[key].type.dialect_impl(self._dialect), self._dialect) for key in keys}
-            plan = (str(compiled), tuple(compiled.positiontup or ()), processors)
-            self._plans[(table.name, keys)] = plan
+            binds = tuple((key, None if processors[key] is _same else processors[key]) for key in order)
+            plan = _Plan(str(compiled), order, binds)
+            # Under its columns as given and as bound: a filing looks it up by the journal's order.
+            self._plans[(table.name, keys)] = self._plans[(table.name, order)] = plan
         return plan
 
     def _executemany(self, driver: Any, index: int, columns: Sequence[str], params: Sequence[Sequence[Any]]) -> None:
         # Straight to the driver's cursor: Core's per-statement bookkeeping cost more than the
         # inserts (benchmarks/decision_write.py).
-        sql, _order, _processors = self._plan(TABLES[index], tuple(columns))
+        sql = self._plan(TABLES[index], tuple(columns)).sql
         cursor = driver.cursor()
         try:
             cursor.executemany(sql, params)
