@@ -206,7 +206,7 @@ class _Table:
 # are shared by every resource that holds them; nothing modifies a resource once it is read.
 SHARED_TYPES = frozenset({"CodeableConcept", "Meta", "Reference"})
 _KNOWN_ELEMENTS: dict[tuple[str, bytes], PlainElement | None] = {}
-_KNOWN_ELEMENTS_LIMIT = 10_000
+_KNOWN_ELEMENTS_LIMIT = 4_096
 
 
 def _shared_element(type_name: str, raw: Any) -> PlainElement | None:
