@@ -5,7 +5,8 @@ reach a request (every measure of design note ``durable-rules.md`` §8).
 * One session id per evaluation, one ``assert_facts`` call, ``delete_state`` in ``finally``.
 * Every fact has a unique id; a sentinel fact is asserted last; a ``$done`` rule always
   fires (no segfault in ``delete_state``); a ``$sink`` rule makes every fact handled.
-* Actions only record matches and never raise into the engine.
+* Fired rules are completed in our own loop over the engine's C calls, noting each match;
+  nothing runs inside the engine's action machinery.
 * A process-wide lock around the C calls: the GIL serialises them anyway.
 Where ``durable`` cannot be imported (Python 3.13+), ``make_evaluator`` falls back to the
 plain evaluator and logs it once.
@@ -148,8 +149,8 @@ def _note(message: Mapping[str, Any], hits: list[Hit]) -> None:
                     Hit(key, tuple((alias, str(fact["id"])) for alias, fact in matched.items() if alias != "req"))
                 )
             return
-    except Exception:  # a match of a shape we do not know: log it, never break the session
-        log.exception("durable-rules match could not be read: %.200r", message)
+    except Exception as exc:  # a match of a shape we do not know: say so (no fact values), keep the session
+        log.error("durable-rules match of %s could not be read (%s)", list(message)[:1], type(exc).__name__)
 
 
 def _never_called(_closure: Any) -> None:
@@ -161,9 +162,6 @@ if _durable_engine is not None:
     class _QuietHost(_durable_engine.Host):  # type: ignore[misc]
         """A Host without the background timer threads that steal and race actions. Its
         rulesets' actions are never called: `DurableEvaluator` completes them itself."""
-
-        def __init__(self, definitions: dict[str, Any]):
-            super().__init__(definitions)
 
         def _run(self) -> None:
             return None
