@@ -52,6 +52,8 @@ def _statm_fd() -> int:
     global _open_statm
     pid = os.getpid()
     if _open_statm is None or _open_statm[0] != pid:
+        if _open_statm is not None:
+            os.close(_open_statm[1])  # the parent's, inherited: this process's copy only
         _open_statm = (pid, os.open(_STATM, os.O_RDONLY | os.O_CLOEXEC))
     return _open_statm[1]
 
