@@ -19,6 +19,7 @@ next request on one at that moment would lose it. Linux only: the growth is read
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -53,7 +54,8 @@ def _statm_fd() -> int:
     pid = os.getpid()
     if _open_statm is None or _open_statm[0] != pid:
         if _open_statm is not None:
-            os.close(_open_statm[1])  # the parent's, inherited: this process's copy only
+            with contextlib.suppress(OSError):
+                os.close(_open_statm[1])  # the parent's, inherited: this process's copy only
         _open_statm = (pid, os.open(_STATM, os.O_RDONLY | os.O_CLOEXEC))
     return _open_statm[1]
 
