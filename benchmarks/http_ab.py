@@ -1,0 +1,131 @@
+"""Two source trees of the service side by side under gunicorn: wrk req/s and worker CPU per request.
+
+For judging one change against its baseline, where `benchmarks/http.py` judges the service
+against the ``json.loads`` ceiling. Each tree (a checkout or a ``git worktree``, e.g. of
+the commit before the change) is served by its own gunicorn (2 sync workers, ``--preload``,
+the README's ``GLIBC_TUNABLES``, a fresh SQLite log); wrk runs at one concurrency on one body
+of `benchmarks/http.py`, the two servers taking turns round by round, each round starting
+with the other server. Worker CPU is read from /proc around each run. ``CEIL`` in place of a
+tree serves the ceiling app instead. The machine is shared: compare only figures of one run
+and look at the spread of the rounds.
+
+    git worktree add /tmp/base HEAD~1
+    python benchmarks/http_ab.py /tmp/base .                 # small body, c=8, 6 rounds of 4 s
+    python benchmarks/http_ab.py . CEIL --body fixture --rounds 4
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Like benchmarks/http.py: drop this folder from sys.path so ``http`` is the standard library's.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import argparse
+import importlib.util
+import shutil
+import statistics
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+_spec = importlib.util.spec_from_file_location("benchmarks_http", ROOT / "benchmarks" / "http.py")
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["benchmarks_http"] = bench
+_spec.loader.exec_module(bench)
+
+BODIES = {"fixture": 0, "small": 1, "synthea": 2, "large": 3}
+
+
+def worker_cpu_s(server: bench.Server) -> float:
+    """User + system CPU seconds of the server's workers (not the master)."""
+    total = 0
+    for pid in server.pids()[1:]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a worker replaced meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("trees", nargs=2, help="two source trees (or CEIL for the json.loads ceiling)")
+    parser.add_argument("--body", choices=sorted(BODIES), default="small")
+    parser.add_argument("-c", "--connections", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=4)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (Debian package 'wrk')", file=sys.stderr)
+        return 2
+    trees = [tree if tree == "CEIL" else str(Path(tree).resolve()) for tree in args.trees]
+    for tree in trees:
+        if tree != "CEIL" and not (Path(tree) / "cds_hooks").is_dir():
+            print(f"{tree} is not a source tree of the service (no cds_hooks/)", file=sys.stderr)
+            return 2
+    named, _series = bench.build_bodies([])
+    label, body, count = named[BODIES[args.body]]
+    print(
+        f"== {label} ({count} resources), wrk -t2 -c{args.connections}, {args.rounds} x {args.seconds} s per server "
+        "in turns; gunicorn -w 2 -k sync --preload",
+        flush=True,
+    )
+    with ExitStack() as stack:
+        servers: list[tuple[str, bench.Server, Path]] = []
+        for index, tree in enumerate(trees):
+            workdir = Path(tempfile.mkdtemp(prefix="cryo-http-ab-"))
+            stack.callback(shutil.rmtree, workdir, True)
+            env = {**os.environ, "GLIBC_TUNABLES": bench.GLIBC_TUNABLES}
+            if tree == "CEIL":
+                (workdir / "ceiling_app.py").write_text(bench.CEILING_SOURCE, encoding="utf-8")
+                env["PYTHONPATH"] = str(workdir)
+                app = "ceiling_app:app"
+            else:
+                env |= {
+                    "PYTHONPATH": tree,
+                    "CDS_HOOKS_AUTH": "off",
+                    "CDS_HOOKS_PATIENT_HASH_KEY": bench.PATIENT_HASH_KEY,
+                    "CDS_HOOKS_DATA_DIR": str(workdir / "data"),
+                    "CDS_HOOKS_DATABASE_URL": f"sqlite:///{workdir / 'decisions.db'}",
+                }
+                app = bench.SERVICE_APP
+            server = stack.enter_context(bench.gunicorn(f"s{index}", app, "-w 2 -k sync", workdir, env))
+            body_path = workdir / "body.json"
+            body_path.write_bytes(body)
+            bench.run_wrk(server.port, body_path, args.connections, 2, workdir)  # warm up
+            servers.append((tree, server, body_path))
+        rates: list[list[float]] = [[], []]
+        cpu_ms: list[list[float]] = [[], []]
+        for round_ in range(args.rounds):
+            for index in (0, 1) if round_ % 2 == 0 else (1, 0):
+                _tree, server, body_path = servers[index]
+                before = worker_cpu_s(server)
+                rate, problems = bench.run_wrk(server.port, body_path, args.connections, args.seconds, body_path.parent)
+                if problems:
+                    print(f"  {trees[index]}: {problems}")
+                rates[index].append(rate)
+                cpu_ms[index].append(1000 * (worker_cpu_s(server) - before) / (rate * args.seconds))
+        for index, tree in enumerate(trees):
+            print(
+                f"{tree:<40} req/s {statistics.median(rates[index]):7.0f}  "
+                f"(rounds {' '.join(f'{r:.0f}' for r in rates[index])})  "
+                f"worker CPU {statistics.median(cpu_ms[index]):.2f} ms/request"
+            )
+        ratios = [b / a for a, b in zip(rates[0], rates[1], strict=True)]
+        print(
+            f"second/first: {statistics.median(rates[1]) / statistics.median(rates[0]):.3f} "
+            f"(rounds {' '.join(f'{r:.3f}' for r in ratios)})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
