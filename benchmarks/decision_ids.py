@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +27,8 @@ sys.path.append(str(ROOT / "benchmarks"))
 from decision_write import (  # type: ignore[import-not-found]
     KEY,
     fresh,
-    in_two_processes,
     timed_writes,
+    two_writers_on_a_fresh_log,
     typical_decision,
 )
 
@@ -51,10 +50,6 @@ def writer(url: str, kind: str, count: int, results: multiprocessing.Queue[tuple
     store.dispose()
 
 
-def two_writers(url: str, kind: str, count: int) -> list[tuple[float, float]]:
-    return in_two_processes(writer, url, kind, count)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefill", type=int, default=10_000, help="decisions each writer stores first")
@@ -64,15 +59,7 @@ def main() -> int:
     print(f"{'ids':<18} {'CPU ms/write':>14} {'wall ms/write':>14}")
     for _round in range(2):
         for kind in KINDS:
-            with tempfile.TemporaryDirectory() as workdir:
-                url = f"sqlite:///{workdir}/decisions.db"
-                store = AuditStore(url, KEY)
-                store.migrate()
-                store.dispose()
-                two_writers(url, kind, args.prefill)
-                figures = two_writers(url, kind, args.writes)
-            cpu = sum(f[0] for f in figures) / len(figures)
-            wall = sum(f[1] for f in figures) / len(figures)
+            cpu, wall = two_writers_on_a_fresh_log(writer, kind, args.prefill, args.writes)
             print(f"{kind:<18} {cpu:>14.3f} {wall:>14.3f}")
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +26,8 @@ from decision_write import (  # type: ignore[import-not-found]
     KEY,
     WARM_UP_WRITES,
     fresh,
-    in_two_processes,
     timed_writes,
+    two_writers_on_a_fresh_log,
     typical_decision,
 )
 
@@ -48,10 +47,6 @@ def writer(url: str, way: str, count: int, results: multiprocessing.Queue[tuple[
     store.dispose()
 
 
-def two_writers(url: str, way: str, count: int) -> list[tuple[float, float]]:
-    return in_two_processes(writer, url, way, count)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prefill", type=int, default=10_000, help="decisions each writer stores first")
@@ -64,20 +59,15 @@ def main() -> int:
     print(f"{'write':<10} {'CPU ms/write':>14} {'wall ms/write':>14}")
     for _round in range(2):
         for way in WAYS:
-            with tempfile.TemporaryDirectory() as workdir:
-                url = f"sqlite:///{workdir}/decisions.db"
-                store = AuditStore(url, KEY)
-                store.migrate()
-                store.dispose()
-                two_writers(url, way, args.prefill)
-                figures = two_writers(url, way, args.writes)
+
+            def all_held(url: str, way: str = way) -> None:
                 store = AuditStore(url, KEY)
                 held = store.count_decisions()  # files what is left in the journal
                 store.dispose()
-            expected = 2 * (args.prefill + args.writes + 2 * WARM_UP_WRITES)
-            assert held == expected, f"{way}: {held} decisions held, {expected} written"
-            cpu = sum(f[0] for f in figures) / len(figures)
-            wall = sum(f[1] for f in figures) / len(figures)
+                expected = 2 * (args.prefill + args.writes + 2 * WARM_UP_WRITES)
+                assert held == expected, f"{way}: {held} decisions held, {expected} written"
+
+            cpu, wall = two_writers_on_a_fresh_log(writer, way, args.prefill, args.writes, all_held)
             print(f"{way:<10} {cpu:>14.3f} {wall:>14.3f}")
     return 0
 
