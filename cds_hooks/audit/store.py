@@ -54,11 +54,10 @@ from sqlalchemy.pool import StaticPool
 
 from .. import metrics
 from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
-from . import journal
 from .models import Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetMember, Feedback, RuleHit, metadata
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
-from .writer import ORJSON_STRICT, DecisionWriter
+from .writer import ORJSON_STRICT, DecisionWriter, core_error
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -600,10 +599,9 @@ def _sqlite_on_begin(writer: DecisionWriter, conn: Connection) -> None:
     driver: Any = conn.connection.dbapi_connection
     if not options.get("audit_no_filing") and driver is not None:
         try:
-            if journal.anything_pending(driver):
-                writer.file_pending(driver)
-        except sqlite3.Error as exc:  # raised as Core raises driver errors (a locked log: OperationalError)
-            raise DBAPIError.instance(None, None, exc, sqlite3.Error, hide_parameters=True) from exc
+            writer.file_pending(driver)
+        except sqlite3.Error as exc:  # a locked log: OperationalError, as Core raises it
+            raise core_error(exc) from exc
     if options.get("audit_read_only"):
         conn.exec_driver_sql("BEGIN")
     else:

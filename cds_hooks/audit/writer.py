@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import JSON, Connection, Dialect, Engine, Table, insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from . import journal as decision_journal
 from .models import metadata
@@ -74,7 +74,7 @@ class DecisionWriter:
         try:
             self._insert_parts(driver, self._sqlite_parts(rows))
         except sqlite3.Error as exc:  # raised as Core raises driver errors
-            raise DBAPIError.instance(None, None, exc, sqlite3.Error, hide_parameters=True) from exc
+            raise core_error(exc) from exc
 
     def write_sqlite_transaction(self, engine: Engine, rows: Mapping[str, Any], *, journal: bool = True) -> None:
         """SQLite: append the decision to the journal (`journal.py`) in a transaction of its
@@ -89,7 +89,7 @@ class DecisionWriter:
             driver: Any = pooled.driver_connection
             parts = self._sqlite_parts(rows)
             body = decision_journal.encode(parts) if journal else None
-            if body is None and decision_journal.anything_pending(driver):
+            if body is None:
                 self.file_pending(driver)
             seq = 0
             try:
@@ -106,12 +106,15 @@ class DecisionWriter:
             if seq and seq % decision_journal.FILE_EVERY == 0:
                 self._file_after_write(driver)
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(None, None, exc, sqlite3.Error, hide_parameters=True) from exc
+            raise core_error(exc) from exc
         finally:
             pooled.close()  # back to the pool
 
     def file_pending(self, driver: Any) -> int:
-        """File the journal's pending decisions into the tables (SQLite); how many."""
+        """File the journal's pending decisions into the tables (SQLite); how many. With none
+        pending it takes no lock."""
+        if not decision_journal.anything_pending(driver):
+            return 0
         return decision_journal.file_pending(driver, self._executemany, self._lock_wait_s)
 
     def _file_after_write(self, driver: Any) -> None:
@@ -164,6 +167,12 @@ class DecisionWriter:
             cursor.executemany(sql, params)
         finally:
             cursor.close()
+
+
+def core_error(exc: sqlite3.Error) -> StatementError:
+    """A driver error of our own SQLite calls as SQLAlchemy Core raises driver errors
+    (parameters hidden), so callers handle one kind of error on every path."""
+    return DBAPIError.instance(None, None, exc, sqlite3.Error, hide_parameters=True)
 
 
 def _pg_statement() -> str:
