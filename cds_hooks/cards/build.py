@@ -272,7 +272,7 @@ class _BuildRun:
     """One ``build`` call's own state: a builder is shared by concurrent calls (threads)."""
 
     several_orders: bool
-    used_fields: frozenset[str] | None = None  # `template_fields` of the rulebook; None: every number
+    used_fields: frozenset[str]  # `template_fields` of the rulebook: the order numbers worth formatting
     contexts: dict[int, tuple[Finding, dict[str, str]]] = field(default_factory=dict)
     # The order's share of the values, shared by all its findings (an order has a dozen numbers).
     order_parts: dict[tuple[int, int], tuple[Finding, OrderContext]] = field(default_factory=dict)
