@@ -12,6 +12,7 @@ and look at the spread of the rounds.
     git worktree add /tmp/base HEAD~1
     python benchmarks/http_ab.py /tmp/base .                 # small body, c=8, 6 rounds of 4 s
     python benchmarks/http_ab.py . CEIL --body fixture --rounds 4
+    python benchmarks/http_ab.py /tmp/base . --startup 8     # start-up to the first answer only
 """
 
 from __future__ import annotations
@@ -55,6 +56,43 @@ def worker_cpu_s(server: bench.Server) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def served(tree: str, workdir: Path) -> tuple[str, dict[str, str]]:
+    """The gunicorn app and environment that serve ``tree`` (or the ceiling) from ``workdir``."""
+    env = {**os.environ, "GLIBC_TUNABLES": bench.GLIBC_TUNABLES}
+    if tree == "CEIL":
+        (workdir / "ceiling_app.py").write_text(bench.CEILING_SOURCE, encoding="utf-8")
+        return "ceiling_app:app", env | {"PYTHONPATH": str(workdir)}
+    return bench.SERVICE_APP, env | {
+        "PYTHONPATH": tree,
+        "CDS_HOOKS_AUTH": "off",
+        "CDS_HOOKS_PATIENT_HASH_KEY": bench.PATIENT_HASH_KEY,
+        "CDS_HOOKS_DATA_DIR": str(workdir / "data"),
+        "CDS_HOOKS_DATABASE_URL": f"sqlite:///{workdir / 'decisions.db'}",
+    }
+
+
+def compare_startup(trees: list[str], times: int) -> int:
+    """Seconds from launching gunicorn to the first 200, each tree ``times`` times in turns
+    (a fresh data directory and log each time, as on a first start)."""
+    print(f"== start-up to the first answer, {times} starts per server in turns; gunicorn -w 2 -k sync --preload")
+    seconds: list[list[float]] = [[], []]
+    for round_ in range(times):
+        for index in (0, 1) if round_ % 2 == 0 else (1, 0):
+            workdir = Path(tempfile.mkdtemp(prefix="cryo-http-ab-"))
+            try:
+                app, env = served(trees[index], workdir)
+                with bench.gunicorn(f"s{index}", app, "-w 2 -k sync", workdir, env) as server:
+                    seconds[index].append(server.startup_s)
+            finally:
+                shutil.rmtree(workdir, True)
+    for index, tree in enumerate(trees):
+        print(
+            f"{tree:<40} start-up {statistics.median(seconds[index]):.3f} s  "
+            f"(starts {' '.join(f'{s:.2f}' for s in seconds[index])})"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("trees", nargs=2, help="two source trees (or CEIL for the json.loads ceiling)")
@@ -62,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--connections", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--startup", type=int, metavar="N", help="only start each server N times, in turns")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
+    if args.startup is None and shutil.which("wrk") is None:
         print("wrk is not installed (Debian package 'wrk')", file=sys.stderr)
         return 2
     trees = [tree if tree == "CEIL" else str(Path(tree).resolve()) for tree in args.trees]
@@ -71,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         if tree != "CEIL" and not (Path(tree) / "cds_hooks").is_dir():
             print(f"{tree} is not a source tree of the service (no cds_hooks/)", file=sys.stderr)
             return 2
+    if args.startup is not None:
+        return compare_startup(trees, args.startup)
     named, _series = bench.build_bodies([])
     label, body, count = named[BODIES[args.body]]
     print(
@@ -83,20 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         for index, tree in enumerate(trees):
             workdir = Path(tempfile.mkdtemp(prefix="cryo-http-ab-"))
             stack.callback(shutil.rmtree, workdir, True)
-            env = {**os.environ, "GLIBC_TUNABLES": bench.GLIBC_TUNABLES}
-            if tree == "CEIL":
-                (workdir / "ceiling_app.py").write_text(bench.CEILING_SOURCE, encoding="utf-8")
-                env["PYTHONPATH"] = str(workdir)
-                app = "ceiling_app:app"
-            else:
-                env |= {
-                    "PYTHONPATH": tree,
-                    "CDS_HOOKS_AUTH": "off",
-                    "CDS_HOOKS_PATIENT_HASH_KEY": bench.PATIENT_HASH_KEY,
-                    "CDS_HOOKS_DATA_DIR": str(workdir / "data"),
-                    "CDS_HOOKS_DATABASE_URL": f"sqlite:///{workdir / 'decisions.db'}",
-                }
-                app = bench.SERVICE_APP
+            app, env = served(tree, workdir)
             server = stack.enter_context(bench.gunicorn(f"s{index}", app, "-w 2 -k sync", workdir, env))
             body_path = workdir / "body.json"
             body_path.write_bytes(body)

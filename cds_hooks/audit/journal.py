@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from .sqlite_lock import begin_immediate
+from .sqlite_lock import is_busy
 
 log = logging.getLogger("cds_hooks.audit")
 
@@ -79,24 +79,28 @@ def append(driver: sqlite3.Connection, body: bytes) -> int:
 
 
 def anything_pending(driver: sqlite3.Connection) -> bool:
-    """True when the journal holds rows to file (False before the journal's migration)."""
+    """True when the journal holds rows to file (False before the journal's migration); also
+    when a connection without a busy handler finds the database busy: the filing then waits
+    for the write lock and looks again."""
     try:
         return driver.execute(_ANY_PENDING).fetchone() is not None
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
             return False
+        if is_busy(exc):
+            return True
         raise
 
 
-def file_pending(driver: sqlite3.Connection, insert: Inserter, lock_wait_s: float) -> int:
+def file_pending(driver: sqlite3.Connection, insert: Inserter, begin: Callable[[sqlite3.Connection], None]) -> int:
     """Move every pending decision into the tables, in one transaction of its own; how many.
 
     ``insert(driver, table_index, columns, rows)`` inserts rows of one table, raising the
     driver's own errors. When the batch fails for a reason of its rows (a constraint, a body
     that cannot be read), the decisions are filed one at a time and the failing ones marked
     and left; when the database itself fails (locked, full, unreadable), nothing changes.
-    ``lock_wait_s`` is the connection's busy timeout (`sqlite_lock.begin_immediate`)."""
-    begin_immediate(driver, lock_wait_s)
+    ``begin(driver)`` takes the write lock (`sqlite_lock`)."""
+    begin(driver)
     try:
         pending = driver.execute(_PENDING).fetchall()
         filed = 0

@@ -25,22 +25,29 @@ def begin_immediate(driver: sqlite3.Connection, wait_s: float) -> None:
     Raises ``sqlite3.OperationalError`` ("database is locked") once the wait is over."""
     driver.execute("PRAGMA busy_timeout = 0")
     try:
-        deadline = time.monotonic() + wait_s
-        pause = FIRST_PAUSE_S
-        while True:
-            try:
-                driver.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, LONGEST_PAUSE_S)
+        begin_immediate_unhandled(driver, wait_s)
     finally:
         driver.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
+def begin_immediate_unhandled(driver: sqlite3.Connection, wait_s: float) -> None:
+    """`begin_immediate` on a connection whose busy timeout is 0 already (the decision
+    write's own connection, `writer_connection`)."""
+    deadline = time.monotonic() + wait_s
+    pause = FIRST_PAUSE_S
+    while True:
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, LONGEST_PAUSE_S)
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """True for SQLite's "database is locked" (another connection holds the lock)."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return bool(code & 0xFF == sqlite3.SQLITE_BUSY)

@@ -58,6 +58,7 @@ from .models import Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetM
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
 from .writer import ORJSON_STRICT, DecisionWriter, core_error
+from .writer_connection import WriterConnections
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -123,7 +124,9 @@ class AuditStore:
         # Evaluation sets this process has seen committed: the usual call writes no set.
         self._stored_sets: set[str] = set()
         self._writer = DecisionWriter(self._engine.dialect, lock_wait_s=timeout_s)
+        self._writer_connections: WriterConnections | None = None
         if self._url.get_backend_name() == "sqlite":
+            self._writer_connections = WriterConnections(self._engine, timeout_s, keep=pool_size)
             event.listen(self._engine, "begin", partial(_sqlite_on_begin, self._writer))
         # A forked worker (gunicorn --preload) must never reuse the parent's connections:
         # two processes on one socket lose writes. SQLAlchemy's recipe for forked processes.
@@ -253,6 +256,8 @@ class AuditStore:
     def dispose(self) -> None:
         """Close every pooled connection; later calls raise `AuditStoreClosedError`."""
         self._closed = True
+        if self._writer_connections is not None:
+            self._writer_connections.close()
         self._engine.dispose()
 
     # -- writing -----------------------------------------------------------------------
@@ -286,9 +291,10 @@ class AuditStore:
         key = evaluation_set_key(pairs) if pairs else None
         decision = {**rows["decision"], "evaluation_set": key}
         try:
-            if self._in_caller_thread and not ignore_existing and (key is None or key in self._stored_sets):
+            connections = self._writer_connections
+            if connections is not None and not ignore_existing and (key is None or key in self._stored_sets):
                 # The usual call on SQLite: its set is stored, the decision goes in on its own.
-                self._writer.write_sqlite_transaction(self._engine, {**rows, "decision": decision}, journal=journal)
+                self._writer.write_sqlite_transaction(connections, {**rows, "decision": decision}, journal=journal)
                 return True
             with self._engine.begin() as conn:
                 if key is not None and (ignore_existing or key not in self._stored_sets):

@@ -26,12 +26,13 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import JSON, Connection, Dialect, Engine, Table, insert
+from sqlalchemy import JSON, Connection, Dialect, Table, insert
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from . import journal as decision_journal
 from .models import metadata
 from .sqlite_lock import begin_immediate
+from .writer_connection import WriterConnections
 
 log = logging.getLogger("cds_hooks.audit")
 
@@ -76,52 +77,56 @@ class DecisionWriter:
         except sqlite3.Error as exc:  # raised as Core raises driver errors
             raise core_error(exc) from exc
 
-    def write_sqlite_transaction(self, engine: Engine, rows: Mapping[str, Any], *, journal: bool = True) -> None:
+    def write_sqlite_transaction(
+        self, connections: WriterConnections, rows: Mapping[str, Any], *, journal: bool = True
+    ) -> None:
         """SQLite: append the decision to the journal (`journal.py`) in a transaction of its
-        own, on a pooled connection's driver, without Core's transaction bookkeeping (a fifth
-        of the write's cost); every `journal.FILE_EVERY` rows, file the journal into the tables.
+        own, on this thread's writer connection (`writer_connection`), without Core's
+        transaction bookkeeping (a fifth of the write's cost); every `journal.FILE_EVERY`
+        rows, file the journal into the tables.
 
         With ``journal=False``, or when JSON cannot keep the decision's values exactly, it goes
         into the tables directly (after the journal's pending rows), so their constraints are
         checked before this returns."""
-        pooled = engine.raw_connection()
         try:
-            driver: Any = pooled.driver_connection
-            parts = self._sqlite_parts(rows)
-            body = decision_journal.encode(parts) if journal else None
-            if body is None:
-                self.file_pending(driver)
-            seq = 0
-            try:
-                begin_immediate(driver, self._lock_wait_s)  # writers take the lock up front, as the store's do
-                if body is not None:
-                    seq = decision_journal.append(driver, body)
-                else:
-                    self._insert_parts(driver, parts)
-                driver.execute("COMMIT")
-            except BaseException:
-                if driver.in_transaction:
-                    driver.execute("ROLLBACK")
-                raise
-            if seq and seq % decision_journal.FILE_EVERY == 0:
-                self._file_after_write(driver)
+            with connections.writing() as driver:
+                parts = self._sqlite_parts(rows)
+                body = decision_journal.encode(parts) if journal else None
+                if body is None:
+                    self.file_pending(driver, connections.begin)
+                seq = 0
+                try:
+                    connections.begin(driver)  # writers take the lock up front, as the store's do
+                    if body is not None:
+                        seq = decision_journal.append(driver, body)
+                    else:
+                        self._insert_parts(driver, parts)
+                    driver.execute("COMMIT")
+                except BaseException:
+                    if driver.in_transaction:
+                        driver.execute("ROLLBACK")
+                    raise
+                if seq and seq % decision_journal.FILE_EVERY == 0:
+                    self._file_after_write(driver, connections.begin)
         except sqlite3.Error as exc:
             raise core_error(exc) from exc
-        finally:
-            pooled.close()  # back to the pool
 
-    def file_pending(self, driver: Any) -> int:
+    def file_pending(self, driver: Any, begin: Callable[[Any], None] | None = None) -> int:
         """File the journal's pending decisions into the tables (SQLite); how many. With none
-        pending it takes no lock."""
+        pending it takes no lock. ``begin`` takes the write lock; by default
+        `sqlite_lock.begin_immediate` with this writer's wait."""
         if not decision_journal.anything_pending(driver):
             return 0
-        return decision_journal.file_pending(driver, self._executemany, self._lock_wait_s)
+        return decision_journal.file_pending(driver, self._executemany, begin or self._begin_immediate)
 
-    def _file_after_write(self, driver: Any) -> None:
+    def _begin_immediate(self, driver: Any) -> None:
+        begin_immediate(driver, self._lock_wait_s)
+
+    def _file_after_write(self, driver: Any, begin: Callable[[Any], None]) -> None:
         """A writer's filing: the call's decision is committed already, so a failure here is
         logged and left to the next filing, never raised into the call."""
         try:
-            self.file_pending(driver)
+            self.file_pending(driver, begin)
         except sqlite3.Error as exc:
             log.warning("decision journal not filed yet (%s); the next write or read retries", type(exc).__name__)
 

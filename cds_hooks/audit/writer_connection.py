@@ -1,0 +1,132 @@
+"""The SQLite decision write's own connections, kept open between calls.
+
+Each hook call used to check a connection out of SQLAlchemy's pool and back in, and to turn
+the connection's busy timeout off and on around its ``BEGIN IMMEDIATE`` (`sqlite_lock`):
+together about 4% of a serving process's CPU under load (benchmarks/http_ab.py). Here a
+write takes a connection from a small free list of its own, opened from the engine's pool
+once (so it is opened exactly like the others: same file, same PRAGMAs) and detached from
+it, with its busy handler switched off for good (`sqlite_lock.begin_immediate_unhandled`
+does the waiting), and puts it back afterwards. There are as many as writes ever ran at
+once, at most ``keep`` of them kept.
+
+* A forked child never uses its parent's connections: it sets them aside without closing
+  them (closing an inherited SQLite connection can release the child's own locks on the
+  file) and opens its own at its first write.
+* A connection that raised anything but a busy lock is closed; the next write opens another.
+* `close` (the store's dispose) closes the connections this process opened.
+* An in-memory database has one connection shared by the whole pool: there the write borrows
+  it per call, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.pool import StaticPool
+
+from .sqlite_lock import begin_immediate, begin_immediate_unhandled, is_busy
+
+
+class WriterConnections:
+    """The decision writes' connections to one SQLite engine; thread-safe."""
+
+    def __init__(self, engine: Engine, lock_wait_s: float, keep: int = 5) -> None:
+        self._engine = engine
+        self._lock_wait_s = lock_wait_s
+        self._keep = keep
+        self._shared = isinstance(engine.pool, StaticPool)
+        self._lock = threading.Lock()
+        self._free: list[sqlite3.Connection] = []
+        self._inherited: list[sqlite3.Connection] = []  # a forked child's copies of its parent's: never closed
+        os.register_at_fork(after_in_child=_forget_in_child(weakref.ref(self)))
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """A writer connection, outside any transaction, for this caller alone."""
+        if self._shared:
+            pooled = self._engine.raw_connection()
+            try:
+                yield _driver(pooled)
+            finally:
+                pooled.close()
+            return
+        with self._lock:
+            driver = self._free.pop() if self._free else None
+        if driver is None:
+            driver = self._open()
+        try:
+            yield driver
+        except sqlite3.Error as exc:
+            if not is_busy(exc):
+                _close(driver)
+                raise
+            self._put_back(driver)
+            raise
+        except BaseException:
+            if driver.in_transaction:  # a caller's own error: leave no transaction open
+                _close(driver)
+            else:
+                self._put_back(driver)
+            raise
+        self._put_back(driver)
+
+    def begin(self, driver: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE`` on a connection of `writing`, waiting for another writer."""
+        if self._shared:
+            begin_immediate(driver, self._lock_wait_s)
+        else:
+            begin_immediate_unhandled(driver, self._lock_wait_s)
+
+    def close(self) -> None:
+        """Close the kept connections (those in use are closed when they come back)."""
+        with self._lock:
+            free, self._free = self._free, []
+            self._keep = 0
+        for driver in free:
+            _close(driver)
+
+    def _open(self) -> sqlite3.Connection:
+        pooled = self._engine.raw_connection()
+        driver = _driver(pooled)
+        pooled.detach()  # the pool forgets it: from here on it is the writers' own
+        driver.execute("PRAGMA busy_timeout = 0")
+        return driver
+
+    def _put_back(self, driver: sqlite3.Connection) -> None:
+        with self._lock:
+            if len(self._free) < self._keep:
+                self._free.append(driver)
+                return
+        _close(driver)
+
+    def _after_fork_in_child(self) -> None:
+        self._inherited.extend(self._free)
+        self._free = []
+        self._lock = threading.Lock()
+
+
+def _driver(pooled: Any) -> sqlite3.Connection:
+    driver = pooled.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return driver
+
+
+def _close(driver: sqlite3.Connection) -> None:
+    with suppress(sqlite3.Error):
+        driver.close()
+
+
+def _forget_in_child(ref: weakref.ref[WriterConnections]) -> Any:
+    def forget() -> None:
+        connections = ref()
+        if connections is not None:
+            connections._after_fork_in_child()
+
+    return forget

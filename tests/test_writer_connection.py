@@ -1,0 +1,150 @@
+"""The SQLite decision write's own connections (cds_hooks/audit/writer_connection.py): kept
+between calls outside the pool, one per concurrent write, never shared with a forked child,
+replaced after an error, closed with the store; and the write still waits for another
+process's lock."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+
+from cds_hooks.audit import AuditStore
+from cds_hooks.audit.writer_connection import WriterConnections
+
+from .test_decision_journal import call, raw_count
+from .test_audit_store import EVALUATED, KEY
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "audit.db"
+
+
+@pytest.fixture
+def connections(db_path: Path) -> Iterator[WriterConnections]:
+    engine = create_engine(f"sqlite:///{db_path}", connect_args={"check_same_thread": False}, pool_size=2)
+    kept = WriterConnections(engine, lock_wait_s=5.0, keep=2)
+    yield kept
+    kept.close()
+    engine.dispose()
+
+
+def _busy_timeout(driver: sqlite3.Connection) -> int:
+    value: int = driver.execute("PRAGMA busy_timeout").fetchone()[0]
+    return value
+
+
+def test_one_writer_after_another_reuses_one_connection_outside_the_pool(connections, db_path) -> None:
+    with connections.writing() as first:
+        assert connections._engine.pool.checkedout() == 0
+        assert _busy_timeout(first) == 0  # its waits are begin_immediate_unhandled's
+    with connections.writing() as second:
+        pass
+    assert second is first
+
+
+def test_concurrent_writers_each_get_their_own_and_at_most_keep_are_kept(connections) -> None:
+    inside = threading.Barrier(3)
+    seen: list[sqlite3.Connection] = []
+
+    def write() -> None:
+        with connections.writing() as driver:
+            seen.append(driver)
+            inside.wait(timeout=5)
+
+    threads = [threading.Thread(target=write) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(driver) for driver in seen}) == 3
+    assert len(connections._free) == 2
+    closed = [driver for driver in seen if driver not in connections._free]
+    with pytest.raises(sqlite3.ProgrammingError):
+        closed[0].execute("SELECT 1")
+
+
+def test_a_connection_that_failed_is_closed_and_replaced(connections) -> None:
+    with pytest.raises(sqlite3.OperationalError), connections.writing() as failed:
+        failed.execute("SELECT * FROM no_such_table")
+    with pytest.raises(sqlite3.ProgrammingError):
+        failed.execute("SELECT 1")
+    with connections.writing() as fresh:
+        assert fresh is not failed
+        assert fresh.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_busy_lock_keeps_the_connection(connections, db_path) -> None:
+    with connections.writing() as driver:
+        driver.execute("CREATE TABLE t (x INTEGER)")
+    locker = sqlite3.connect(db_path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    quick = WriterConnections(connections._engine, lock_wait_s=0.1)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"), quick.writing() as waiting:
+            quick.begin(waiting)
+        with quick.writing() as again:
+            assert again is waiting
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+        quick.close()
+
+
+def test_a_write_waits_for_another_writer_to_let_go(connections, db_path) -> None:
+    with connections.writing() as driver:
+        driver.execute("CREATE TABLE t (x INTEGER)")
+    locker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.05, lambda: locker.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    with connections.writing() as driver:
+        connections.begin(driver)
+        driver.execute("INSERT INTO t VALUES (1)")
+        driver.execute("COMMIT")
+    release.join()
+    locker.close()
+    assert 0.04 <= time.monotonic() - started < 2.0
+    assert raw_count(db_path, "t") == 1
+
+
+def test_close_closes_the_kept_connections_and_those_still_in_use(connections) -> None:
+    with connections.writing() as kept:
+        pass
+    with connections.writing() as in_use:
+        connections.close()
+    for driver in (kept, in_use):
+        with pytest.raises(sqlite3.ProgrammingError):
+            driver.execute("SELECT 1")
+
+
+def test_a_forked_child_writes_on_its_own_connection_and_the_parent_keeps_its_own(db_path) -> None:
+    store = AuditStore(f"sqlite:///{db_path}", KEY)
+    store.migrate()
+    try:
+        store.record_or_spool(call(0, "parent"), EVALUATED)
+        store.record_or_spool(call(1, "parent"), EVALUATED)  # the journal's way: a kept connection
+        parent_connection = store._writer_connections._free[0]
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if its write went in on a connection of its own
+            ok = False
+            try:
+                ok = store.record_or_spool(call(0, "child"), EVALUATED)
+                ok = ok and store._writer_connections._free[0] is not parent_connection
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert store.record_or_spool(call(2, "parent"), EVALUATED)
+        assert store._writer_connections._free[0] is parent_connection
+        assert store.count_decisions() == 4
+    finally:
+        store.dispose()
