@@ -18,8 +18,8 @@ from sqlalchemy import create_engine
 from cds_hooks.audit import AuditStore
 from cds_hooks.audit.writer_connection import WriterConnections
 
-from .test_decision_journal import call, raw_count
 from .test_audit_store import EVALUATED, KEY
+from .test_decision_journal import call, raw_count
 
 
 @pytest.fixture
