@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from cds_hooks import relevance
 from cds_hooks.devtools.cases import DEFAULT_NOW, bundle_request, case_request
 from cds_hooks.devtools.coverage import record_date
 from cds_hooks.hooks import ORDER_SELECT, parse_hook_request
@@ -156,3 +157,25 @@ def test_counted_resources_still_count_as_clinical_history(reach: RuleReach) -> 
     assert record.counted == {"Observation": 1}
     assert record.holds_history()  # MD-NO-DATA stays silent: the record is not empty
     assert record.unread == {}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2019-03-01T10:20:30+00:00",
+        "2019-03-01T10:20:30.123Z",
+        "2019-03-01",
+        "2019",
+        "2019-3-1",
+        "2019-03-01 10:20:30",
+        "2019-03-01T10:20:30+0000",
+        "٢٠١٩-٠٣-٠١",  # Arabic-Indic digits: \d matches them too
+        "2019-03-01T10:20:30\ud800",  # a lone surrogate (JSON allows it)
+        "2019-03-01T10:20:30." + "1" * 40,  # longer than any remembered shape
+        "",
+        "yesterday",
+    ],
+)
+def test_a_date_is_plain_by_its_shape_exactly_when_the_pattern_says_so(value: str) -> None:
+    for _ in range(2):  # the second time from the remembered shape
+        assert relevance._plain_date(value) is (relevance._PLAIN_DATE.fullmatch(value) is not None)

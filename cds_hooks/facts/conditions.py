@@ -7,6 +7,7 @@ one carries a flag per condition list it belongs to, so rules compare booleans.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from ..concepts import codings, label, status_code, texts
@@ -102,28 +103,12 @@ def condition_date(condition: Any) -> datetime | None:
 
 
 def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext) -> list[Fact]:
-    tx = ctx.terminology
     facts = []
     for condition in record.of("Condition"):
         if not condition_counts(condition, ctx.now):
             continue
         code = condition.code
-        member = ctx.codes.sets_of(code)  # every value set of the code, looked up once
-        flags = {
-            flag: True
-            for flag, (vs, with_text) in CONDITION_SETS.items()
-            if vs in member or (with_text and ctx.in_set(code, vs, with_text=True))
-        }
-        _split_acute(code, flags, tx)
-        if not member.isdisjoint(DM_SETS):
-            flags["in_dm_any"] = True
-        text = " | ".join(texts(code))
-        if tx["CL-COLD-URT"].matches_text(text):
-            flags["in_cold_urticaria_text"] = True
-        elif "CL-COLD-URT" in member:
-            flags["in_cold_urticaria_icd"] = True
-        if "CL-PREG.condition" in member and "CL-PREG.exclude" not in member:
-            flags["in_pregnancy"] = True
+        flags = ctx.codes.derived("condition flags", code, partial(_condition_flags, ctx))
         if not flags:
             continue
         when = condition_date(condition)
@@ -146,6 +131,28 @@ def condition_facts(record: PatientRecord, ctx: FactContext, octx: OrderContext)
             )
         )
     return facts
+
+
+def _condition_flags(ctx: FactContext, code: Any) -> dict[str, bool]:
+    """The condition lists a problem's code (or its text, for some lists) puts it on."""
+    tx = ctx.terminology
+    member = ctx.codes.sets_of(code)  # every value set of the code, looked up once
+    flags = {
+        flag: True
+        for flag, (vs, with_text) in CONDITION_SETS.items()
+        if vs in member or (with_text and ctx.in_set(code, vs, with_text=True))
+    }
+    _split_acute(code, flags, tx)
+    if not member.isdisjoint(DM_SETS):
+        flags["in_dm_any"] = True
+    text = " | ".join(texts(code))
+    if tx["CL-COLD-URT"].matches_text(text):
+        flags["in_cold_urticaria_text"] = True
+    elif "CL-COLD-URT" in member:
+        flags["in_cold_urticaria_icd"] = True
+    if "CL-PREG.condition" in member and "CL-PREG.exclude" not in member:
+        flags["in_pregnancy"] = True
+    return flags
 
 
 def _split_acute(code: Any, flags: dict[str, bool], tx: Terminology) -> None:

@@ -9,16 +9,18 @@ linear in the record's size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Required, TypedDict, cast
+from typing import Any, Required, TypedDict, TypeVar, cast
 
 from ..concepts import codings, texts
 from ..fhirtime import days_between, to_instant
 from ..orders import SystemicHeuristic, detect, detection_key
 from ..record import ref_of
 from ..terminology import Terminology
+
+_T = TypeVar("_T")
 
 
 class Fact(TypedDict, total=False):
@@ -162,6 +164,21 @@ class CodeIndex:
     def __init__(self, terminology: Terminology) -> None:
         self.terminology = terminology
         self._concepts: dict[int, tuple[Any, frozenset[str]]] = {}
+        self._derived: dict[tuple[Hashable, int], tuple[Any, Any]] = {}
+
+    def derived(self, name: Hashable, concept: Any, compute: Callable[[Any], _T]) -> _T:
+        """``compute(concept)``, once per concept and ``name`` in this call. What a fact
+        family makes of a code alone (its flags) is asked again for every resource holding
+        that code, and the reader gives resources with the same code one shared concept; the
+        result must not be modified."""
+        key = (name, id(concept))
+        hit = self._derived.get(key)
+        if hit is not None and hit[0] is concept:
+            value: _T = hit[1]
+            return value
+        value = compute(concept)
+        self._derived[key] = (concept, value)  # the concept is held, so its id is not reused
+        return value
 
     def sets_of(self, concept: Any) -> frozenset[str]:
         if concept is None:

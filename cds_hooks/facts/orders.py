@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from ..concepts import codings, joined_text, label, texts
@@ -241,6 +242,16 @@ def _kinds(concepts: Sequence[Any], text: str, ctx: FactContext, cryo: bool) -> 
     return flags
 
 
+def _procedure_flags(ctx: FactContext, cryo: bool, code: Any) -> dict[str, bool]:
+    """What kind of past procedure a code (and its text) makes of a Procedure."""
+    flags = _kinds([code], joined_text(texts(code)), ctx, cryo)
+    if ctx.in_set(code, "MED-CHEMO.procedure"):
+        flags["chemo"] = True
+    if cryo:
+        flags["cryo"] = True
+    return flags
+
+
 def interval_facts(
     order: CryoOrder, octx: OrderContext, record: PatientRecord, drafts: Sequence[Any], ctx: FactContext
 ) -> list[Fact]:
@@ -253,12 +264,7 @@ def interval_facts(
         if when is None:
             continue
         cryo = ctx.is_cryotherapy(proc)
-        text = joined_text(texts(proc.code))
-        flags = _kinds([proc.code], text, ctx, cryo)
-        if ctx.in_set(proc.code, "MED-CHEMO.procedure"):
-            flags["chemo"] = True
-        if cryo:
-            flags["cryo"] = True
+        flags = ctx.codes.derived(("procedure flags", cryo), proc.code, partial(_procedure_flags, ctx, cryo))
         if not flags:
             continue
         before = days_between(when, ctx.treatment)
