@@ -224,6 +224,7 @@ class FactContext:
     supply_days: float = 30.0  # F-MED last taken without a stop date: start + this (§10.1)
     codes: CodeIndex = field(init=False, repr=False, compare=False)
     _cryo: dict[tuple[Any, ...], bool] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _cryo_of: dict[int, tuple[Any, bool]] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codes", CodeIndex(self.terminology))
@@ -246,10 +247,14 @@ class FactContext:
         """Cryotherapy by code or text, whatever the resource's status (past sessions); asked
         by the order fact and the interval facts, and a record repeats the same procedures,
         so remembered by what ``detect`` reads."""
+        seen = self._cryo_of.get(id(resource))
+        if seen is not None and seen[0] is resource:
+            return seen[1]  # the same resource asked again (the order fact, then the interval facts)
         key = detection_key(resource)
         found = self._cryo.get(key)
         if found is None:
             found = self._cryo[key] = detect(resource, self.terminology, any_status=True) is not None
+        self._cryo_of[id(resource)] = (resource, found)
         return found
 
 
