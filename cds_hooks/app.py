@@ -13,7 +13,7 @@ from .audit_api import bp as audit_bp
 from .auth import JwtVerifier, load_issuers
 from .config import Config, from_env
 from .console import register_console
-from .gc_tuning import tune_for_serving
+from .gc_tuning import COLLECTOR_PAUSE, tune_for_serving
 from .nagging import FeedbackMemory
 from .pipeline_factory import build_pipeline
 from .prefetch import prefetch_templates
@@ -77,6 +77,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(metrics_api.bp)
     register_console(app)
     tune_for_serving()
+    app.wsgi_app = COLLECTOR_PAUSE.wrap(app.wsgi_app)  # type: ignore[method-assign,assignment]
 
     log.info(
         "cryo-cds ready: %d rules (revision %s), evaluator %s",
