@@ -12,9 +12,11 @@ is not kept for long.
 Even at those thresholds a large call still paid for a dozen collections that found nothing
 (every object they scan is alive until the call ends): a tenth of a 1,000- or 5,000-resource
 call. So `CollectorPause` holds the collector off while requests are in flight and lets it
-run again once each answer is sent and its objects are freed. A call leaves about fourteen
-objects of cyclic garbage behind (request and closure cells), collected at the next run; with
-threads, a pause never outlasts ``MAX_PAUSE_S`` while calls keep overlapping.
+run again once each answer is sent and its objects are freed. A call leaves six to fourteen
+objects of cyclic garbage behind (its WSGI request and closure cells); they wait for the next
+collection, which the thresholds start between calls (twice in 1,500 small calls, so some
+10,000 such objects wait at most). With threads, a pause never outlasts ``MAX_PAUSE_S`` while
+calls keep overlapping.
 
 ``freeze_startup_objects`` is for a pre-forking server: what exists once the app is loaded
 (modules, rules, value sets) lives as long as the process, so it is moved out of every future
