@@ -121,7 +121,12 @@ class _PausedAnswer:
             end()
 
     def __del__(self) -> None:
-        self._end_once()
+        # Not contextlib.suppress: at interpreter exit the modules may be half torn down
+        # already, and then there is no collector left to resume.
+        try:  # noqa: SIM105
+            self._end_once()
+        except Exception:
+            pass
 
 
 # One per process: the collector is process-wide, and so is the count of requests in flight.
