@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         if tree != "CEIL" and not (Path(tree) / "cds_hooks").is_dir():
             print(f"{tree} is not a source tree of the service (no cds_hooks/)", file=sys.stderr)
             return 2
+        if tree != "CEIL":
+            bench.compile_bytecode(Path(tree))  # as an install has it, for both trees alike
     if args.startup is not None:
         return compare_startup(trees, args.startup)
     named, _series = bench.build_bodies([])
