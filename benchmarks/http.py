@@ -16,7 +16,8 @@ ours/ceiling ratios, the growth slope (ms per 100 resources, least squares), ``w
 c=8 and c=32 (the two servers in turns, a few rounds each, medians; skipped with a message
 when ``wrk`` is not installed), RSS (and PSS, which
 counts the pages master and workers share once) of master + workers after the run and the
-start-up time to the first answer. The machine is shared, so compare only figures of one
+start-up time to the first answer (with the package's bytecode written first, as an install
+has it). The machine is shared, so compare only figures of one
 run, and repeat a run before believing a difference.
 
     python benchmarks/http.py                       # full run (~4 min)
