@@ -107,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     trees = [tree if tree == "CEIL" else str(Path(tree).resolve()) for tree in args.trees]
     for tree in trees:
-        if tree != "CEIL" and not (Path(tree) / "cds_hooks").is_dir():
+        if tree == "CEIL":
+            continue
+        if not (Path(tree) / "cds_hooks").is_dir():
             print(f"{tree} is not a source tree of the service (no cds_hooks/)", file=sys.stderr)
             return 2
-        if tree != "CEIL":
-            bench.compile_bytecode(Path(tree))  # as an install has it, for both trees alike
+        bench.compile_bytecode(Path(tree))  # as an install has it, for both trees alike
     if args.startup is not None:
         return compare_startup(trees, args.startup)
     named, _series = bench.build_bodies([])

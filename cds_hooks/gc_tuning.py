@@ -29,12 +29,13 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 THRESHOLDS = (10_000, 20, 20)
 MAX_PAUSE_S = 1.0
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def tune_for_serving() -> None:
@@ -75,7 +76,7 @@ class CollectorPause:
                 self._paused_at = None
                 gc.enable()
 
-    def wrap(self, app: WsgiApp) -> WsgiApp:
+    def wrap(self, app: WSGIApplication) -> WSGIApplication:
         """``app`` with the collector paused from the request's start until its response is
         closed (after the response's own close callbacks, which free the parsed request)."""
 

@@ -23,18 +23,21 @@ from .support.loopback import LoopbackServer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _config(tmp_path: Path) -> Config:
+    """The bundled rules, a fresh SQLite log, no JWT."""
+    return Config(
+        rules_dir=ROOT / "rules",
+        database_url=f"sqlite:///{tmp_path / 'd.db'}",
+        auth_required=False,
+        patient_hash_key=b"gc-tuning-test-key-0123456789abcdef",
+    )
+
+
 def test_the_app_raises_the_collector_thresholds(tmp_path: Path) -> None:
     before = gc.get_threshold()
     gc.set_threshold(700, 10, 10)
     try:
-        create_app(
-            Config(
-                rules_dir=ROOT / "rules",
-                database_url=f"sqlite:///{tmp_path / 'd.db'}",
-                auth_required=False,
-                patient_hash_key=b"gc-tuning-test-key-0123456789abcdef",
-            )
-        )
+        create_app(_config(tmp_path))
         assert gc.get_threshold() == THRESHOLDS
         assert THRESHOLDS[0] > 700
     finally:
@@ -172,14 +175,7 @@ def test_over_real_http_a_hook_call_runs_paused_and_the_collector_resumes_after_
 ) -> None:
     # A pause of its own: answers other tests left unclosed must not count as in flight here.
     monkeypatch.setattr("cds_hooks.app.COLLECTOR_PAUSE", CollectorPause())
-    app = create_app(
-        Config(
-            rules_dir=ROOT / "rules",
-            database_url=f"sqlite:///{tmp_path / 'd.db'}",
-            auth_required=False,
-            patient_hash_key=b"gc-tuning-test-key-0123456789abcdef",
-        )
-    )
+    app = create_app(_config(tmp_path))
     during: list[bool] = []
     real_run = Pipeline.run
 

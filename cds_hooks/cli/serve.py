@@ -8,12 +8,13 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import MIN_TOKEN_CHARS, Config, from_env
 from .common import CliError, Parser, add_listen_options, warn
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication as WsgiApp
 
 
 def bind(host: str, port: int, app: WsgiApp) -> Any:
