@@ -14,11 +14,11 @@ fills the prefetch keys of our discovery document with resources of the template
 Requests alternate between the two servers one at a time (c=1); the script prints p50/p95 and
 ours/ceiling ratios, the growth slope (ms per 100 resources, least squares), ``wrk`` req/s at
 c=8 and c=32 (the two servers in turns, a few rounds each, medians; skipped with a message
-when ``wrk`` is not installed), RSS (and PSS, which
-counts the pages master and workers share once) of master + workers after the run and the
-start-up time to the first answer (with the package's bytecode written first, as an install
-has it). The machine is shared, so compare only figures of one
-run, and repeat a run before believing a difference.
+when ``wrk`` is not installed), RSS (and PSS, which counts the pages master and workers share
+once) of master + workers after the run, and also right after the growth series and 2 s later
+(an idle worker hands back what its large calls kept), and the start-up time to the first
+answer (with the package's bytecode written first, as an install has it). The machine is
+shared, so compare only figures of one run, and repeat a run before believing a difference.
 
     python benchmarks/http.py                       # full run (~4 min)
     python benchmarks/http.py --quick               # fewer repeats, smaller series (~1 min)
@@ -64,6 +64,7 @@ SYNTHEA_PATIENT = SYNTHEA_DIR / "Parker_Casper_6d0c6969-6843-47e1-9921-d9bf11b1d
 SERVICE_PATH = "/cds-services/cryotherapy-order-select"
 PATIENT_HASH_KEY = "benchmark-http-patient-hash-key-0123456789"
 DEFAULT_WORKER_ARGS = "-w 2 -k sync"
+IDLE_WAIT_S = 2.0  # longer than cds_hooks.web.memory.IDLE_RELEASE_S
 SERVICE_APP = "cds_hooks.app:create_app()"
 CEILING_SOURCE = '''\
 """The json.loads ceiling: parse the body, answer no cards."""
@@ -422,6 +423,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{count:>10}{o:>10.1f}{c:>10.1f}{o / c:>7.1f}x", flush=True)
             slopes = {name: slope_per_100(points) for name, points in growth_points.items()}
             print(f"growth slope: ours {slopes['ours']:.2f} ms per 100 resources, ceiling {slopes['ceiling']:.2f}")
+            # A worker keeps a large call's memory until a smaller call or IDLE_RELEASE_S of idleness.
+            held = f"ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB"
+            time.sleep(IDLE_WAIT_S)
+            print(
+                f"RSS master + workers right after the series: {held}; {IDLE_WAIT_S:.0f} s later: "
+                f"ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB"
+            )
 
             if shutil.which("wrk") is None:
                 print("\nwrk: not installed (Debian package 'wrk'); throughput skipped")

@@ -1,19 +1,29 @@
-"""Handing memory back to the system after a large call.
+"""Handing memory back to the system once large calls stop coming.
 
 A call on a whole-patient record parses megabytes of JSON into Python objects and frees
 them when it ends, but glibc keeps the freed pages in the process heap (more so with the
 ``GLIBC_TUNABLES`` the README recommends for durable-rules, which raise the trim threshold
-to 256 MB), so a worker stays as large as its largest call. After a call whose body was
-large, the plain reader's memo of text values and the remembered drug classes are dropped
-(their strings, scattered over the pools the record filled, would keep Python from freeing
-them) and ``malloc_trim(0)`` returns the free pages, once the answer is sent. Elsewhere than
-glibc only the memos are dropped.
+to 256 MB), so a worker stays as large as its largest call. Releasing drops the plain
+reader's memo of text values and the remembered drug classes (their strings, scattered over
+the pools the record filled, would keep Python from freeing them) and calls
+``malloc_trim(0)`` to return the free pages; elsewhere than glibc only the memos are dropped.
+
+Releasing after every large call made the next one slower: it faulted the same pages back
+in, a fifth to a quarter of a 2,000- to 5,000-resource call (benchmarks/http.py's growth
+series). So a worker that has answered a large call keeps that memory while large calls keep
+coming, and releases it after the first answer to a smaller call, or once no request has
+started for ``IDLE_RELEASE_S``, whichever is first. Either way it happens after an answer
+has been sent, so no client waits for it. Only then does the worker replacement look at the
+worker's growth: memory kept on purpose is not growth.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import threading
+import weakref
 from collections.abc import Callable
 from functools import partial
 
@@ -24,43 +34,119 @@ from ..plainread import forget_known_text
 from .worker_memory import WorkerReplacement
 
 LARGE_BODY_BYTES = 1_000_000
+IDLE_RELEASE_S = 1.0
+
+Trim = Callable[[int], int]
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _malloc_trim() -> Trim | None:
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+        trim: Trim = ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError):
         return None  # not glibc
     return trim
 
 
+class MemoryRelease:
+    """Decides, after each answer, whether to hand memory back now, later (a timer, if the
+    worker stays idle) or not at all; then lets the worker replacement check the growth."""
+
+    def __init__(self, trim: Trim | None, idle_s: float = IDLE_RELEASE_S) -> None:
+        self._trim = trim
+        self._idle_s = idle_s
+        self._reset()
+        # In a forked child the parent's timer does not exist: start afresh. A weak reference,
+        # so that an app that is dropped (tests build many) does not live on in the hook.
+        os.register_at_fork(after_in_child=partial(_reset_in_child, weakref.ref(self)))
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._owed = False  # a large call's memory is being kept
+        self._replacement_owed: WorkerReplacement | None = None  # its growth check, put off with it
+        self._started = 0  # requests begun; an idle release is void if one began since it was set
+        self._timer: threading.Timer | None = None
+
+    def request_started(self) -> None:
+        with self._lock:
+            self._started += 1
+
+    def answer_sent(self, large: bool, replacement: WorkerReplacement | None) -> None:
+        """Called once an answer has gone out (the response's close)."""
+        with self._lock:
+            if large:
+                self._owed = True
+                self._replacement_owed = replacement
+                self._set_timer(self._started)
+                return
+            release, self._owed = self._owed, False
+            owed_check, self._replacement_owed = self._replacement_owed, None
+            self._cancel_timer()
+        if release:
+            self._release()
+        check = replacement or owed_check
+        if check is not None:  # last: what was handed back is not growth
+            check.after_answer()
+
+    def _set_timer(self, started: int) -> None:
+        self._cancel_timer()
+        timer = threading.Timer(self._idle_s, self._release_if_idle, args=(started,))
+        timer.daemon = True  # never holds a stopping worker back
+        timer.start()
+        self._timer = timer
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _release_if_idle(self, started: int) -> None:
+        with self._lock:
+            if not self._owed or self._started != started:
+                return  # released already, or a request began: its answer decides
+            self._owed = False
+            replacement, self._replacement_owed = self._replacement_owed, None
+            self._timer = None
+        self._release()
+        if replacement is not None:
+            replacement.after_answer()
+
+    def _release(self) -> None:
+        forget_known_text()  # first: its strings are what pin the pools the record filled
+        forget_drug_classes()
+        if self._trim is not None:
+            self._trim(0)
+
+
+def _reset_in_child(ref: weakref.ReferenceType[MemoryRelease]) -> None:
+    release = ref()
+    if release is not None:
+        release._reset()
+
+
 def install_memory_release(
-    app: Flask, threshold_bytes: int = LARGE_BODY_BYTES, replacement: WorkerReplacement | None = None
-) -> None:
-    """After each answer is sent: hand memory back if the body was large, then let
-    ``replacement`` retire the worker if it is still grown past its limit."""
-    trim = _malloc_trim()
+    app: Flask,
+    threshold_bytes: int = LARGE_BODY_BYTES,
+    replacement: WorkerReplacement | None = None,
+    idle_s: float | None = None,
+) -> MemoryRelease:
+    """Counts requests as they begin and, once each answer is sent, lets `MemoryRelease`
+    decide; ``replacement`` may then retire the worker if it is still grown past its limit."""
+    release = MemoryRelease(_malloc_trim(), IDLE_RELEASE_S if idle_s is None else idle_s)
+
+    @app.before_request
+    def count_request() -> None:
+        release.request_started()
 
     @app.after_request
     def release_after_sending(response: Response) -> Response:
         # call_on_close: once the server has sent the answer, so the client does not wait.
         large = (request.content_length or 0) >= threshold_bytes
         replace = replacement if replacement is not None and replacement.applies(request.environ) else None
-        if large or replace is not None:
-            response.call_on_close(partial(_after_answer, trim, large, replace))
+        response.call_on_close(lambda: release.answer_sent(large, replace))
         return response
 
-    del release_after_sending  # registered; the name is not needed
-
-
-def _after_answer(trim: Callable[[int], int] | None, large: bool, replacement: WorkerReplacement | None) -> None:
-    if large:
-        forget_known_text()  # first: its strings are what pin the pools the record filled
-        forget_drug_classes()
-        if trim is not None:
-            trim(0)
-    if replacement is not None:  # last: what was just handed back is not growth
-        replacement.after_answer()
+    del count_request, release_after_sending  # registered; the names are not needed
+    return release
