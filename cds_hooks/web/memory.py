@@ -15,6 +15,11 @@ coming, and releases it after the first answer to a smaller call, or once no req
 started for ``IDLE_RELEASE_S``, whichever is first. Either way it happens after an answer
 has been sent, so no client waits for it. Only then does the worker replacement look at the
 worker's growth: memory kept on purpose is not growth.
+
+Five seconds: with two workers sharing a series of large calls, a worker can sit out a few
+calls in a row (each 0.1-0.3 s at 5,000 resources); at one second it released in the middle of
+such series and lost the gain. Allocators that keep freed memory for reuse wait about as long
+(jemalloc's default decay is ten seconds).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ..plainread import forget_known_text
 from .worker_memory import WorkerReplacement
 
 LARGE_BODY_BYTES = 1_000_000
-IDLE_RELEASE_S = 1.0
+IDLE_RELEASE_S = 5.0
 
 Trim = Callable[[int], int]
 
