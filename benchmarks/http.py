@@ -15,7 +15,7 @@ Requests alternate between the two servers one at a time (c=1); the script print
 ours/ceiling ratios, the growth slope (ms per 100 resources, least squares), ``wrk`` req/s at
 c=8 and c=32 (the two servers in turns, a few rounds each, medians; skipped with a message
 when ``wrk`` is not installed), RSS (and PSS, which counts the pages master and workers share
-once) of master + workers after the run, and also right after the growth series and 6 s later
+once) of master + workers after the run, and also right after the growth series and 3 s later
 (an idle worker hands back what its large calls kept), and the start-up time to the first
 answer (with the package's bytecode written first, as an install has it). The machine is
 shared, so compare only figures of one run, and repeat a run before believing a difference.
@@ -64,7 +64,7 @@ SYNTHEA_PATIENT = SYNTHEA_DIR / "Parker_Casper_6d0c6969-6843-47e1-9921-d9bf11b1d
 SERVICE_PATH = "/cds-services/cryotherapy-order-select"
 PATIENT_HASH_KEY = "benchmark-http-patient-hash-key-0123456789"
 DEFAULT_WORKER_ARGS = "-w 2 -k sync"
-IDLE_WAIT_S = 6.0  # longer than cds_hooks.web.memory.IDLE_RELEASE_S
+IDLE_WAIT_S = 3.0  # longer than cds_hooks.web.memory.IDLE_RELEASE_S
 SERVICE_APP = "cds_hooks.app:create_app()"
 CEILING_SOURCE = '''\
 """The json.loads ceiling: parse the body, answer no cards."""

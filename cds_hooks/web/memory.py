@@ -16,10 +16,11 @@ started for ``IDLE_RELEASE_S``, whichever is first. Either way it happens after 
 has been sent, so no client waits for it. Only then does the worker replacement look at the
 worker's growth: memory kept on purpose is not growth.
 
-Five seconds: with two workers sharing a series of large calls, a worker can sit out a few
-calls in a row (each 0.1-0.3 s at 5,000 resources); at one second it released in the middle of
-such series and lost the gain. Allocators that keep freed memory for reuse wait about as long
-(jemalloc's default decay is ten seconds).
+Two seconds: when two workers share a series of large calls, one of them can sit out several
+calls in a row, each 0.1-0.3 s at 5,000 resources; at one second, with three servers taking
+turns, workers released in the middle of the series and lost most of the gain. A longer wait
+would keep the memory of a worker that has gone quiet for longer. Allocators that keep freed
+memory for reuse wait about as long (jemalloc's default decay is ten seconds).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from ..plainread import forget_known_text
 from .worker_memory import WorkerReplacement
 
 LARGE_BODY_BYTES = 1_000_000
-IDLE_RELEASE_S = 5.0
+IDLE_RELEASE_S = 2.0
 
 Trim = Callable[[int], int]
 
