@@ -64,7 +64,7 @@ SYNTHEA_PATIENT = SYNTHEA_DIR / "Parker_Casper_6d0c6969-6843-47e1-9921-d9bf11b1d
 SERVICE_PATH = "/cds-services/cryotherapy-order-select"
 PATIENT_HASH_KEY = "benchmark-http-patient-hash-key-0123456789"
 DEFAULT_WORKER_ARGS = "-w 2 -k sync"
-IDLE_WAIT_S = 3.0  # longer than cds_hooks.web.memory.IDLE_RELEASE_S
+IDLE_WAIT_S = 3.0  # longer than the service's default CDS_HOOKS_MEMORY_RELEASE_IDLE_S (2 s)
 SERVICE_APP = "cds_hooks.app:create_app()"
 CEILING_SOURCE = '''\
 """The json.loads ceiling: parse the body, answer no cards."""
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{count:>10}{o:>10.1f}{c:>10.1f}{o / c:>7.1f}x", flush=True)
             slopes = {name: slope_per_100(points) for name, points in growth_points.items()}
             print(f"growth slope: ours {slopes['ours']:.2f} ms per 100 resources, ceiling {slopes['ceiling']:.2f}")
-            # A worker keeps a large call's memory until a smaller call or IDLE_RELEASE_S of idleness.
+            # A worker keeps a large call's memory until a smaller call or 2 s without requests.
             held = f"ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB"
             time.sleep(IDLE_WAIT_S)
             print(

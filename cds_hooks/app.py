@@ -67,7 +67,9 @@ def create_app(config: Config | None = None) -> Flask:
     install_authentication(app, state)
     install_error_handlers(app)
     install_request_log_filter()
-    install_memory_release(app, replacement=WorkerReplacement(config.worker_max_growth_mb))
+    install_memory_release(
+        app, replacement=WorkerReplacement(config.worker_max_growth_mb), idle_s=config.memory_release_idle_s
+    )
 
     # -- blueprints -------------------------------------------------------------------
     app.register_blueprint(bp)

@@ -24,6 +24,7 @@ KEY_FILE = "patient-hash.key"
 MAX_PORT = 65535
 #: Shortest audit or console token accepted: a short one could be guessed by trying.
 MIN_TOKEN_CHARS = 24
+DEFAULT_MEMORY_RELEASE_IDLE_S = 2.0  # seconds without requests before a worker hands back a large call's memory
 N = TypeVar("N", int, float)
 
 
@@ -81,6 +82,9 @@ class Config:
     call_deadline_s: float = DEFAULT_CALL_DEADLINE_S  # whole hook call; the FHIR fetch budget is cut to fit
     policy_file: Path | None = None  # site policy (issue 14); None: the bundled rules as they are
     worker_max_growth_mb: float = 12.0  # a gunicorn sync worker grown by more is replaced; 0: never
+    memory_release_idle_s: float = (
+        DEFAULT_MEMORY_RELEASE_IDLE_S  # see web/memory.py; 0: a large call's memory is not kept
+    )
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -231,6 +235,11 @@ def _hardening_settings(get: Any) -> dict[str, Any]:
             changes["worker_max_growth_mb"] = parse_number(raw, float, allow_zero=True)
         except ValueError as exc:
             raise ConfigError(f"{PREFIX}WORKER_MAX_GROWTH_MB {exc}") from None
+    if (raw := get("MEMORY_RELEASE_IDLE_S")) is not None:
+        try:
+            changes["memory_release_idle_s"] = parse_number(raw, float, allow_zero=True, maximum=3600.0)
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}MEMORY_RELEASE_IDLE_S {exc}") from None
     return changes
 
 

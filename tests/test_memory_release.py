@@ -15,20 +15,22 @@ from flask import Flask
 
 from cds_hooks import plainread
 from cds_hooks.app import create_app
-from cds_hooks.config import Config
+from cds_hooks.config import Config, ConfigError, from_env
 from cds_hooks.web import memory
 from cds_hooks.web.worker_memory import WorkerReplacement
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _app(tmp_path: Path) -> Flask:
+def _app(tmp_path: Path, idle_s: float = 3600.0) -> Flask:
+    """The app; by default an idle worker waits an hour, so only answers release here."""
     return create_app(
         Config(
             rules_dir=ROOT / "rules",
             database_url=f"sqlite:///{tmp_path / 'd.db'}",
             auth_required=False,
             patient_hash_key=b"memory-release-test-key-0123456789",
+            memory_release_idle_s=idle_s,
         )
     )
 
@@ -60,7 +62,6 @@ def test_a_large_call_keeps_its_memory_until_a_smaller_answer_is_sent(
 ) -> None:
     calls: list[int] = []
     monkeypatch.setattr(memory, "_malloc_trim", lambda: calls.append)
-    monkeypatch.setattr(memory, "IDLE_RELEASE_S", 3600.0)  # only answers release here
     client = _app(tmp_path).test_client()
     _post(client, SMALL)
     assert calls == []  # nothing was kept
@@ -76,10 +77,9 @@ def test_a_large_call_keeps_its_memory_until_a_smaller_answer_is_sent(
 def test_an_idle_worker_hands_back_what_a_large_call_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
     monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda _pad: events.append("trim") or 1)
-    monkeypatch.setattr(memory, "IDLE_RELEASE_S", 0.05)
     monkeypatch.setattr(WorkerReplacement, "applies", lambda self, environ: True)
     monkeypatch.setattr(WorkerReplacement, "after_answer", lambda self: events.append("growth checked"))
-    client = _app(tmp_path).test_client()
+    client = _app(tmp_path, idle_s=0.05).test_client()
     _post(client, LARGE)
     _wait_for(events, ["trim", "growth checked"])  # no further request needed
     time.sleep(0.2)
@@ -91,7 +91,6 @@ def test_a_large_body_drops_the_text_memo_then_trims_then_checks_growth(
 ) -> None:
     events: list[str] = []
     monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda _pad: events.append("trim") or 1)
-    monkeypatch.setattr(memory, "IDLE_RELEASE_S", 3600.0)
     monkeypatch.setattr(WorkerReplacement, "applies", lambda self, environ: True)
     monkeypatch.setattr(WorkerReplacement, "after_answer", lambda self: events.append("growth checked"))
     client = _app(tmp_path).test_client()
@@ -109,6 +108,29 @@ def test_a_large_body_drops_the_text_memo_then_trims_then_checks_growth(
     _post(client, SMALL)
     assert not any(plainread._KNOWN_TEXT)  # dropped with the release
     assert events == ["trim", "growth checked"]
+
+
+def test_with_no_idle_wait_every_large_call_releases_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda _pad: events.append("trim") or 1)
+    monkeypatch.setattr(WorkerReplacement, "applies", lambda self, environ: True)
+    monkeypatch.setattr(WorkerReplacement, "after_answer", lambda self: events.append("growth checked"))
+    client = _app(tmp_path, idle_s=0).test_client()
+    _post(client, LARGE)
+    assert events == ["trim", "growth checked"]
+    _post(client, LARGE)
+    assert events == ["trim", "growth checked"] * 2
+    _post(client, SMALL)
+    assert events == ["trim", "growth checked"] * 2 + ["growth checked"]  # nothing was kept
+
+
+def test_the_idle_wait_is_read_from_the_environment() -> None:
+    assert Config().memory_release_idle_s == 2.0
+    assert from_env({"CDS_HOOKS_MEMORY_RELEASE_IDLE_S": "0"}).memory_release_idle_s == 0.0
+    assert from_env({"CDS_HOOKS_MEMORY_RELEASE_IDLE_S": "7.5"}).memory_release_idle_s == 7.5
+    for bad, says in (("-1", "must be 0 or more"), ("soon", "must be a number"), ("7200", "must be 3600.0 or less")):
+        with pytest.raises(ConfigError, match=f"CDS_HOOKS_MEMORY_RELEASE_IDLE_S {says}"):
+            from_env({"CDS_HOOKS_MEMORY_RELEASE_IDLE_S": bad})
 
 
 # -- the decision itself, without an app ----------------------------------------------------

@@ -67,14 +67,14 @@ def _wait_for_new_worker(master_pid: int, old: list[int], deadline_s: float = 60
 
 
 @contextmanager
-def _sync_gunicorn(tmp_path: Path, limit_mb: str) -> Iterator[load_harness.Server]:
+def _sync_gunicorn(tmp_path: Path, limit_mb: str, idle_s: str = "2") -> Iterator[load_harness.Server]:
     """gunicorn with one sync worker (the only kind that replaces itself) on a fresh log."""
     with load_harness.gunicorn(
         f"sqlite:///{tmp_path / 'd.db'}",
         1,
         1,
         tmp_path,
-        env_extra={"CDS_HOOKS_WORKER_MAX_GROWTH_MB": limit_mb},
+        env_extra={"CDS_HOOKS_WORKER_MAX_GROWTH_MB": limit_mb, "CDS_HOOKS_MEMORY_RELEASE_IDLE_S": idle_s},
         worker_class="sync",
     ) as server:
         yield server
@@ -95,6 +95,24 @@ def test_a_grown_worker_answers_then_is_replaced(tmp_path: Path) -> None:
     assert _decisions(tmp_path / "d.db") == 2  # the call that crossed the limit was recorded first
     assert f"worker {first[0]} grew by" in log_text
     assert "Traceback" not in log_text
+
+
+def test_large_calls_in_a_row_keep_the_worker_until_a_smaller_answer(tmp_path: Path) -> None:
+    """The memory a large call leaves is kept for the next one, not counted as growth; the first
+    smaller answer hands it back, and then the worker, still grown past 1 MB, is replaced."""
+    large, small = _large_body(), json.loads(FIXTURE.read_text())
+    assert len(json.dumps(large)) >= 1_000_000  # a large body, as web/memory.py counts it
+    with _sync_gunicorn(tmp_path, "1", idle_s="3600") as server:
+        first = load_harness.worker_pids(server.process.pid)
+        for _ in range(2):
+            assert requests.post(server.base + SERVICE, json=large, timeout=60).status_code == 200
+        assert load_harness.worker_pids(server.process.pid) == first
+        assert requests.post(server.base + SERVICE, json=small, timeout=60).status_code == 200
+        replacement = _wait_for_new_worker(server.process.pid, first)
+        assert len(replacement) == 1
+        log_text = server.log_text()
+    assert log_text.count(" grew by ") == 1
+    assert _decisions(tmp_path / "d.db") == 3
 
 
 def test_a_worker_under_the_limit_is_kept(tmp_path: Path) -> None:

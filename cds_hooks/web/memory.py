@@ -12,7 +12,8 @@ Releasing after every large call made the next one slower: it faulted the same p
 in, a fifth to a quarter of a 2,000- to 5,000-resource call (benchmarks/http.py's growth
 series). So a worker that has answered a large call keeps that memory while large calls keep
 coming, and releases it after the first answer to a smaller call, or once no request has
-started for ``IDLE_RELEASE_S``, whichever is first. Either way it happens after an answer
+started for ``CDS_HOOKS_MEMORY_RELEASE_IDLE_S`` (0: it releases after every large call),
+whichever is first. Either way it happens after an answer
 has been sent, so no client waits for it. Only then does the worker replacement look at the
 worker's growth: memory kept on purpose is not growth.
 
@@ -35,12 +36,12 @@ from functools import partial
 
 from flask import Flask, Response, request
 
+from ..config import DEFAULT_MEMORY_RELEASE_IDLE_S
 from ..facts.medications import forget_drug_classes
 from ..plainread import forget_known_text
 from .worker_memory import WorkerReplacement
 
 LARGE_BODY_BYTES = 1_000_000
-IDLE_RELEASE_S = 2.0
 
 Trim = Callable[[int], int]
 
@@ -60,7 +61,7 @@ class MemoryRelease:
     """Decides, after each answer, whether to hand memory back now, later (a timer, if the
     worker stays idle) or not at all; then lets the worker replacement check the growth."""
 
-    def __init__(self, trim: Trim | None, idle_s: float = IDLE_RELEASE_S) -> None:
+    def __init__(self, trim: Trim | None, idle_s: float = DEFAULT_MEMORY_RELEASE_IDLE_S) -> None:
         self._trim = trim
         self._idle_s = idle_s
         self._reset()
@@ -82,12 +83,12 @@ class MemoryRelease:
     def answer_sent(self, large: bool, replacement: WorkerReplacement | None) -> None:
         """Called once an answer has gone out (the response's close)."""
         with self._lock:
-            if large:
+            if large and self._idle_s > 0:
                 self._owed = True
                 self._replacement_owed = replacement
                 self._set_timer(self._started)
                 return
-            release, self._owed = self._owed, False
+            release, self._owed = large or self._owed, False  # large here: nothing is kept (idle_s 0)
             owed_check, self._replacement_owed = self._replacement_owed, None
             self._cancel_timer()
         if release:
@@ -136,11 +137,11 @@ def install_memory_release(
     app: Flask,
     threshold_bytes: int = LARGE_BODY_BYTES,
     replacement: WorkerReplacement | None = None,
-    idle_s: float | None = None,
+    idle_s: float = DEFAULT_MEMORY_RELEASE_IDLE_S,
 ) -> MemoryRelease:
     """Counts requests as they begin and, once each answer is sent, lets `MemoryRelease`
     decide; ``replacement`` may then retire the worker if it is still grown past its limit."""
-    release = MemoryRelease(_malloc_trim(), IDLE_RELEASE_S if idle_s is None else idle_s)
+    release = MemoryRelease(_malloc_trim(), idle_s)
 
     @app.before_request
     def count_request() -> None:
