@@ -82,9 +82,7 @@ class Config:
     call_deadline_s: float = DEFAULT_CALL_DEADLINE_S  # whole hook call; the FHIR fetch budget is cut to fit
     policy_file: Path | None = None  # site policy (issue 14); None: the bundled rules as they are
     worker_max_growth_mb: float = 12.0  # a gunicorn sync worker grown by more is replaced; 0: never
-    memory_release_idle_s: float = (
-        DEFAULT_MEMORY_RELEASE_IDLE_S  # see web/memory.py; 0: a large call's memory is not kept
-    )
+    memory_release_idle_s: float = DEFAULT_MEMORY_RELEASE_IDLE_S  # web/memory.py; 0: not kept
 
     def __post_init__(self) -> None:
         if not self.database_url:

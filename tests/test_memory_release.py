@@ -57,6 +57,16 @@ def _wait_for(events: list[str], wanted: list[str], timeout_s: float = 10.0) -> 
     assert events == wanted
 
 
+def _trims_and_growth_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The trims and growth checks of every app built afterwards, in order, as a gunicorn sync
+    worker would make them."""
+    events: list[str] = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda _pad: events.append("trim") or 1)
+    monkeypatch.setattr(WorkerReplacement, "applies", lambda self, environ: True)
+    monkeypatch.setattr(WorkerReplacement, "after_answer", lambda self: events.append("growth checked"))
+    return events
+
+
 def test_a_large_call_keeps_its_memory_until_a_smaller_answer_is_sent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -75,10 +85,7 @@ def test_a_large_call_keeps_its_memory_until_a_smaller_answer_is_sent(
 
 
 def test_an_idle_worker_hands_back_what_a_large_call_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    events: list[str] = []
-    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda _pad: events.append("trim") or 1)
-    monkeypatch.setattr(WorkerReplacement, "applies", lambda self, environ: True)
-    monkeypatch.setattr(WorkerReplacement, "after_answer", lambda self: events.append("growth checked"))
+    events = _trims_and_growth_checks(monkeypatch)
     client = _app(tmp_path, idle_s=0.05).test_client()
     _post(client, LARGE)
     _wait_for(events, ["trim", "growth checked"])  # no further request needed
@@ -89,10 +96,7 @@ def test_an_idle_worker_hands_back_what_a_large_call_kept(tmp_path: Path, monkey
 def test_a_large_body_drops_the_text_memo_then_trims_then_checks_growth(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events: list[str] = []
-    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda _pad: events.append("trim") or 1)
-    monkeypatch.setattr(WorkerReplacement, "applies", lambda self, environ: True)
-    monkeypatch.setattr(WorkerReplacement, "after_answer", lambda self: events.append("growth checked"))
+    events = _trims_and_growth_checks(monkeypatch)
     client = _app(tmp_path).test_client()
     fixture = (ROOT / "fhir_fixtures" / "requests" / "03-no-findings-whole-body-order-select.json").read_bytes()
     assert client.post(SERVICE, data=fixture, content_type="application/json", buffered=True).status_code == 200
@@ -111,10 +115,7 @@ def test_a_large_body_drops_the_text_memo_then_trims_then_checks_growth(
 
 
 def test_with_no_idle_wait_every_large_call_releases_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    events: list[str] = []
-    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda _pad: events.append("trim") or 1)
-    monkeypatch.setattr(WorkerReplacement, "applies", lambda self, environ: True)
-    monkeypatch.setattr(WorkerReplacement, "after_answer", lambda self: events.append("growth checked"))
+    events = _trims_and_growth_checks(monkeypatch)
     client = _app(tmp_path, idle_s=0).test_client()
     _post(client, LARGE)
     assert events == ["trim", "growth checked"]

@@ -18,7 +18,7 @@ import requests
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config, ConfigError, from_env
-from cds_hooks.web import worker_memory
+from cds_hooks.web import memory, worker_memory
 
 from .support import load as load_harness
 from .support.database import decisions_held
@@ -101,7 +101,7 @@ def test_large_calls_in_a_row_keep_the_worker_until_a_smaller_answer(tmp_path: P
     """The memory a large call leaves is kept for the next one, not counted as growth; the first
     smaller answer hands it back, and then the worker, still grown past 1 MB, is replaced."""
     large, small = _large_body(), json.loads(FIXTURE.read_text())
-    assert len(json.dumps(large)) >= 1_000_000  # a large body, as web/memory.py counts it
+    assert len(json.dumps(large)) >= memory.LARGE_BODY_BYTES  # a large body, as web/memory.py counts it
     with _sync_gunicorn(tmp_path, "1", idle_s="3600") as server:
         first = load_harness.worker_pids(server.process.pid)
         for _ in range(2):

@@ -91,10 +91,10 @@ class MemoryRelease:
             release, self._owed = large or self._owed, False  # large here: nothing is kept (idle_s 0)
             owed_check, self._replacement_owed = self._replacement_owed, None
             self._cancel_timer()
-        if release:
-            self._release()
         check = replacement or owed_check
-        if check is not None:  # last: what was handed back is not growth
+        if release:
+            self._release(check)
+        elif check is not None:
             check.after_answer()
 
     def _set_timer(self, started: int) -> None:
@@ -116,15 +116,17 @@ class MemoryRelease:
             self._owed = False
             replacement, self._replacement_owed = self._replacement_owed, None
             self._timer = None
-        self._release()
-        if replacement is not None:
-            replacement.after_answer()
+        self._release(replacement)
 
-    def _release(self) -> None:
+    def _release(self, check: WorkerReplacement | None) -> None:
+        """Hand the memory back, then let ``check`` look at the growth: what was handed back is
+        not growth."""
         forget_known_text()  # first: its strings are what pin the pools the record filled
         forget_drug_classes()
         if self._trim is not None:
             self._trim(0)
+        if check is not None:
+            check.after_answer()
 
 
 def _reset_in_child(ref: weakref.ReferenceType[MemoryRelease]) -> None:
