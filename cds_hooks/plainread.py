@@ -207,6 +207,7 @@ class _Table:
 SHARED_TYPES = frozenset({"CodeableConcept", "Meta", "Reference"})
 _KNOWN_ELEMENTS: dict[tuple[str, bytes], PlainElement | None] = {}
 _KNOWN_ELEMENTS_LIMIT = 4_096
+_UNKNOWN = PlainElement()  # not in the memo (None is a remembered answer: an empty element)
 
 
 def _shared_element(type_name: str, raw: Any) -> PlainElement | None:
@@ -217,8 +218,11 @@ def _shared_element(type_name: str, raw: Any) -> PlainElement | None:
         key = (type_name, orjson.dumps(raw))
     except TypeError:  # not JSON orjson writes (an integer beyond 64 bits): read it every time
         return _element(type_name, raw)
-    if key in _KNOWN_ELEMENTS:
-        return _KNOWN_ELEMENTS[key]
+    # One look-up, not `in` then `[]`: another thread (a gthread worker's other requests, or the
+    # memory release's idle timer) may empty the memo between the two.
+    known = _KNOWN_ELEMENTS.get(key, _UNKNOWN)
+    if known is not _UNKNOWN:
+        return known
     element = _element(type_name, raw)  # NotPlain is not remembered: the full reader decides
     if len(_KNOWN_ELEMENTS) >= _KNOWN_ELEMENTS_LIMIT:
         _KNOWN_ELEMENTS.clear()

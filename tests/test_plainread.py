@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cds_hooks import plainread
 from cds_hooks.devtools import plain_schema
 from cds_hooks.lenient import NEEDS, read_resource
 from cds_hooks.plainread import PRIMITIVE_CHECKS, forget_known_text, read_plain
@@ -280,3 +281,31 @@ def test_forgetting_known_text_forgets_shared_elements() -> None:
     assert first is not None and second is not None
     assert first.resource.code is not second.resource.code
     assert vars(first.resource.code.coding[0]) == vars(second.resource.code.coding[0])
+
+
+class _EmptiedByAnotherThread(dict[Any, Any]):
+    """The shared-element memo as another thread sees it: emptied (by ``forget_known_text``
+    from the memory release's idle timer, or by another request of a threaded worker at the
+    memo's size limit) between any two of this thread's look-ups."""
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        self.clear()
+        return found
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        found = super().get(key, default)
+        self.clear()
+        return found
+
+
+def test_a_memo_emptied_by_another_thread_mid_read_does_not_fail_the_read(monkeypatch) -> None:
+    forget_known_text()
+    code = {"coding": [{"system": "http://snomed.info/sct", "code": "49436004"}]}
+    assert read_plain(_condition("c1", code)) is not None  # remembered
+    memo = _EmptiedByAnotherThread(plainread._KNOWN_ELEMENTS)
+    assert memo  # the code is in it: the next read finds it and then sees it vanish
+    monkeypatch.setattr(plainread, "_KNOWN_ELEMENTS", memo)
+    reading = read_plain(_condition("c2", copy.deepcopy(code)))
+    assert reading is not None
+    assert vars(reading.resource.code.coding[0]) == {"system": "http://snomed.info/sct", "code": "49436004"}
