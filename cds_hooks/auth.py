@@ -21,8 +21,9 @@ from heapq import heappop, heappush
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-# PyJWT, cryptography and requests weigh ~14 MB per process: imported when a verifier is built,
-# so a service running without JWT checks never loads them.
+# PyJWT, cryptography and requests weigh ~14 MB per process: PyJWT and cryptography are imported
+# at the first token checked, requests at the first JWKS fetched over HTTP, so a service running
+# without JWT checks loads none of them, and one whose issuers name key files never loads requests.
 if TYPE_CHECKING:
     import jwt
     import requests
@@ -191,11 +192,14 @@ def _load_jwks_file(path: str) -> _Jwks:
         raise AuthError("JWKS file unreadable") from None
 
 
-def _fetch_jwks(url: str, http_get: Callable[..., requests.Response], timeout: float) -> _Jwks:
+def _fetch_jwks(url: str, session: requests.Session | None, timeout: float) -> _Jwks:
     """GET a JWKS. No redirects: an open redirect on an allow-listed host must not lead to other
-    keys. The deadline bounds a slow-drip body, which requests' per-read timeout does not."""
+    keys. The deadline bounds a slow-drip body, which requests' per-read timeout does not.
+    requests is imported here, at the first fetch: a service whose issuers name key files never
+    loads it (5 MB and 70 ms in every process)."""
     import requests
 
+    http_get = session.get if session is not None else requests.get
     deadline = time.monotonic() + timeout
     try:
         with http_get(
@@ -240,10 +244,7 @@ class JwtVerifier:
         self._tenants = frozenset(tenants) if tenants is not None else None
         self._jti = jti_cache if jti_cache is not None else InMemoryJtiCache()
         self._clock = clock
-        import requests
-
-        get = session.get if session is not None else requests.get
-        fetch = partial(_fetch_jwks, http_get=get, timeout=http_timeout_s)
+        fetch = partial(_fetch_jwks, session=session, timeout=http_timeout_s)
         # One cache per (issuer, source): issuers sharing a URL cannot starve each other's refresh.
         self._default_sources: dict[str, _KeySource] = {}
         self._jku_sources: dict[tuple[str, str], _KeySource] = {}

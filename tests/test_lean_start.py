@@ -1,5 +1,7 @@
 """A serving worker loads only what serving needs: no Alembic for a current schema or a new
-(empty) database, no console sandbox, devtools, Markdown or JSON Schema until they are used."""
+(empty) database, no console sandbox, devtools, Markdown or JSON Schema until they are used;
+with JWT checks on, PyJWT and cryptography from the first token and requests only for a JWKS
+fetched over HTTP."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from cds_hooks.audit.store import MIGRATIONS_DIR, AuditStore, head_revisions
+
+from .support.load import TokenSigner
 
 KEY = b"lean-start-test-patient-key-0123"
 NOT_FOR_SERVING = ("alembic", "markdown_it", "jsonschema", "cds_hooks.devtools", "cds_hooks.console.sandbox")
@@ -56,3 +60,36 @@ def test_a_worker_on_a_new_or_current_schema_loads_none_of_the_tools(tmp_path: P
     second = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr[-2000:]
     assert json.loads(second.stdout.splitlines()[-1]) == []
+
+
+def test_with_jwt_checks_on_requests_is_never_loaded_for_keys_from_a_file(tmp_path: Path) -> None:
+    signer = TokenSigner(tmp_path)
+    path = "/cds-services/cryotherapy-order-select"
+    env = {
+        **os.environ,
+        **signer.server_env(),
+        "CDS_HOOKS_DATA_DIR": str(tmp_path / "data"),
+        "CDS_HOOKS_PATIENT_HASH_KEY": "lean-start-test-patient-hash-key-0123456789",
+    }
+    request = (
+        Path(__file__).resolve().parents[1]
+        / "fhir_fixtures"
+        / "requests"
+        / "03-no-findings-whole-body-order-select.json"
+    )
+    probe = (
+        "import json, sys\n"
+        "from cds_hooks.app import create_app\n"
+        "app = create_app()\n"
+        "loaded = lambda: [m for m in ('requests', 'jwt', 'cryptography') if m in sys.modules]\n"
+        "at_start = loaded()\n"
+        f"answer = app.test_client().post({path!r}, data=open({str(request)!r}, 'rb').read(),\n"
+        f"    content_type='application/json', headers={signer.header(path)!r})\n"
+        "print(json.dumps([at_start, answer.status_code, loaded()]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    at_start, status, after_call = json.loads(run.stdout.splitlines()[-1])
+    assert at_start == []
+    assert status == 200  # the token was checked, with the key from the file
+    assert after_call == ["jwt", "cryptography"]
