@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,27 @@ def test_a_threaded_worker_is_never_stopped(tmp_path: Path) -> None:
             assert requests.post(server.base + SERVICE, json=_large_body(), timeout=60).status_code == 200
         assert load_harness.worker_pids(server.process.pid) == first
         assert " grew by " not in server.log_text()
+
+
+def test_a_threaded_worker_answers_and_records_every_call_while_large_ones_hand_memory_back(
+    tmp_path: Path,
+) -> None:
+    """gthread, four threads: with the release after every large call, the memos are emptied
+    while other threads are reading records; no call may fail or go unrecorded."""
+    large, small = _large_body(), json.loads(FIXTURE.read_text())
+    assert len(json.dumps(large)) >= memory.LARGE_BODY_BYTES
+    bodies = [large if i % 4 == 0 else small for i in range(16)]
+    with load_harness.gunicorn(
+        f"sqlite:///{tmp_path / 'd.db'}", 1, 4, tmp_path, env_extra={"CDS_HOOKS_MEMORY_RELEASE_IDLE_S": "0"}
+    ) as server:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            statuses = list(
+                pool.map(lambda b: requests.post(server.base + SERVICE, json=b, timeout=60).status_code, bodies)
+            )
+        log_text = server.log_text()
+    assert statuses == [200] * len(bodies)
+    assert "Traceback" not in log_text
+    assert _decisions(tmp_path / "d.db") == len(bodies)
 
 
 def _app(tmp_path: Path, limit_mb: float) -> Any:
