@@ -50,6 +50,7 @@ def _large_body() -> dict[str, Any]:
             entries[key].append({"resource": resource})
     for key, items in entries.items():
         body["prefetch"][key] = {"resourceType": "Bundle", "type": "searchset", "entry": items}
+    assert len(json.dumps(body)) >= memory.LARGE_BODY_BYTES  # a large body, as web/memory.py counts it
     return body
 
 
@@ -102,7 +103,6 @@ def test_large_calls_in_a_row_keep_the_worker_until_a_smaller_answer(tmp_path: P
     """The memory a large call leaves is kept for the next one, not counted as growth; the first
     smaller answer hands it back, and then the worker, still grown past 1 MB, is replaced."""
     large, small = _large_body(), json.loads(FIXTURE.read_text())
-    assert len(json.dumps(large)) >= memory.LARGE_BODY_BYTES  # a large body, as web/memory.py counts it
     with _sync_gunicorn(tmp_path, "1", idle_s="3600") as server:
         first = load_harness.worker_pids(server.process.pid)
         for _ in range(2):
@@ -141,7 +141,6 @@ def test_a_threaded_worker_answers_and_records_every_call_while_large_ones_hand_
     """gthread, four threads: with the release after every large call, the memos are emptied
     while other threads are reading records; no call may fail or go unrecorded."""
     large, small = _large_body(), json.loads(FIXTURE.read_text())
-    assert len(json.dumps(large)) >= memory.LARGE_BODY_BYTES
     bodies = [large if i % 4 == 0 else small for i in range(16)]
     with load_harness.gunicorn(
         f"sqlite:///{tmp_path / 'd.db'}", 1, 4, tmp_path, env_extra={"CDS_HOOKS_MEMORY_RELEASE_IDLE_S": "0"}
