@@ -2,7 +2,7 @@
 reach a request (every measure of design note ``durable-rules.md`` §8).
 
 * One quiet Host per process (no background threads), built once from rule JSON.
-* One session id per evaluation, one ``assert_facts`` call, ``delete_state`` in ``finally``.
+* One ``assert_facts`` call per evaluation, into a session that is kept: see `DurableEvaluator`.
 * Every fact has a unique id; a sentinel fact is asserted last; a ``$done`` rule always
   fires (no segfault in ``delete_state``); a ``$sink`` rule makes every fact handled.
 * Fired rules are completed in our own loop over the engine's C calls, noting each match;
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 RULESET = "cryo"
 _DONE = "$done"
 _SINK = "$sink"
+# Every fact asserted carries the number of its evaluation in the kept session, so a match
+# can be checked to bind only this evaluation's facts (no rule reads this field).
+EVALUATION = "$evaluation"
+SESSION_EVALUATIONS = 4096  # then the session is replaced, whatever it may have accumulated
 
 try:
     from durable import engine as _durable_engine
@@ -78,7 +82,20 @@ class DurableEvaluator:
     in the same order as durable's Python layer makes them (``Ruleset.assert_facts`` then
     ``do_actions``). That layer builds a closure, a state object and a callback chain per
     fired rule and re-encodes the unchanged session state each time, to run an action that
-    only notes the match: a sixth of an evaluation on a typical call."""
+    only notes the match: a sixth of an evaluation on a typical call.
+
+    The session is kept from one evaluation to the next. A new session per evaluation (the
+    design note's first recipe) allocates and zeroes about a megabyte of index arrays and frees
+    it again, and a serving process then spent about a tenth more CPU per small call
+    (benchmarks/http_ab.py). So each evaluation asserts its facts, reads the hits and takes the
+    same facts out again, and nothing of one evaluation can reach the next:
+
+    * every fact carries the evaluation's number, and a match binding any other is never
+      answered with: the session is replaced and the evaluation run again in the fresh one;
+    * after the facts are taken out, the session must hold none and have no rule waiting to
+      run, or it is replaced (logged, counted in ``sessions_replaced``);
+    * any error replaces it too, and so does every ``SESSION_EVALUATIONS``-th evaluation.
+    """
 
     name = "durable"
 
@@ -94,26 +111,76 @@ class DurableEvaluator:
         self._host = _QuietHost({RULESET: definitions})
         self._ruleset = self._host.get_ruleset(RULESET)
         self._handle = self._ruleset._handle
+        self._sid = uuid.uuid4().hex  # the kept session (see the class docstring)
+        self._evaluations = 0  # numbers this session's evaluations; stamped on every fact
+        self.sessions_replaced = 0  # after an anomaly (logged); not the routine renewals
 
     def evaluate(self, facts: Sequence[Fact], *, ready: bool = False) -> list[Hit]:
         """The rules' hits on ``facts``; ``ready`` when they come from ``engine_ready``."""
-        sid = uuid.uuid4().hex
-        batch = (
-            [{**fact, "sid": sid} for fact in facts] if ready else [{**engine_safe_fact(f), "sid": sid} for f in facts]
-        )
-        batch.append({"kind": SENTINEL_KIND, "id": "$eval", "sid": sid})
-        payload = _EngineJson.dumps(batch)
+        safe = facts if ready else [engine_safe_fact(f) for f in facts]
         with self._lock:
             try:
-                return self._fired_rules(batch, payload)
-            finally:
-                try:
-                    self._ruleset.delete_state(sid)
-                except Exception:  # never let cleanup mask the evaluation's own error
-                    log.exception("durable-rules delete_state failed")
+                return self._evaluate_in_session(safe)
+            except _LeftoverMatch:
+                # A match bound a fact of an earlier evaluation: never answer with it. The
+                # session has been replaced, and a fresh one holds nothing else: run it again.
+                log.error("durable-rules matched a fact left from an earlier evaluation; session replaced")
+                return self._evaluate_in_session(safe)
 
-    def _fired_rules(self, batch: list[dict[str, Any]], payload: str) -> list[Hit]:
-        """Assert the batch and complete each fired rule in turn, noting what it matched."""
+    def _evaluate_in_session(self, facts: Sequence[Fact]) -> list[Hit]:
+        """Assert ``facts`` with the sentinel, read the hits, take the facts back out."""
+        self._evaluations += 1
+        number, sid = self._evaluations, self._sid
+        batch = [{**fact, "sid": sid, EVALUATION: number} for fact in facts]
+        batch.append({"kind": SENTINEL_KIND, "id": "$eval", "sid": sid, EVALUATION: number})
+        try:
+            hits = self._fired_rules(batch, _EngineJson.dumps(batch), number)
+        except BaseException:
+            # Deleted, not emptied: taking facts out of a session whose action was abandoned
+            # crashes the engine.
+            self._replace_session(anomaly=True)
+            raise
+        # The sentinel first: every absence rule waits for it, so none can fire while the facts
+        # it waits on are being taken out.
+        if not self._retract(_EngineJson.dumps(batch[::-1])):
+            self._replace_session(anomaly=True)
+        elif self._evaluations >= SESSION_EVALUATIONS:
+            self._replace_session(anomaly=False)
+        return hits
+
+    def _retract(self, payload: str) -> bool:
+        """Take an evaluation's facts out of the session; True when it is then empty, with no
+        rule waiting to run."""
+        core = _durable_engine.durable_rules_engine
+        try:
+            result = core.retract_facts(self._handle, payload)
+            state_handle = 0 if result[0] == 3 else result[1]
+            if core.start_action_for_state(self._handle, state_handle):
+                core.abandon_action(self._handle, state_handle)
+                log.error("durable-rules had a rule to run after taking an evaluation's facts out")
+                return False
+            left = _EngineJson.loads(core.get_facts(self._handle, self._sid))
+        except Exception:
+            log.exception("durable-rules could not take an evaluation's facts out")
+            return False
+        if left:
+            log.error("durable-rules kept %d facts after taking an evaluation's facts out", len(left))
+            return False
+        return True
+
+    def _replace_session(self, *, anomaly: bool) -> None:
+        """Drop the kept session (its C memory is freed) and start a fresh one."""
+        try:
+            self._ruleset.delete_state(self._sid)
+        except Exception:  # never let cleanup mask the evaluation's own error
+            log.exception("durable-rules delete_state failed")
+        self._sid, self._evaluations = uuid.uuid4().hex, 0
+        if anomaly:
+            self.sessions_replaced += 1
+
+    def _fired_rules(self, batch: list[dict[str, Any]], payload: str, number: int) -> list[Hit]:
+        """Assert the batch and complete each fired rule in turn, noting what it matched;
+        `_LeftoverMatch` if a match binds a fact not asserted by evaluation ``number``."""
         core = _durable_engine.durable_rules_engine
         result = core.assert_facts(self._handle, payload)
         if result[0] == 1:
@@ -126,8 +193,14 @@ class DurableEvaluator:
         if not started:
             return hits
         state, message = started[0], _EngineJson.loads(started[1])
+        leftover = False
         while True:
-            _note(message, hits)
+            # A match on an earlier evaluation's fact is completed like the others (abandoning
+            # it would leave the session unsafe to delete) but never noted.
+            if _binds_other_evaluation(message, number):
+                leftover = True
+            elif not leftover:
+                _note(message, hits)
             try:
                 core.update_state(self._handle, state)  # the state as the engine gave it: no action changes it
                 message_text = core.complete_and_start_action(self._handle, state_handle)
@@ -135,8 +208,22 @@ class DurableEvaluator:
                 core.abandon_action(self._handle, state_handle)
                 raise
             if not message_text:
+                if leftover:
+                    raise _LeftoverMatch
                 return hits
             message = _EngineJson.loads(message_text)
+
+
+class _LeftoverMatch(Exception):
+    """A fired rule bound a fact that an earlier evaluation asserted."""
+
+
+def _binds_other_evaluation(message: Mapping[str, Any], number: int) -> bool:
+    """True when a fired rule's match binds a fact not stamped with evaluation ``number``."""
+    try:
+        return any(fact.get(EVALUATION) != number for matched in message.values() for fact in matched.values())
+    except AttributeError:  # a match of a shape we do not know: `_note` logs it
+        return False
 
 
 def _note(message: Mapping[str, Any], hits: list[Hit]) -> None:

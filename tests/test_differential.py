@@ -80,6 +80,7 @@ def test_durable_rules_and_plain_evaluator_agree_on_random_patients(
 ) -> None:
     rng = random.Random(20261121)
     anchors = _constants(rulebook)
+    replaced = getattr(durable_evaluator, "sessions_replaced", 0)  # the engine's kept session
     mismatches, fired = [], Counter()
     for index in range(PATIENTS):
         facts = random_patient(rng, anchors)
@@ -91,5 +92,7 @@ def test_durable_rules_and_plain_evaluator_agree_on_random_patients(
             mismatches.append((facts, durable_hits, plain_hits))
         fired.update(hit.rule_id for hit in plain_hits)
     assert not mismatches, f"{len(mismatches)} of {PATIENTS} patients differ; first: {mismatches[0]}"
+    # Every patient's facts were taken out again after its evaluation: no session was replaced.
+    assert getattr(durable_evaluator, "sessions_replaced", 0) == replaced
     never = sorted(r.id for r in rulebook.rules if fired[r.id] == 0)
     assert not never, f"the random patients never made these rules fire, so they were not compared: {never}"
