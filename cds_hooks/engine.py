@@ -36,6 +36,10 @@ _SINK = "$sink"
 # can be checked to bind only this evaluation's facts (no rule reads this field).
 EVALUATION = "$evaluation"
 SESSION_EVALUATIONS = 4096  # then the session is replaced, whatever it may have accumulated
+# An evaluation of more facts replaces the session after it: the session's tables grow to fit
+# the facts (about 9 KB each) and would keep that memory, and a fresh session costs little
+# beside a call that large (a whole-patient record gives about 180 facts).
+SESSION_FACTS = 64
 
 try:
     from durable import engine as _durable_engine
@@ -94,7 +98,8 @@ class DurableEvaluator:
       answered with: the session is replaced and the evaluation run again in the fresh one;
     * after the facts are taken out, the session must hold none and have no rule waiting to
       run, or it is replaced (logged, counted in ``sessions_replaced``);
-    * any error replaces it too, and so does every ``SESSION_EVALUATIONS``-th evaluation.
+    * any error replaces it too, and so does every ``SESSION_EVALUATIONS``-th evaluation and
+      every evaluation of more than ``SESSION_FACTS`` facts.
     """
 
     name = "durable"
@@ -144,7 +149,7 @@ class DurableEvaluator:
         # it waits on are being taken out.
         if not self._retract(_EngineJson.dumps(batch[::-1])):
             self._replace_session(anomaly=True)
-        elif self._evaluations >= SESSION_EVALUATIONS:
+        elif self._evaluations >= SESSION_EVALUATIONS or len(facts) > SESSION_FACTS:
             self._replace_session(anomaly=False)
         return hits
 

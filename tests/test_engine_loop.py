@@ -127,6 +127,17 @@ def test_the_session_is_renewed_after_its_evaluations(monkeypatch) -> None:
     assert len(set(sids)) == 3 and durable.sessions_replaced == 0
 
 
+def test_an_evaluation_of_many_facts_leaves_a_fresh_session(monkeypatch) -> None:
+    monkeypatch.setattr(engine, "SESSION_FACTS", 3)
+    durable, plain = DurableEvaluator(KEPT_SESSION_RULES), PlainEvaluator(KEPT_SESSION_RULES)
+    few, many = [ORDER, PACER, ECG], [ORDER, PACER, HIGH_BP, {**ECG, "test": "hb"}]
+    kept = durable._sid
+    assert sorted(durable.evaluate(few)) == sorted(plain.evaluate(few))
+    assert durable._sid == kept
+    assert sorted(durable.evaluate(many)) == sorted(plain.evaluate(many))
+    assert durable._sid != kept and durable.sessions_replaced == 0
+
+
 def test_a_match_that_cannot_be_read_is_logged_without_fact_values(caplog) -> None:
     hits: list[Hit] = []
     with caplog.at_level(logging.ERROR, logger="cds_hooks.engine"):
