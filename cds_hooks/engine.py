@@ -119,6 +119,10 @@ class DurableEvaluator:
         self._sid = uuid.uuid4().hex  # the kept session (see the class docstring)
         self._evaluations = 0  # numbers this session's evaluations; stamped on every fact
         self.sessions_replaced = 0  # after an anomaly (logged); not the routine renewals
+        # Opened now (the sentinel alone), so that under gunicorn --preload the session's
+        # megabyte is part of what every worker starts with, not growth of its own
+        # (web/worker_memory.py replaces a worker that grows past its limit).
+        self._evaluate_in_session([])
 
     def evaluate(self, facts: Sequence[Fact], *, ready: bool = False) -> list[Hit]:
         """The rules' hits on ``facts``; ``ready`` when they come from ``engine_ready``."""

@@ -71,6 +71,11 @@ def test_every_fired_rule_is_noted_with_the_facts_it_bound() -> None:
         assert sorted(durable.evaluate(facts)) == hits
 
 
+def test_the_session_is_open_and_empty_from_the_start() -> None:
+    durable = DurableEvaluator(KEPT_SESSION_RULES)
+    assert _facts_left(durable) == []  # the engine raises for a session it does not hold
+
+
 def test_one_patients_facts_never_reach_the_next_evaluation() -> None:
     durable, plain = DurableEvaluator(KEPT_SESSION_RULES), PlainEvaluator(KEPT_SESSION_RULES)
     patients = [[ORDER, PACER, ECG], [ORDER], [ORDER, ECG], [HIGH_BP], [PACER], [ORDER, PACER], []]
