@@ -17,9 +17,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
@@ -119,10 +122,8 @@ class DurableEvaluator:
         self._sid = uuid.uuid4().hex  # the kept session (see the class docstring)
         self._evaluations = 0  # numbers this session's evaluations; stamped on every fact
         self.sessions_replaced = 0  # after an anomaly (logged); not the routine renewals
-        # Opened now (the sentinel alone), so that under gunicorn --preload the session's
-        # megabyte is part of what every worker starts with, not growth of its own
-        # (web/worker_memory.py replaces a worker that grows past its limit).
-        self._evaluate_in_session([])
+        # A forked process opens a session of its own at once: see `_open_in_child`.
+        os.register_at_fork(after_in_child=partial(_open_in_child, weakref.ref(self)))
 
     def evaluate(self, facts: Sequence[Fact], *, ready: bool = False) -> list[Hit]:
         """The rules' hits on ``facts``; ``ready`` when they come from ``engine_ready``."""
@@ -179,13 +180,19 @@ class DurableEvaluator:
 
     def _replace_session(self, *, anomaly: bool) -> None:
         """Drop the kept session (its C memory is freed) and start a fresh one."""
-        try:
-            self._ruleset.delete_state(self._sid)
-        except Exception:  # never let cleanup mask the evaluation's own error
-            log.exception("durable-rules delete_state failed")
+        if self._evaluations:  # the engine creates a session at its first assert
+            try:
+                self._ruleset.delete_state(self._sid)
+            except Exception:  # never let cleanup mask the evaluation's own error
+                log.exception("durable-rules delete_state failed")
         self._sid, self._evaluations = uuid.uuid4().hex, 0
         if anomaly:
             self.sessions_replaced += 1
+
+    def _open_session_in_child(self) -> None:
+        self._lock = threading.Lock()  # the parent's may have been held by one of its threads
+        self._replace_session(anomaly=False)  # the parent's copy, if it had one: freed here
+        self._evaluate_in_session([])  # the sentinel alone: the session and its tables exist
 
     def _fired_rules(self, batch: list[dict[str, Any]], payload: str, number: int) -> list[Hit]:
         """Assert the batch and complete each fired rule in turn, noting what it matched;
@@ -221,6 +228,21 @@ class DurableEvaluator:
                     raise _LeftoverMatch
                 return hits
             message = _EngineJson.loads(message_text)
+
+
+def _open_in_child(ref: weakref.ReferenceType[DurableEvaluator]) -> None:
+    """In a forked child (a gunicorn worker), open the session before serving. Its megabyte is
+    then part of what the worker had when it started, not growth: this hook is registered when
+    the pipeline is built, before `web.worker_memory.GrowthWatch` registers its own, and
+    fork hooks run in the order they were registered. A master loaded with --preload never
+    evaluates, so it holds no session, and no worker's RSS counts one it inherited."""
+    evaluator = ref()
+    if evaluator is None:
+        return
+    try:
+        evaluator._open_session_in_child()
+    except Exception:  # the first evaluation opens it then
+        log.exception("durable-rules session could not be opened in the forked process")
 
 
 class _LeftoverMatch(Exception):

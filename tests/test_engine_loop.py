@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 
 import pytest
@@ -71,9 +72,22 @@ def test_every_fired_rule_is_noted_with_the_facts_it_bound() -> None:
         assert sorted(durable.evaluate(facts)) == hits
 
 
-def test_the_session_is_open_and_empty_from_the_start() -> None:
+def test_a_forked_process_opens_a_session_of_its_own_at_once() -> None:
     durable = DurableEvaluator(KEPT_SESSION_RULES)
-    assert _facts_left(durable) == []  # the engine raises for a session it does not hold
+    assert durable.evaluate([ORDER, ECG]) == []
+    parent_sid = durable._sid
+    pid = os.fork()
+    if pid == 0:  # the child: a session of its own, open before any evaluation, and right answers
+        try:
+            opened = durable._sid != parent_sid and _facts_left(durable) == []
+            answers = durable.evaluate([ORDER]) == [Hit("NO-ECG#0", (("p0", "f1"),))]
+            os._exit(0 if opened and answers and durable.sessions_replaced == 0 else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert durable._sid == parent_sid  # the parent keeps its own
+    assert durable.evaluate([ORDER]) == [Hit("NO-ECG#0", (("p0", "f1"),))]
 
 
 def test_one_patients_facts_never_reach_the_next_evaluation() -> None:
@@ -150,3 +164,16 @@ def test_a_match_that_cannot_be_read_is_logged_without_fact_values(caplog) -> No
     assert hits == []
     assert "HIGH-SBP#0" in caplog.text and "KeyError" in caplog.text
     assert "Jane" not in caplog.text
+
+
+def test_a_process_forked_before_any_evaluation_opens_its_session_quietly(caplog) -> None:
+    durable = DurableEvaluator(KEPT_SESSION_RULES)  # as a gunicorn master loads it: never evaluated
+    with caplog.at_level(logging.ERROR, logger="cds_hooks.engine"):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os._exit(0 if _facts_left(durable) == [] and not caplog.records else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
