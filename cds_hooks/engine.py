@@ -41,7 +41,7 @@ EVALUATION = "$evaluation"
 SESSION_EVALUATIONS = 4096  # then the session is replaced, whatever it may have accumulated
 # An evaluation of more facts replaces the session after it: the session's tables grow to fit
 # the facts (about 9 KB each) and would keep that memory, and a fresh session costs little
-# beside a call that large (a whole-patient record gives about 180 facts).
+# beside a call that large (the 5,000-resource body of benchmarks/http.py gives 181 facts).
 SESSION_FACTS = 64
 
 try:
