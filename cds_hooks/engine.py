@@ -121,6 +121,7 @@ class DurableEvaluator:
         self._handle = self._ruleset._handle
         self._sid = uuid.uuid4().hex  # the kept session (see the class docstring)
         self._evaluations = 0  # numbers this session's evaluations; stamped on every fact
+        self._acted = False  # an action has started in this session: it can be deleted safely
         self.sessions_replaced = 0  # after an anomaly (logged); not the routine renewals
         # A forked process opens a session of its own at once: see `_open_in_child`.
         os.register_at_fork(after_in_child=partial(_open_in_child, weakref.ref(self)))
@@ -182,12 +183,36 @@ class DurableEvaluator:
         """Drop the kept session (its C memory is freed) and start a fresh one."""
         if self._evaluations:  # the engine creates a session at its first assert
             try:
-                self._ruleset.delete_state(self._sid)
+                if not self._acted:
+                    self._make_deletable()
+                if self._acted:
+                    self._ruleset.delete_state(self._sid)
+                else:
+                    log.error("durable-rules session left undeleted: no action could run in it")
             except Exception:  # never let cleanup mask the evaluation's own error
                 log.exception("durable-rules delete_state failed")
-        self._sid, self._evaluations = uuid.uuid4().hex, 0
+        self._sid, self._evaluations, self._acted = uuid.uuid4().hex, 0, False
         if anomaly:
             self.sessions_replaced += 1
+
+    def _make_deletable(self) -> None:
+        """``delete_state`` crashes the process on a session in which no action ever started
+        (design note §6.1): that is one whose first evaluation failed. Start and complete the
+        ``$done`` rule in it with a sentinel of its own."""
+        core = _durable_engine.durable_rules_engine
+        closing = _EngineJson.dumps([{"kind": SENTINEL_KIND, "id": "$close", "sid": self._sid}])
+        result = core.assert_facts(self._handle, closing)
+        if result[0] in (1, 2):
+            return
+        state_handle = 0 if result[0] == 3 else result[1]
+        started = core.start_action_for_state(self._handle, state_handle)
+        if not started:
+            return
+        self._acted = True
+        while True:
+            core.update_state(self._handle, started[0])
+            if not core.complete_and_start_action(self._handle, state_handle):
+                return
 
     def _open_session_in_child(self) -> None:
         self._lock = threading.Lock()  # the parent's may have been held by one of its threads
@@ -208,6 +233,7 @@ class DurableEvaluator:
         hits: list[Hit] = []
         if not started:
             return hits
+        self._acted = True
         state, message = started[0], _EngineJson.loads(started[1])
         leftover = False
         while True:
