@@ -21,7 +21,7 @@ import os
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -164,8 +164,7 @@ class DurableEvaluator:
         rule waiting to run."""
         core = _durable_engine.durable_rules_engine
         try:
-            result = core.retract_facts(self._handle, payload)
-            state_handle = 0 if result[0] == 3 else result[1]
+            state_handle = _state_handle(core.retract_facts(self._handle, payload))
             if core.start_action_for_state(self._handle, state_handle):
                 core.abandon_action(self._handle, state_handle)
                 log.error("durable-rules had a rule to run after taking an evaluation's facts out")
@@ -199,20 +198,12 @@ class DurableEvaluator:
         """``delete_state`` crashes the process on a session in which no action ever started
         (design note §6.1): that is one whose first evaluation failed. Start and complete the
         ``$done`` rule in it with a sentinel of its own."""
-        core = _durable_engine.durable_rules_engine
-        closing = _EngineJson.dumps([{"kind": SENTINEL_KIND, "id": "$close", "sid": self._sid}])
-        result = core.assert_facts(self._handle, closing)
-        if result[0] in (1, 2):
-            return
-        state_handle = 0 if result[0] == 3 else result[1]
-        started = core.start_action_for_state(self._handle, state_handle)
-        if not started:
-            return
-        self._acted = True
-        while True:
-            core.update_state(self._handle, started[0])
-            if not core.complete_and_start_action(self._handle, state_handle):
-                return
+        closing = [{"kind": SENTINEL_KIND, "id": "$close", "sid": self._sid}]
+        try:
+            for _match in self._completed_matches(closing, _EngineJson.dumps(closing)):
+                pass
+        except (_durable_engine.MessageNotHandledException, _durable_engine.MessageObservedException):
+            return  # no action started: the session stays undeleted (logged by the caller)
 
     def _open_session_in_child(self) -> None:
         self._lock = threading.Lock()  # the parent's may have been held by one of its threads
@@ -222,27 +213,37 @@ class DurableEvaluator:
     def _fired_rules(self, batch: list[dict[str, Any]], payload: str, number: int) -> list[Hit]:
         """Assert the batch and complete each fired rule in turn, noting what it matched;
         `_LeftoverMatch` if a match binds a fact not asserted by evaluation ``number``."""
-        core = _durable_engine.durable_rules_engine
-        result = core.assert_facts(self._handle, payload)
-        if result[0] == 1:
-            raise _durable_engine.MessageNotHandledException(batch)
-        if result[0] == 2:
-            raise _durable_engine.MessageObservedException(batch)
-        state_handle = 0 if result[0] == 3 else result[1]
-        started = core.start_action_for_state(self._handle, state_handle)
         hits: list[Hit] = []
-        if not started:
-            return hits
-        self._acted = True
-        state, message = started[0], _EngineJson.loads(started[1])
         leftover = False
-        while True:
+        for message in self._completed_matches(batch, payload):
             # A match on an earlier evaluation's fact is completed like the others (abandoning
             # it would leave the session unsafe to delete) but never noted.
             if _binds_other_evaluation(message, number):
                 leftover = True
             elif not leftover:
                 _note(message, hits)
+        if leftover:
+            raise _LeftoverMatch
+        return hits
+
+    def _completed_matches(self, batch: list[dict[str, Any]], payload: str) -> Iterator[Mapping[str, Any]]:
+        """Assert ``payload`` (``batch`` as JSON), then start each fired rule in turn, yield its
+        match and complete it once the caller has read it. Read it to the end: a rule left
+        started would stay in the session."""
+        core = _durable_engine.durable_rules_engine
+        result = core.assert_facts(self._handle, payload)
+        if result[0] == 1:
+            raise _durable_engine.MessageNotHandledException(batch)
+        if result[0] == 2:
+            raise _durable_engine.MessageObservedException(batch)
+        state_handle = _state_handle(result)
+        started = core.start_action_for_state(self._handle, state_handle)
+        if not started:
+            return
+        self._acted = True
+        state, message_text = started
+        while True:
+            yield _EngineJson.loads(message_text)
             try:
                 core.update_state(self._handle, state)  # the state as the engine gave it: no action changes it
                 message_text = core.complete_and_start_action(self._handle, state_handle)
@@ -250,10 +251,13 @@ class DurableEvaluator:
                 core.abandon_action(self._handle, state_handle)
                 raise
             if not message_text:
-                if leftover:
-                    raise _LeftoverMatch
-                return hits
-            message = _EngineJson.loads(message_text)
+                return
+
+
+def _state_handle(result: Sequence[Any]) -> Any:
+    """The state handle in the result of an assert or a retract (0 for code 3), as durable's
+    Python layer reads it."""
+    return 0 if result[0] == 3 else result[1]
 
 
 def _open_in_child(ref: weakref.ReferenceType[DurableEvaluator]) -> None:
