@@ -13,10 +13,11 @@ fills the prefetch keys of our discovery document with resources of the template
 
 Requests alternate between the two servers one at a time (c=1); the script prints p50/p95 and
 ours/ceiling ratios, the growth slope (ms per 100 resources, least squares), ``wrk`` req/s at
-c=8 and c=32 (the two servers in turns, a few rounds each, medians; skipped with a message
-when ``wrk`` is not installed), RSS (and PSS, which counts the pages master and workers share
-once) of master + workers after the run, and also right after the growth series and 3 s later
-(an idle worker hands back what its large calls kept), and the start-up time to the first
+c=8 and c=32 for the four named bodies (the two servers in turns, a few rounds each, medians;
+skipped with a message when ``wrk`` is not installed), RSS (and PSS, which counts the pages
+master and workers share once) of master + workers right after the run and 3 s later, and
+also right after the growth series and 3 s later (an idle worker hands back what its large
+calls kept), and the start-up time to the first
 answer (with the package's bytecode written first, as an install has it). The machine is
 shared, so compare only figures of one run, and repeat a run before believing a difference.
 
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
                     "(req/s: medians; ours/ceil: ratio of the medians, and the range of the rounds' ratios)"
                 )
                 print(f"{'body':<22}{'c':>4}{'ours':>9}{'ceiling':>10}{'ours/ceil':>11}   rounds")
-                wrk_bodies = [named[0], named[1]] if args.quick else named[:3]
+                wrk_bodies = [named[0], named[1]] if args.quick else named
                 for label, body, _count in wrk_bodies:
                     path = workdir / f"body-{label.split()[0]}.json"
                     path.write_bytes(body)
@@ -462,10 +463,17 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
 
+            # Read at once (the last calls' memory may still be kept), then after the idle wait.
             print(
-                f"\nRSS master + workers after the run: ours {ours.rss_mb():.0f} MB "
+                f"\nRSS master + workers right after the run: ours {ours.rss_mb():.0f} MB "
                 f"({len(ours.pids())} processes), ceiling {ceiling.rss_mb():.0f} MB"
-                f" (PSS: ours {ours.pss_mb():.0f} MB, ceiling {ceiling.pss_mb():.0f} MB)"
+                f" (PSS: ours {ours.pss_mb():.0f} MB, ceiling {ceiling.pss_mb():.0f} MB)",
+                flush=True,
+            )
+            time.sleep(IDLE_WAIT_S)
+            print(
+                f"RSS master + workers {IDLE_WAIT_S:.0f} s after the run: ours {ours.rss_mb():.0f} MB "
+                f"({len(ours.pids())} processes), ceiling {ceiling.rss_mb():.0f} MB"
             )
             replaced = ours.log_path.read_text(encoding="utf-8", errors="replace").count(" grew by ")
             print(f"our workers replaced after growing past CDS_HOOKS_WORKER_MAX_GROWTH_MB: {replaced}")
