@@ -17,9 +17,9 @@ c=8 and c=32 for the four named bodies (the two servers in turns, a few rounds e
 skipped with a message when ``wrk`` is not installed), RSS (and PSS, which counts the pages
 master and workers share once) of master + workers right after the run and 3 s later, and
 also right after the growth series and 3 s later (an idle worker hands back what its large
-calls kept), and the start-up time to the first
-answer (with the package's bytecode written first, as an install has it). The machine is
-shared, so compare only figures of one run, and repeat a run before believing a difference.
+calls kept), and the start-up time to the first answer (with the package's bytecode written
+first, as an install has it). The machine is shared, so compare only figures of one run, and
+repeat a run before believing a difference.
 
     python benchmarks/http.py                       # full run (~4 min)
     python benchmarks/http.py --quick               # fewer repeats, smaller series (~1 min)
@@ -289,6 +289,15 @@ def alternate(servers: list[Server], label: str, body: bytes, repeats: int, warm
             server.times.setdefault(label, []).append(elapsed)
 
 
+def rss_reading(ours: Server, ceiling: Server, *, processes: bool = False, pss: bool = False) -> str:
+    """One memory reading of both servers, as every RSS line prints it."""
+    count = f" ({len(ours.pids())} processes)" if processes else ""
+    text = f"ours {ours.rss_mb():.0f} MB{count}, ceiling {ceiling.rss_mb():.0f} MB"
+    if pss:
+        text += f" (PSS: ours {ours.pss_mb():.0f} MB, ceiling {ceiling.pss_mb():.0f} MB)"
+    return text
+
+
 def p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
@@ -394,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             servers = [ours, ceiling]
             print(f"start-up to first answer: ours {ours.startup_s:.2f} s, ceiling {ceiling.startup_s:.2f} s")
             print(
-                f"RSS master + workers after start: ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB"
-                f" (PSS: ours {ours.pss_mb():.0f} MB, ceiling {ceiling.pss_mb():.0f} MB)",
+                f"RSS master + workers after start: {rss_reading(ours, ceiling, pss=True)}",
                 flush=True,
             )
 
@@ -425,11 +433,11 @@ def main(argv: list[str] | None = None) -> int:
             slopes = {name: slope_per_100(points) for name, points in growth_points.items()}
             print(f"growth slope: ours {slopes['ours']:.2f} ms per 100 resources, ceiling {slopes['ceiling']:.2f}")
             # A worker keeps a large call's memory until a smaller call or 2 s without requests.
-            held = f"ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB"
+            held = rss_reading(ours, ceiling)
             time.sleep(IDLE_WAIT_S)
             print(
                 f"RSS master + workers right after the series: {held}; {IDLE_WAIT_S:.0f} s later: "
-                f"ours {ours.rss_mb():.0f} MB, ceiling {ceiling.rss_mb():.0f} MB"
+                f"{rss_reading(ours, ceiling)}"
             )
 
             if shutil.which("wrk") is None:
@@ -465,15 +473,12 @@ def main(argv: list[str] | None = None) -> int:
 
             # Read at once (the last calls' memory may still be kept), then after the idle wait.
             print(
-                f"\nRSS master + workers right after the run: ours {ours.rss_mb():.0f} MB "
-                f"({len(ours.pids())} processes), ceiling {ceiling.rss_mb():.0f} MB"
-                f" (PSS: ours {ours.pss_mb():.0f} MB, ceiling {ceiling.pss_mb():.0f} MB)",
+                f"\nRSS master + workers right after the run: {rss_reading(ours, ceiling, processes=True, pss=True)}",
                 flush=True,
             )
             time.sleep(IDLE_WAIT_S)
             print(
-                f"RSS master + workers {IDLE_WAIT_S:.0f} s after the run: ours {ours.rss_mb():.0f} MB "
-                f"({len(ours.pids())} processes), ceiling {ceiling.rss_mb():.0f} MB"
+                f"RSS master + workers {IDLE_WAIT_S:.0f} s after the run: {rss_reading(ours, ceiling, processes=True)}"
             )
             replaced = ours.log_path.read_text(encoding="utf-8", errors="replace").count(" grew by ")
             print(f"our workers replaced after growing past CDS_HOOKS_WORKER_MAX_GROWTH_MB: {replaced}")
