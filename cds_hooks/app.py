@@ -44,7 +44,7 @@ def _verifier(config: Config, store: AuditStore) -> JwtVerifier | None:
         issuers,
         clock_skew_s=config.jwt_clock_skew_s,
         tenants=config.tenants or None,
-        jti_cache=DatabaseJtiCache(store.engine, run=store.run_bounded),
+        jti_cache=DatabaseJtiCache(store, run=store.run_bounded),
     )
 
 

@@ -2,7 +2,8 @@
 
 They answer with the same data as ``cryo-cds audit``. They are off unless an audit token
 is configured, and then need ``Authorization: Bearer <token>``: dashboards are not CDS
-clients and do not hold CDS Hooks JWTs.
+clients and do not hold CDS Hooks JWTs. ``audit.analytics`` (and with it SQLAlchemy) is
+imported at the first query, not by a serving process that never answers one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, request
 
-from .audit import analytics
 from .errors import BadRequest, NotFound
 from .web.metrics_api import require_static_token
 from .web.responses import json_response
@@ -46,17 +46,23 @@ def _instant(name: str) -> datetime | None:
 
 @bp.get("/summary")
 def summary() -> Response:
+    from .audit import analytics
+
     return json_response({"rules": analytics.rule_summary(_state().store, _instant("since"), _instant("until"))})
 
 
 @bp.get("/silent-rules")
 def silent() -> Response:
+    from .audit import analytics
+
     rule_ids = [rule.id for rule in _state().pipeline.rulebook.rules]
     return json_response(analytics.silent_rules(_state().store, rule_ids, _instant("since"), _instant("until")))
 
 
 @bp.get("/decisions/<decision_id>")
 def decision(decision_id: str) -> Response:
+    from .audit import analytics
+
     found = analytics.explain_decision(_state().store, decision_id)
     if found is None:
         raise NotFound(f"No decision {decision_id}")
@@ -65,6 +71,8 @@ def decision(decision_id: str) -> Response:
 
 @bp.get("/cards/<card_uuid>")
 def card(card_uuid: str) -> Response:
+    from .audit import analytics
+
     found = analytics.explain_card(_state().store, card_uuid)
     if found is None:
         raise NotFound(f"No card {card_uuid}")

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-
-from .audit.models import Card, Decision, Feedback, RuleHit
+from .audit.sqlite_direct import bound
 from .audit.store import AuditStore
 from .cards.findings import Finding
 from .hooks import ORDER_SELECT
@@ -38,6 +36,20 @@ DEFAULT_WINDOW_HOURS = 24.0
 # The look-up runs before the decision is written; with a hung database the write already
 # waits out the store's timeout, so the look-up gets a much shorter budget of its own.
 LOOKUP_TIMEOUT_S = 0.5
+
+# SQLite through the driver: the statement `_core_query` compiles to (tests compare the two).
+_ANSWERS_SQL = """
+SELECT rule_hit.order_ref, rule_hit.rule_id, rule_hit.severity, feedback.outcome, feedback.override_code,
+       card.uuid, decision.decision_id
+FROM rule_hit
+JOIN card ON card.uuid = rule_hit.card_uuid
+JOIN decision ON decision.decision_id = card.decision_id
+JOIN feedback ON feedback.card_uuid = card.uuid AND feedback.known_card = 1
+WHERE decision.patient_hash = ? AND decision.hook = ? AND decision.created_at >= ?
+  AND rule_hit.order_ref IN ({refs})
+  AND (feedback.outcome = 'accepted' OR (feedback.outcome = 'overridden' AND feedback.override_code IS NOT NULL))
+ORDER BY feedback.received_at DESC
+"""
 
 
 @dataclass(frozen=True)
@@ -85,12 +97,26 @@ class FeedbackMemory:
             log.warning("feedback lookup failed (%s); order-sign cards are shown in full", type(exc).__name__)
             return {}
         found: dict[AnswerKey, Answer] = {}
-        for row in rows:
-            answer = Answer(row.order_ref, row.rule_id, row.severity, row.outcome, row.override_code, row.uuid, row.did)
-            found.setdefault((row.order_ref, row.rule_id, row.severity), answer)
+        for order_ref, rule_id, severity, outcome, override_code, uuid, decision_id in rows:
+            answer = Answer(order_ref, rule_id, severity, outcome, override_code, uuid, decision_id)
+            found.setdefault((order_ref, rule_id, severity), answer)
         return found
 
-    def _query(self, patient_hash: str, order_refs: list[str], since: datetime) -> list[Any]:
+    def _query(self, patient_hash: str, order_refs: list[str], since: datetime) -> list[tuple[Any, ...]]:
+        """(order ref, rule id, severity, outcome, override code, card uuid, decision id) rows,
+        the latest answer first."""
+        if not self._store.writes_directly:
+            return self._core_query(patient_hash, order_refs, since)
+        sql = _ANSWERS_SQL.format(refs=", ".join("?" * len(order_refs)))
+        params = (patient_hash, ORDER_SELECT, bound("decision", "created_at", since), *order_refs)
+        with self._store.direct_reading() as driver:
+            return [tuple(row) for row in driver.execute(sql, params)]
+
+    def _core_query(self, patient_hash: str, order_refs: list[str], since: datetime) -> list[tuple[Any, ...]]:
+        from sqlalchemy import and_, or_, select
+
+        from .audit.models import Card, Decision, Feedback, RuleHit
+
         query = (
             select(
                 RuleHit.order_ref,
@@ -99,7 +125,7 @@ class FeedbackMemory:
                 Feedback.outcome,
                 Feedback.override_code,
                 Card.uuid,
-                Decision.decision_id.label("did"),
+                Decision.decision_id,
             )
             .join(Card, Card.uuid == RuleHit.card_uuid)
             .join(Decision, Decision.decision_id == Card.decision_id)
@@ -117,7 +143,7 @@ class FeedbackMemory:
             .order_by(Feedback.received_at.desc())
         )
         with self._store.reading() as conn:
-            return list(conn.execute(query))
+            return [tuple(row) for row in conn.execute(query)]
 
 
 def window(parameters: Mapping[str, Any]) -> timedelta:

@@ -9,11 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, g, request
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from . import metrics
 from .audit.records import FeedbackItem
-from .audit.store import StoreTimeout
+from .audit.store import is_unavailable
 from .deadline import CallDeadline
 from .errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from .fhirtime import to_instant
@@ -202,8 +201,10 @@ def feedback(service_id: str) -> Response:
     items = _feedback_items(json_body(), state.config.feedback_max_items)
     try:
         state.store.record_feedback(service_id, items)
-    except (StoreTimeout, OperationalError, InterfaceError):
-        raise ServiceUnavailable("The feedback could not be recorded; retry shortly") from None
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise ServiceUnavailable("The feedback could not be recorded; retry shortly") from None
+        raise
     return json_response({})
 
 

@@ -14,15 +14,12 @@ import hmac
 import logging
 import os
 import secrets
+import sqlite3
 import tempfile
 from pathlib import Path
 
-from sqlalchemy import create_engine, insert, inspect, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
-
-from .audit.models import StoreMeta
-from .audit.store import AuditStore
+from .audit.sqlite_direct import backend_name, sqlite_file
+from .audit.store import AuditStore, is_database_error
 from .config import PREFIX, Config, ConfigError, spool_dir
 
 log = logging.getLogger(__name__)
@@ -41,25 +38,36 @@ def key_fingerprint(key: bytes) -> str:
 
 
 def safe_url(url: str) -> str:
-    """The database URL without its password, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    """The database URL without its password (``***``), for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
         return "<unparseable database URL>"
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a file-backed SQLite URL, else None."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StateError(f"{PREFIX}DATABASE_URL is not a database URL: {safe_url(url)}") from None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if "://" not in url:
+        raise StateError(f"{PREFIX}DATABASE_URL is not a database URL: {safe_url(url)}")
+    if backend_name(url) != "sqlite":
         return None
-    return Path(parsed.database)
+    plain = sqlite_file(url)
+    if plain is not None:
+        return Path(plain.path)
+    if "?" not in url:
+        return None  # in memory
+    from sqlalchemy.engine import make_url  # URL options: read as SQLAlchemy reads them
+
+    database = make_url(url).database
+    return None if database in (None, "", ":memory:") else Path(str(database))
 
 
-def _first_line(exc: SQLAlchemyError) -> str:
+def _first_line(exc: BaseException) -> str:
     """The driver's message, first line only: no SQL, no parameters."""
     orig = getattr(exc, "orig", None)
     return (str(orig if orig is not None else exc).splitlines() or [type(exc).__name__])[0]
@@ -76,6 +84,13 @@ def _stored_state(url: str) -> tuple[str | None, bool]:
     path = sqlite_path(url)
     if path is not None and not path.exists():
         return None, False
+    if path is not None and sqlite_file(url) is not None:
+        return _stored_sqlite_state(path)
+    from sqlalchemy import create_engine, inspect, select, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .audit.models import StoreMeta
+
     engine = create_engine(
         url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
     )
@@ -97,6 +112,30 @@ def _stored_state(url: str) -> tuple[str | None, bool]:
         raise StateError(f"cannot open the decision log {safe_url(url)}: {_first_line(exc)}") from None
     finally:
         engine.dispose()
+
+
+def _stored_sqlite_state(path: Path) -> tuple[str | None, bool]:
+    """`_stored_state` of a SQLite file, read through the driver, read-only."""
+    try:
+        driver = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open the decision log {path}: {_first_line(exc)}") from None
+    try:
+        tables = {row[0] for row in driver.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        fingerprint = None
+        if "store_meta" in tables:
+            row = driver.execute("SELECT value FROM store_meta WHERE name = ?", (FINGERPRINT,)).fetchone()
+            fingerprint = None if row is None else str(row[0])
+        # A decision may still be in the journal, not yet filed (audit/journal.py).
+        has_decisions = any(
+            table in tables and driver.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+            for table in ("decision", "pending_decision")
+        )
+        return fingerprint, has_decisions
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot open the decision log {path}: {_first_line(exc)}") from None
+    finally:
+        driver.close()
 
 
 def resolve_patient_hash_key(config: Config) -> bytes:
@@ -142,15 +181,7 @@ def resolve_patient_hash_key(config: Config) -> bytes:
 def check_fingerprint(store: AuditStore, key: bytes, url: str) -> None:
     """Record the key's fingerprint in a log that has none; refuse a log written under another."""
     mine = key_fingerprint(key)
-    with store.engine.begin() as conn:
-        stored = conn.execute(select(StoreMeta.value).where(StoreMeta.name == FINGERPRINT)).scalar_one_or_none()
-        if stored is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(StoreMeta).values(name=FINGERPRINT, value=mine))
-                stored = mine
-            except IntegrityError:  # a concurrent first start recorded it
-                stored = conn.execute(select(StoreMeta.value).where(StoreMeta.name == FINGERPRINT)).scalar_one()
+    stored = store.keep_meta(FINGERPRINT, mine)  # of concurrent first starts, one records it
     if stored != mine:
         raise StateError(
             f"the decision log {safe_url(url)} was written with another patient-hash key (fingerprint "
@@ -172,11 +203,11 @@ def open_audit_store(config: Config) -> AuditStore:
     try:
         store.migrate()
         check_fingerprint(store, key, config.database_url)
-    except SQLAlchemyError as exc:
+    except BaseException as exc:
         store.dispose()
-        raise StateError(f"cannot open the decision log {safe_url(config.database_url)}: {_first_line(exc)}") from None
-    except BaseException:
-        store.dispose()
+        if is_database_error(exc):
+            message = f"cannot open the decision log {safe_url(config.database_url)}: {_first_line(exc)}"
+            raise StateError(message) from None
         raise
     log.info("%s", describe(config))
     return store

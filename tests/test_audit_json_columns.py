@@ -12,12 +12,11 @@ import pytest
 from sqlalchemy import JSON
 from sqlalchemy.dialects import sqlite
 
-from cds_hooks.audit.writer import _processor
+from cds_hooks.audit.writer import _WRITER_BINDS
 
 
 def _column_processor(none_as_null: bool = False) -> Any:
-    dialect = sqlite.dialect()
-    return _processor(JSON(none_as_null=none_as_null).dialect_impl(dialect), dialect)
+    return _WRITER_BINDS["json_or_null" if none_as_null else "json"]
 
 
 def _core(value: Any, none_as_null: bool = False) -> Any:

@@ -36,11 +36,14 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path) -> Iterator[AuditStore]:
-    """A log holding one decision ("w-0"): the first decision of an evaluation set stores the
-    set and goes in directly; the calls after it take the journal."""
+    """A log holding one filed decision ("w-0"): the first call of an evaluation set stores
+    the set in the tables and, like every call, its decision in the journal."""
     store = AuditStore(f"sqlite:///{db_path}", KEY)
     store.migrate()
     store.record_or_spool(call(0, "w"), EVALUATED)
+    assert raw_count(db_path, "evaluation_set") == 1
+    assert raw_count(db_path, "pending_decision") == 1
+    store.count_decisions()  # a reader files it
     assert raw_count(db_path, "pending_decision") == 0
     yield store
     store.dispose()
@@ -164,7 +167,7 @@ def test_a_killed_process_loses_no_decision_from_the_journal(db_path: Path) -> N
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=120)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()[-2000:]
-    assert raw_count(db_path, "pending_decision") == 5  # the first stored its evaluation set
+    assert raw_count(db_path, "pending_decision") == 6  # the first also stored its evaluation set
 
     after = AuditStore(f"sqlite:///{db_path}", KEY)
     try:
@@ -275,11 +278,11 @@ def test_feedback_on_a_locked_log_with_a_journal_to_file_is_a_503(tmp_path: Path
     client = app.test_client()
     body = json.loads((ROOT / "fhir_fixtures/requests/05-raynaud-local-ln2-order-select.json").read_text())
     cards = []
-    for _ in range(2):  # the first stores its evaluation set; the second goes to the journal
+    for _ in range(2):  # both go to the journal (the first also stores its evaluation set)
         answer = client.post("/cds-services/cryotherapy-order-select", json=body)
         assert answer.status_code == 200
         cards = answer.get_json()["cards"]
-    assert raw_count(db, "pending_decision") == 1
+    assert raw_count(db, "pending_decision") == 2
     reason = cards[0]["overrideReasons"][0]
     answer_given = {
         "card": cards[0]["uuid"],

@@ -160,8 +160,7 @@ class Service:
                 os.close(read_end)
                 os.close(stack_read)
                 faulthandler.enable(file=os.fdopen(stack_write, "w"), all_threads=False)
-                # SQLAlchemy's rule for forked processes: do not reuse the parent's connections.
-                self.app.extensions["cryo_cds"].store._engine.dispose(close=False)
+                # The store sets the parent's connections aside itself (os.register_at_fork).
                 answer = self.post(path, data)
                 payload = pickle.dumps((answer.status, answer.data, answer.mimetype, answer.server_traceback))
                 with os.fdopen(write_end, "wb") as pipe:

@@ -1,5 +1,5 @@
 """The SQLite decision write's own connections (cds_hooks/audit/writer_connection.py): kept
-between calls outside the pool, one per concurrent write, never shared with a forked child,
+between calls, opened as the engine opens its own, one per concurrent write, never shared with a forked child,
 replaced after an error, closed with the store; and the write still waits for another
 process's lock."""
 
@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
+from functools import partial
 
 from cds_hooks.audit import AuditStore
+from cds_hooks.audit.sqlite_direct import SqliteFile, connect
 from cds_hooks.audit.writer_connection import WriterConnections
 
 from .test_audit_store import EVALUATED, KEY
@@ -29,11 +30,9 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def connections(db_path: Path) -> Iterator[WriterConnections]:
-    engine = create_engine(f"sqlite:///{db_path}", connect_args={"check_same_thread": False}, pool_size=2)
-    kept = WriterConnections(engine, lock_wait_s=5.0, keep=2)
+    kept = WriterConnections(partial(connect, SqliteFile(str(db_path)), 5.0), lock_wait_s=5.0, keep=2)
     yield kept
     kept.close()
-    engine.dispose()
 
 
 def _busy_timeout(driver: sqlite3.Connection) -> int:
@@ -41,10 +40,12 @@ def _busy_timeout(driver: sqlite3.Connection) -> int:
     return value
 
 
-def test_one_writer_after_another_reuses_one_connection_outside_the_pool(connections, db_path) -> None:
+def test_one_writer_after_another_reuses_one_connection(connections, db_path) -> None:
     with connections.writing() as first:
-        assert connections._engine.pool.checkedout() == 0
         assert _busy_timeout(first) == 0  # its waits are begin_immediate_unhandled's
+        assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the store's PRAGMAs
+        assert first.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert first.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     with connections.writing() as second:
         pass
     assert second is first
@@ -86,7 +87,7 @@ def test_a_busy_lock_keeps_the_connection(connections, db_path) -> None:
         driver.execute("CREATE TABLE t (x INTEGER)")
     locker = sqlite3.connect(db_path, isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")
-    quick = WriterConnections(connections._engine, lock_wait_s=0.1)
+    quick = WriterConnections(connections._connect, lock_wait_s=0.1)
     try:
         with pytest.raises(sqlite3.OperationalError, match="locked"), quick.writing() as waiting:
             quick.begin(waiting)

@@ -13,12 +13,11 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import re
 import sqlite3
+import sys
 import threading
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -29,39 +28,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import orjson
-from sqlalchemy import (
-    Column,
-    Connection,
-    Engine,
-    MetaData,
-    PrimaryKeyConstraint,
-    String,
-    Table,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    inspect,
-    make_url,
-    select,
-)
-from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
-from sqlalchemy.pool import StaticPool
 
 from .. import metrics
 from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
-from .models import Card, Decision, DecisionOrder, EvaluationSet, EvaluationSetMember, Feedback, RuleHit, metadata
+from . import sqlite_direct
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
-from .writer import ORJSON_STRICT, DecisionWriter, core_error
+from .writer import ORJSON_STRICT, DecisionWriter
 from .writer_connection import WriterConnections
 
 if TYPE_CHECKING:
-    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy import Connection, Engine
 
 log = logging.getLogger("cds_hooks.audit")
 
@@ -84,7 +61,12 @@ class StoreTimeout(RuntimeError):
 
 
 class AuditStore:
-    """Decision and feedback storage over one SQLAlchemy engine (thread-safe)."""
+    """Decision and feedback storage (thread-safe).
+
+    PostgreSQL goes through one SQLAlchemy engine. On a SQLite file the serving path (schema
+    check or creation, decision writes, readiness, the key's fingerprint, evaluation sets)
+    runs on the driver (`sqlite_direct`), and the engine is built when something else first
+    needs it (`engine`): a serving process never loads SQLAlchemy."""
 
     write_failures: ClassVar[int] = 0
     _failures_lock: ClassVar[threading.Lock] = threading.Lock()
@@ -107,14 +89,17 @@ class AuditStore:
         if pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         self._key = patient_key
-        self._url = _normalise_url(url)
-        if self._url.get_backend_name() not in ("sqlite", "postgresql"):
+        self._url = url
+        self._backend = sqlite_direct.backend_name(url)
+        if self._backend not in ("sqlite", "postgresql"):
             raise ValueError("the audit store supports sqlite:// and postgresql+psycopg:// URLs")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self._timeout = timeout_s
-        self._engine = _build_engine(self._url, pool_size, timeout_s)
-        self._in_caller_thread = self._url.get_backend_name() == "sqlite"
+        self._pool_size = pool_size
+        self._engine_lock = threading.Lock()
+        self._built_engine: Engine | None = None
+        self._in_caller_thread = self._backend == "sqlite"
         self._closed = False
         self._workers = pool_size + 2
         self._executor: ThreadPoolExecutor | None = None
@@ -123,19 +108,91 @@ class AuditStore:
         self.spool = Spool(spool_dir) if spool_dir is not None else None
         # Evaluation sets this process has seen committed: the usual call writes no set.
         self._stored_sets: set[str] = set()
-        self._writer = DecisionWriter(self._engine.dialect, lock_wait_s=timeout_s)
+        self._writer = DecisionWriter(self._backend, lock_wait_s=timeout_s)
+        # SQLite: the driver's connections for everything on the serving path.
         self._writer_connections: WriterConnections | None = None
-        if self._url.get_backend_name() == "sqlite":
-            self._writer_connections = WriterConnections(self._engine, timeout_s, keep=pool_size)
-            event.listen(self._engine, "begin", partial(_sqlite_on_begin, self._writer))
-        # A forked worker (gunicorn --preload) must never reuse the parent's connections:
-        # two processes on one socket lose writes. SQLAlchemy's recipe for forked processes.
-        os.register_at_fork(after_in_child=partial(_forget_inherited_connections, weakref.ref(self._engine)))
+        if self._backend == "sqlite":
+            target = sqlite_direct.sqlite_file(url)
+            if target is not None:
+                self._writer_connections = WriterConnections(
+                    partial(sqlite_direct.connect, target, timeout_s), timeout_s, keep=pool_size
+                )
+            else:  # in memory (or URL options only SQLAlchemy reads): its pool's connection
+                self._writer_connections = WriterConnections(
+                    _no_own_connections, timeout_s, keep=pool_size, shared=self._lend_pooled
+                )
+        else:
+            _ = self.engine  # PostgreSQL needs it for every call: a bad URL fails here
 
     @property
     def engine(self) -> Engine:
-        """The shared engine, for other tables of the service database (``seen_jti``)."""
-        return self._engine
+        """The SQLAlchemy engine, for Core queries (feedback, analytics, the console, purges,
+        ``seen_jti`` on PostgreSQL); on SQLite built at its first use."""
+        engine = self._built_engine
+        if engine is None:
+            self._check_open()
+            with self._engine_lock:
+                if self._built_engine is None:
+                    from .core import build_engine
+
+                    file_pending = self._writer.file_pending if self._backend == "sqlite" else None
+                    self._built_engine = build_engine(self._url, self._pool_size, self._timeout, file_pending)
+                engine = self._built_engine
+        return engine
+
+    @property
+    def dialect_name(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._backend
+
+    @contextmanager
+    def _lend_pooled(self) -> Iterator[sqlite3.Connection]:
+        """The driver connection of one pooled SQLAlchemy connection (in-memory SQLite)."""
+        pooled = self.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
+            yield driver
+        finally:
+            pooled.close()
+
+    @property
+    def writes_directly(self) -> bool:
+        """True on SQLite, where the serving path runs on the driver (`direct_transaction`)."""
+        return self._writer_connections is not None
+
+    @contextmanager
+    def direct_reading(self) -> Iterator[sqlite3.Connection]:
+        """SQLite: a read transaction on a driver connection, after filing the decision
+        journal, so it sees every decision written so far (as Core's readers do)."""
+        self._check_open()
+        connections = self._writer_connections
+        assert connections is not None
+        with connections.writing() as driver:
+            self._writer.file_pending(driver, connections.begin)
+            driver.execute("BEGIN")
+            try:
+                yield driver
+            finally:
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+
+    @contextmanager
+    def direct_transaction(self) -> Iterator[sqlite3.Connection]:
+        """SQLite: a write transaction (``BEGIN IMMEDIATE``) on a driver connection, committed
+        when the block ends; it does not file the decision journal first."""
+        self._check_open()
+        connections = self._writer_connections
+        assert connections is not None
+        with connections.writing() as driver:
+            connections.begin(driver)
+            try:
+                yield driver
+                driver.execute("COMMIT")
+            except BaseException:
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+                raise
 
     @property
     def timeout_s(self) -> float:
@@ -176,7 +233,11 @@ class AuditStore:
         def ping() -> None:
             # A write transaction: on SQLite it takes the write lock (BEGIN IMMEDIATE), so a
             # database locked by someone else is reported, not just a readable one.
-            with self._engine.begin() as conn:
+            if self._writer_connections is not None:
+                with self.direct_transaction() as driver:
+                    driver.execute("SELECT 1")
+                return
+            with self.engine.begin() as conn:
                 conn.exec_driver_sql("SELECT 1")
 
         try:
@@ -202,26 +263,36 @@ class AuditStore:
         The usual start-up finds the schema current: that is told by one query against the
         version files' text. A database without any table gets the newest schema from the
         models and is stamped at the newest revision. Either way a serving worker never
-        imports Alembic (~0.3 s, ~15 MB); only an older schema is migrated through it."""
+        imports Alembic (~0.3 s, ~15 MB), nor on a SQLite file SQLAlchemy; only an older schema
+        is migrated through them."""
         self._check_open()
         with _MIGRATE_LOCK:  # not beside another thread's migration: its DDL locks the file
             done = self.schema_is_current() or self._create_if_empty()
         if done:
-            self._engine.dispose()  # hold no connection across a later fork
+            self._hold_no_connection()
             return
         from alembic import command
         from alembic.config import Config
+
+        from .core import normalise_url
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("path_separator", "os")
         # ConfigParser interpolates '%', which URL-encoded passwords contain.
-        url = self._url.render_as_string(hide_password=False).replace("%", "%%")
+        url = normalise_url(self._url).render_as_string(hide_password=False).replace("%", "%%")
         cfg.set_main_option("sqlalchemy.url", url)
-        with _MIGRATE_LOCK, self._engine.begin() as conn:
+        with _MIGRATE_LOCK, self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-        self._engine.dispose()  # hold no connection across a later fork
+        self._hold_no_connection()
+
+    def _hold_no_connection(self) -> None:
+        """Close the idle connections: none is held across a later fork (gunicorn --preload)."""
+        if self._writer_connections is not None:
+            self._writer_connections.close_idle()
+        if self._built_engine is not None:
+            self._built_engine.dispose()
 
     def _create_if_empty(self) -> bool:
         """Create the newest schema with ``metadata.create_all`` and stamp its revision, if the
@@ -231,14 +302,22 @@ class AuditStore:
         heads = head_revisions()
         if len(heads) != 1:
             return False
-        with self._engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
+        connections = self._writer_connections
+        if connections is not None:  # the models' DDL as text (`sqlite_schema`)
+            with connections.writing() as driver:
+                return sqlite_direct.create_if_empty(driver, next(iter(heads)), connections.begin)
+        from sqlalchemy import insert, inspect
+
+        from .core import VERSION
+        from .models import metadata
+
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})")
             if inspect(conn).get_table_names():
                 return False
             metadata.create_all(conn)
-            _VERSION.create(conn)
-            conn.execute(insert(_VERSION).values(version_num=next(iter(heads))))
+            VERSION.create(conn)
+            conn.execute(insert(VERSION).values(version_num=next(iter(heads))))
         return True
 
     def schema_is_current(self) -> bool:
@@ -246,7 +325,12 @@ class AuditStore:
         heads = head_revisions()
         if not heads:
             return False
-        with self._engine.connect().execution_options(audit_read_only=True) as conn:
+        if self._writer_connections is not None:
+            with self._writer_connections.writing() as driver:
+                return sqlite_direct.stored_revisions(driver) == heads
+        from sqlalchemy import inspect
+
+        with self.engine.connect() as conn:
             if not inspect(conn).has_table(VERSION_TABLE):
                 return False
             stored = {str(v) for v in conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalars()}
@@ -258,7 +342,19 @@ class AuditStore:
         self._closed = True
         if self._writer_connections is not None:
             self._writer_connections.close()
-        self._engine.dispose()
+        if self._built_engine is not None:
+            self._built_engine.dispose()
+
+    def keep_meta(self, name: str, value: str) -> str:
+        """The value the log holds under ``name`` (``store_meta``), storing ``value`` first when
+        it holds none; concurrent first stores agree on one."""
+        if self._writer_connections is not None:
+            with self.direct_transaction() as driver:
+                return sqlite_direct.keep_meta(driver, name, value)
+        from .core import keep_meta
+
+        with self.engine.begin() as conn:
+            return keep_meta(conn, name, value)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -292,31 +388,52 @@ class AuditStore:
         decision = {**rows["decision"], "evaluation_set": key}
         try:
             connections = self._writer_connections
-            if connections is not None and not ignore_existing and (key is None or key in self._stored_sets):
-                # The usual call on SQLite: its set is stored, the decision goes in on its own.
-                self._writer.write_sqlite_transaction(connections, {**rows, "decision": decision}, journal=journal)
-                return True
-            with self._engine.begin() as conn:
-                if key is not None and (ignore_existing or key not in self._stored_sets):
-                    _store_evaluation_set(conn, key, pairs)
-                if not ignore_existing:
-                    self._writer.write(conn, {**rows, "decision": decision})
-                else:
-                    # Rare (spool drain), so plain Core: rows of any spooled format go in.
-                    stmt = dialect_insert(conn.dialect.name, Decision).values(decision)
-                    if not wrote_row(
-                        conn, stmt.on_conflict_do_nothing(index_elements=["decision_id"]), Decision.decision_id
-                    ):
-                        return False
-                    for model in (DecisionOrder, Card, RuleHit):
-                        if rows[model.__tablename__]:
-                            conn.execute(insert(model), rows[model.__tablename__])
+            if connections is not None and not ignore_existing:
+                # SQLite's hook call: on the driver, the set first when this process has not stored it.
+                first = None
+                if key is not None and key not in self._stored_sets:
+                    first = partial(_store_set_first, key=key, pairs=pairs)
+                self._writer.write_sqlite_transaction(
+                    connections, {**rows, "decision": decision}, journal=journal, first=first
+                )
+            else:
+                self._insert_rows_core(rows, decision, key, pairs, ignore_existing=ignore_existing)
         except BaseException:
             # The set may be gone (a database recreated under this process): store it again.
             self._stored_sets.discard(key or "")
             raise
         if key is not None:
             self._stored_sets.add(key)
+        return True
+
+    def _insert_rows_core(
+        self,
+        rows: dict[str, Any],
+        decision: dict[str, Any],
+        key: str | None,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        ignore_existing: bool,
+    ) -> bool:
+        """`_insert_rows` through Core: PostgreSQL's calls, and a spooled decision on either."""
+        from sqlalchemy import insert
+
+        from .core import dialect_insert, store_evaluation_set, wrote_row
+        from .models import Card, Decision, DecisionOrder, RuleHit
+
+        with self.engine.begin() as conn:
+            if key is not None and (ignore_existing or key not in self._stored_sets):
+                store_evaluation_set(conn, key, pairs)
+            if not ignore_existing:
+                self._writer.write(conn, {**rows, "decision": decision})
+                return True
+            # Rare (spool drain), so plain Core: rows of any spooled format go in.
+            stmt = dialect_insert(conn.dialect.name, Decision).values(decision)
+            if not wrote_row(conn, stmt.on_conflict_do_nothing(index_elements=["decision_id"]), Decision.decision_id):
+                return False
+            for model in (DecisionOrder, Card, RuleHit):
+                if rows[model.__tablename__]:
+                    conn.execute(insert(model), rows[model.__tablename__])
         return True
 
     def record_or_spool(self, rec: DecisionRecord, evaluated_rules: Sequence[tuple[str, str]]) -> bool:
@@ -364,11 +481,11 @@ class AuditStore:
         for claimed, rows in self.spool.claim(limit):
             try:
                 self.run_bounded(partial(self._insert_rows, rows, ignore_existing=True))
-            except (IntegrityError, DataError, ValueError, TypeError, KeyError) as exc:
-                log.error("spooled decision refused (%s)", _describe(exc))
-                self.spool.quarantine(claimed)
-                continue
             except Exception as exc:
+                if _is_refusal(exc):
+                    log.error("spooled decision refused (%s)", _describe(exc))
+                    self.spool.quarantine(claimed)
+                    continue
                 log.warning("spool drain paused: %s", _describe(exc))
                 self.spool.release(claimed)
                 break
@@ -423,9 +540,14 @@ class AuditStore:
         return self.run_bounded(partial(self._write_feedback, service_id, items))
 
     def _write_feedback(self, service_id: str, items: Sequence[FeedbackItem]) -> list[dict[str, Any]]:
+        from sqlalchemy import select
+
+        from .core import insert_ignoring_duplicate_feedback
+        from .models import Card, Decision
+
         received_at = datetime.now(UTC)
         results: list[dict[str, Any]] = []
-        with self._engine.begin() as conn:
+        with self.engine.begin() as conn:
             wanted = sorted({item.card_uuid for item in items})
             query = (
                 select(
@@ -445,7 +567,7 @@ class AuditStore:
                     "rule_ids": (match.rule_ids or [match.rule_id]) if match else None,
                 }
                 row = {**_feedback_row(service_id, item, received_at), **link, **_offered(match, item)}
-                stored = _insert_ignoring_duplicate(conn, row)
+                stored = insert_ignoring_duplicate_feedback(conn, row)
                 results.append({"card_uuid": item.card_uuid, "outcome": item.outcome, **link, "stored": stored})
         return results
 
@@ -459,9 +581,13 @@ class AuditStore:
         self._check_open()
         if days < 0:
             raise ValueError("days must be zero or more")
+        from sqlalchemy import delete, select
+
+        from .models import Card, Decision, DecisionOrder, Feedback, RuleHit
+
         cutoff = datetime.now(UTC) - timedelta(days=days)
         old = select(Decision.decision_id).where(Decision.created_at < cutoff)
-        with self._engine.begin() as conn:
+        with self.engine.begin() as conn:
             # Explicit child deletes: SQLite only cascades with foreign_keys on, and a
             # database created by other tools might not have it.
             conn.execute(delete(RuleHit).where(RuleHit.decision_id.in_(old)))
@@ -475,6 +601,10 @@ class AuditStore:
 
     def count_decisions(self) -> int:
         """Number of decisions held (health checks, tests)."""
+        from sqlalchemy import func, select
+
+        from .models import Decision
+
         with self.reading() as conn:
             return int(conn.execute(select(func.count()).select_from(Decision)).scalar_one())
 
@@ -482,7 +612,7 @@ class AuditStore:
     def reading(self) -> Iterator[Connection]:
         """A read-only connection for queries (`analytics`); takes no write lock."""
         self._check_open()
-        with self._engine.connect() as conn:
+        with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execution_options(postgresql_readonly=True)
             else:
@@ -496,17 +626,10 @@ class AuditStore:
 
 # -- schema version ----------------------------------------------------------------------
 
-VERSION_TABLE = "alembic_version"
+VERSION_TABLE = sqlite_direct.VERSION_TABLE
 # Serialises schema changes of workers and hosts on PostgreSQL (pg_advisory_xact_lock); the
 # constant names "cryo-cds audit migrations". Also taken by migrations/env.py.
 MIGRATION_LOCK_ID = 0x4352_594F_4155_4454
-# Alembic's version table, as Alembic creates it (for stamping a database made by create_all).
-_VERSION = Table(
-    VERSION_TABLE,
-    MetaData(),
-    Column("version_num", String(32), nullable=False),
-    PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"),
-)
 _REVISION = re.compile(r"^revision\b[^=\n]*=\s*[\"']([^\"']+)[\"']", re.MULTILINE)
 _DOWN_REVISION = re.compile(r"^down_revision\b[^=\n]*=(.*)$", re.MULTILINE)
 
@@ -526,92 +649,12 @@ def head_revisions() -> frozenset[str]:
     return frozenset(revisions - parents)
 
 
-# -- engine set-up -----------------------------------------------------------------------
+def _no_own_connections() -> sqlite3.Connection:
+    raise AssertionError("an in-memory log lends its pool's connection; it opens none of its own")
 
 
-def _forget_inherited_connections(engine_ref: weakref.ref[Engine]) -> None:
-    engine = engine_ref()
-    if engine is not None:
-        engine.dispose(close=False)
-
-
-def _normalise_url(url: str) -> URL:
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres"):
-        # Bare "postgresql://" means psycopg2 to SQLAlchemy; the project ships psycopg 3.
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def _build_engine(url: URL, pool_size: int, timeout_s: float) -> Engine:
-    if url.get_backend_name() != "sqlite":
-        # libpq's connect_timeout is whole seconds (minimum 2); the statement and lock timeouts
-        # end server-side waits; a hung network is left to AuditStore.run_bounded.
-        ms = int(timeout_s * 1000)
-        pg_args: dict[str, Any] = {
-            "connect_timeout": max(2, math.ceil(timeout_s)),
-            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
-            "keepalives": 1,
-            "keepalives_idle": 5,
-            "keepalives_interval": 2,
-            "keepalives_count": 2,
-            "tcp_user_timeout": ms,
-        }
-        return create_engine(
-            url,
-            pool_pre_ping=True,
-            pool_size=pool_size,
-            pool_timeout=timeout_s,
-            hide_parameters=True,
-            connect_args=pg_args,
-        )
-    busy_ms = int(timeout_s * 1000)
-    connect_args = {"check_same_thread": False, "timeout": timeout_s}
-    # Every connection to ":memory:" is a new empty database, so share one there.
-    memory = url.database in (None, "", ":memory:")
-    pooling: dict[str, Any] = {"poolclass": StaticPool} if memory else {"pool_size": pool_size}
-    if "pool_size" in pooling:
-        pooling["pool_timeout"] = timeout_s
-    engine = create_engine(url, connect_args=connect_args, hide_parameters=True, **pooling)
-    event.listen(engine, "connect", partial(_sqlite_on_connect, busy_ms))
-    return engine
-
-
-def _sqlite_on_connect(busy_ms: int, dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers run beside the writer; busy_timeout makes writers queue, not fail.
-
-    synchronous=NORMAL (in WAL mode) skips the fsync at each commit, about half the cost of a
-    decision write (benchmarks/decision_write.py). A committed decision still survives a killed
-    process (SIGKILL, OOM): the WAL is in the operating system's hands once written. Only an
-    OS crash or power loss can lose the last commits; a site that must survive those runs
-    PostgreSQL, whose synchronous_commit stays on."""
-    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see below)
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
-
-
-def _sqlite_on_begin(writer: DecisionWriter, conn: Connection) -> None:
-    """Files the decision journal first (`journal.py`), so the transaction sees every decision
-    written so far, unless it says it reads none (``audit_no_filing``: token replay checks,
-    readiness pings). Writers take the lock up front: a deferred transaction that reads first
-    and then writes can fail with SQLITE_BUSY at once instead of waiting out the busy timeout."""
-    options = conn.get_execution_options()
-    driver: Any = conn.connection.dbapi_connection
-    if not options.get("audit_no_filing") and driver is not None:
-        try:
-            writer.file_pending(driver)
-        except sqlite3.Error as exc:  # a locked log: OperationalError, as Core raises it
-            raise core_error(exc) from exc
-    if options.get("audit_read_only"):
-        conn.exec_driver_sql("BEGIN")
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _store_set_first(driver: sqlite3.Connection, *, key: str, pairs: Sequence[tuple[str, str]]) -> None:
+    sqlite_direct.store_evaluation_set(driver, key, pairs)
 
 
 # -- row building ------------------------------------------------------------------------
@@ -697,17 +740,6 @@ _SET_KEYS_KEPT = 256
 def _set_key(pairs: Sequence[tuple[str, str]]) -> str:
     canonical = json.dumps(sorted([rule_id, version] for rule_id, version in pairs), separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _store_evaluation_set(conn: Connection, key: str, pairs: Sequence[tuple[str, str]]) -> None:
-    """Insert the set and its members unless it is there. A concurrent writer of the same set
-    makes the INSERT wait for its commit and then skip, so members are written once, whole."""
-    stmt = dialect_insert(conn.dialect.name, EvaluationSet).values(set_key=key)
-    if wrote_row(conn, stmt.on_conflict_do_nothing(index_elements=["set_key"]), EvaluationSet.set_key):
-        conn.execute(
-            insert(EvaluationSetMember),
-            [{"set_key": key, "rule_id": rule_id, "rule_version": version} for rule_id, version in pairs],
-        )
 
 
 _PLAIN = frozenset({int, float, bool, type(None)})
@@ -803,37 +835,42 @@ def _feedback_row(service_id: str, item: FeedbackItem, received_at: datetime) ->
     }
 
 
-def dialect_insert(dialect_name: str, table: Any) -> PgInsert | SqliteInsert:
-    """An INSERT of the dialect at hand, so that ON CONFLICT clauses can be added to it."""
-    if dialect_name == "postgresql":
-        # Imported here: SQLAlchemy's PostgreSQL dialect package loads every PostgreSQL driver
-        # module it knows (~2 MB per process), which a SQLite deployment never needs.
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table)
-    return sqlite_insert(table)
-
-
-def wrote_row(conn: Connection, stmt: PgInsert | SqliteInsert, key: Any) -> bool:
-    """Run an INSERT ... ON CONFLICT; True when it inserted or updated a row."""
-    if conn.dialect.insert_returning:
-        # With RETURNING in play (implicit for the primary key) rowcount reads -1.
-        return conn.execute(stmt.returning(key)).first() is not None
-    return conn.execute(stmt).rowcount == 1
-
-
-def _insert_ignoring_duplicate(conn: Connection, row: dict[str, Any]) -> bool:
-    """INSERT ... ON CONFLICT (dedupe_key) DO NOTHING; True when a row was written."""
-    stmt = dialect_insert(conn.dialect.name, Feedback).values(row)
-    return wrote_row(conn, stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]), Feedback.id)
-
-
 def _describe(exc: BaseException) -> str:
     """An error description safe to log: class names and the first line of DB messages."""
     if isinstance(exc, (ValueError, AuditStoreClosedError)):
         return f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
+    driver_error = orig if isinstance(orig, BaseException) else exc if isinstance(exc, sqlite3.Error) else None
+    if driver_error is not None:
         # Later lines (PostgreSQL DETAIL: "Failing row contains ...") may echo row values.
-        first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
-        return f"{type(exc).__name__} ({type(exc.orig).__name__}: {first_line})"
+        text = str(driver_error).strip()
+        first_line = text.splitlines()[0] if text else ""
+        if driver_error is exc:
+            return f"{type(exc).__name__}: {first_line}"
+        return f"{type(exc).__name__} ({type(driver_error).__name__}: {first_line})"
     return type(exc).__name__
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    """The database refused a spooled decision's rows (they can never go in), as opposed to
+    being unavailable."""
+    if isinstance(exc, (ValueError, TypeError, KeyError, sqlite3.IntegrityError, sqlite3.DataError)):
+        return True
+    core_errors = sys.modules.get("sqlalchemy.exc")  # not loaded: not one of its errors
+    return core_errors is not None and isinstance(exc, (core_errors.IntegrityError, core_errors.DataError))
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """An error of the database or its driver (SQLite's or SQLAlchemy's), as opposed to a bug."""
+    if isinstance(exc, sqlite3.Error):
+        return True
+    core_errors = sys.modules.get("sqlalchemy.exc")  # not loaded: not one of its errors
+    return core_errors is not None and isinstance(exc, core_errors.SQLAlchemyError)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or did not answer in time (a 503, not a 500)."""
+    if isinstance(exc, (StoreTimeout, sqlite3.OperationalError, sqlite3.InterfaceError)):
+        return True
+    core_errors = sys.modules.get("sqlalchemy.exc")
+    return core_errors is not None and isinstance(exc, (core_errors.OperationalError, core_errors.InterfaceError))

@@ -4,9 +4,9 @@ Every hook call writes the same few statements, and through SQLAlchemy Core each
 again for cache keys, compiled-cache lookups and parameter construction, and on PostgreSQL
 for one round trip per table (benchmarks/decision_write.py). Here:
 
-* SQLite: each table's INSERT is compiled by SQLAlchemy once (so its SQL is what Core would
-  send) and run through the driver, values passing through the columns' own bind processors,
-  so they are stored exactly as Core stores them.
+* SQLite: each table's INSERT is the one Core would compile, run through the driver, values
+  passing through the columns' binds (`sqlite_direct`), so they are stored exactly as Core
+  stores them, without loading SQLAlchemy.
 * PostgreSQL: the whole decision is one statement, one INSERT per table in data-modifying
   CTEs, each reading its rows from one JSON parameter (``json_populate_recordset``); the
   foreign keys are checked at the end of the statement, when the decision row is there.
@@ -23,49 +23,39 @@ import math
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import JSON, Connection, Dialect, Table, insert
-from sqlalchemy.exc import DBAPIError, StatementError
 
 from . import journal as decision_journal
-from .models import metadata
+from .sqlite_direct import BINDS, Bind, InsertPlan, insert_plan
 from .sqlite_lock import begin_immediate
 from .writer_connection import WriterConnections
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 log = logging.getLogger("cds_hooks.audit")
 
 # Insert order: the decision first (its children reference it), then the children.
-TABLES: tuple[Table, ...] = tuple(metadata.tables[name] for name in ("decision", "decision_order", "card", "rule_hit"))
-_Processor = Callable[[Any], Any]
-
-
-class _Plan(NamedTuple):
-    """One table's INSERT for one set of columns: its SQL, the columns in parameter order and
-    each column's bind processor (None where the value is bound as it is)."""
-
-    sql: str
-    order: tuple[str, ...]
-    binds: tuple[tuple[str, _Processor | None], ...]
+TABLES: tuple[str, ...] = ("decision", "decision_order", "card", "rule_hit")
 
 
 class DecisionWriter:
     """Writes one decision's rows (as built by the store) on a connection; thread-safe."""
 
-    def __init__(self, dialect: Dialect, lock_wait_s: float = 30.0) -> None:
-        self._dialect = dialect
+    def __init__(self, dialect_name: str, lock_wait_s: float = 30.0) -> None:
         self._lock_wait_s = lock_wait_s  # SQLite: the connections' busy timeout (`sqlite_lock`)
-        self._pg_statement = _pg_statement() if dialect.name == "postgresql" else ""
-        # (table, columns) -> its INSERT. Racing threads compile the same plan; either copy is kept.
-        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+        self._pg_statement = _pg_statement() if dialect_name == "postgresql" else ""
+        # (table, columns) -> its INSERT. Racing threads build the same plan; either copy is kept.
+        self._plans: dict[tuple[str, tuple[str, ...]], InsertPlan] = {}
 
     def write(self, conn: Connection, rows: Mapping[str, Any]) -> None:
         """Insert ``rows["decision"]`` and its ``decision_order``, ``card`` and ``rule_hit``
         rows, in the caller's transaction."""
         if self._pg_statement:
             params = tuple(
-                json.dumps(rows[table.name], default=_json_default, allow_nan=False, separators=(",", ":"))
+                json.dumps(rows[table], default=_json_default, allow_nan=False, separators=(",", ":"))
                 for table in TABLES
             )
             conn.exec_driver_sql(self._pg_statement, params)
@@ -78,7 +68,12 @@ class DecisionWriter:
             raise core_error(exc) from exc
 
     def write_sqlite_transaction(
-        self, connections: WriterConnections, rows: Mapping[str, Any], *, journal: bool = True
+        self,
+        connections: WriterConnections,
+        rows: Mapping[str, Any],
+        *,
+        journal: bool = True,
+        first: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         """SQLite: append the decision to the journal (`journal.py`) in a transaction of its
         own, on this thread's writer connection (`writer_connection`), without Core's
@@ -87,7 +82,8 @@ class DecisionWriter:
 
         With ``journal=False``, or when JSON cannot keep the decision's values exactly, it goes
         into the tables directly (after the journal's pending rows), so their constraints are
-        checked before this returns."""
+        checked before this returns. ``first`` runs in the same transaction, before the
+        decision (storing its evaluation set)."""
         try:
             with connections.writing() as driver:
                 parts = self._sqlite_parts(rows)
@@ -97,6 +93,8 @@ class DecisionWriter:
                 seq = 0
                 try:
                     connections.begin(driver)  # writers take the lock up front, as the store's do
+                    if first is not None:
+                        first(driver)
                     if body is not None:
                         seq = decision_journal.append(driver, body)
                     else:
@@ -140,7 +138,7 @@ class DecisionWriter:
         """Per table of `TABLES`: (columns, one parameter tuple per row) as bound, or None."""
         parts: list[decision_journal.TablePart] = []
         for table in TABLES:
-            batch = [rows["decision"]] if table.name == "decision" else rows[table.name]
+            batch = [rows["decision"]] if table == "decision" else rows[table]
             if not batch:
                 parts.append(None)
                 continue
@@ -151,16 +149,12 @@ class DecisionWriter:
             )
         return parts
 
-    def _plan(self, table: Table, keys: tuple[str, ...]) -> _Plan:
-        plan = self._plans.get((table.name, keys))
+    def _plan(self, table: str, keys: tuple[str, ...]) -> InsertPlan:
+        plan = self._plans.get((table, keys))
         if plan is None:
-            compiled = insert(table).compile(dialect=self._dialect, column_keys=list(keys))
-            order = tuple(compiled.positiontup or ())
-            processors = {key: _processor(table.c[key].type.dialect_impl(self._dialect), self._dialect) for key in keys}
-            binds = tuple((key, None if processors[key] is _same else processors[key]) for key in order)
-            plan = _Plan(str(compiled), order, binds)
+            plan = insert_plan(table, keys, _WRITER_BINDS)
             # Under its columns as given and as bound: a filing looks it up by the journal's order.
-            self._plans[(table.name, keys)] = self._plans[(table.name, order)] = plan
+            self._plans[(table, keys)] = self._plans[(table, plan.order)] = plan
         return plan
 
     def _executemany(self, driver: Any, index: int, columns: Sequence[str], params: Sequence[Sequence[Any]]) -> None:
@@ -174,10 +168,13 @@ class DecisionWriter:
             cursor.close()
 
 
-def core_error(exc: sqlite3.Error) -> StatementError:
+def core_error(exc: sqlite3.Error) -> Exception:
     """A driver error of our own SQLite calls as SQLAlchemy Core raises driver errors
-    (parameters hidden), so callers handle one kind of error on every path."""
-    return DBAPIError.instance(None, None, exc, sqlite3.Error, hide_parameters=True)
+    (parameters hidden), so callers handle one kind of error on every path. SQLAlchemy is
+    loaded for it: a failed write is rare, and its error must read like every other."""
+    from .core import core_error as wrapped
+
+    return wrapped(exc)
 
 
 def _pg_statement() -> str:
@@ -185,8 +182,10 @@ def _pg_statement() -> str:
 
     Rows with serial ids are inserted in list order (WITH ORDINALITY), as an executemany
     would, since readers order hits and orders by id."""
+    from .models import metadata
+
     parts = []
-    for n, table in enumerate(TABLES, start=1):
+    for n, table in enumerate((metadata.tables[name] for name in TABLES), start=1):
         columns = ", ".join(c.name for c in table.columns if not (c.primary_key and c.autoincrement is True))
         if table.name == "decision":
             source = f"json_populate_record(NULL::{table.name}, %s::json)"
@@ -208,20 +207,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in the decision log")
 
 
-def _processor(type_: Any, dialect: Dialect) -> _Processor:
-    bind = type_.bind_processor(dialect)
-    if bind is not None and isinstance(type_, JSON):
-        return _fast_json(bind)
-    return bind if bind is not None else _same
-
-
 # orjson refuses what the standard encoder would refuse or write differently (datetimes,
 # dataclasses, subclasses of str/int/dict/list, non-string keys): those go the column's way,
 # and the store's patient-id scrub walks them instead of trusting their JSON text.
 ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
-def _fast_json(bind: _Processor) -> _Processor:
+def _fast_json(bind: Bind) -> Bind:
     """A JSON column's bind processor with orjson for plain dicts and lists (a decision has
     about twenty such values; the standard encoder was a tenth of the write). The text
     differs only in spacing and in keeping non-ASCII characters as they are; both read back
@@ -252,5 +244,15 @@ def _has_non_finite(value: Any) -> bool:
     return False
 
 
-def _same(value: Any) -> Any:
-    return value
+def _json_bind(kind: str) -> Bind:
+    bind = BINDS[kind]
+    assert bind is not None
+    return _fast_json(bind)
+
+
+# The columns' binds, JSON through orjson where it writes what the standard encoder would.
+_WRITER_BINDS: dict[str, Bind | None] = {
+    **BINDS,
+    "json": _json_bind("json"),
+    "json_or_null": _json_bind("json_or_null"),
+}

@@ -3,11 +3,10 @@
 Each hook call used to check a connection out of SQLAlchemy's pool and back in, and to turn
 the connection's busy timeout off and on around its ``BEGIN IMMEDIATE`` (`sqlite_lock`):
 together about 4% of a serving process's CPU under load (benchmarks/http_ab.py). Here a
-write takes a connection from a small free list of its own, opened from the engine's pool
-once (so it is opened exactly like the others: same file, same PRAGMAs) and detached from
-it, with its busy handler switched off for good (`sqlite_lock.begin_immediate_unhandled`
-does the waiting), and puts it back afterwards. There are as many as writes ever ran at
-once, at most ``keep`` of them kept.
+write takes a connection from a small free list of its own, opened as the engine opens its
+own (`sqlite_direct.connect`: same file, same PRAGMAs), with its busy handler switched off
+for good (`sqlite_lock.begin_immediate_unhandled` does the waiting), and puts it back
+afterwards. There are as many as writes ever ran at once, at most ``keep`` of them kept.
 
 * A forked child never uses its parent's connections: it sets them aside without closing
   them (closing an inherited SQLite connection can release the child's own locks on the
@@ -15,7 +14,7 @@ once, at most ``keep`` of them kept.
 * A connection that raised anything but a busy lock is closed; the next write opens another.
 * `close` (the store's dispose) closes the connections this process opened.
 * An in-memory database has one connection shared by the whole pool: there the write borrows
-  it per call, as before.
+  it per call (``shared``).
 """
 
 from __future__ import annotations
@@ -24,24 +23,31 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
-
-from sqlalchemy import Engine
-from sqlalchemy.pool import StaticPool
 
 from .sqlite_lock import begin_immediate, begin_immediate_unhandled, is_busy
 
 
 class WriterConnections:
-    """The decision writes' connections to one SQLite engine; thread-safe."""
+    """The decision writes' connections to one SQLite database; thread-safe.
 
-    def __init__(self, engine: Engine, lock_wait_s: float, keep: int = 5) -> None:
-        self._engine = engine
+    ``connect`` opens a new connection; ``shared`` (an in-memory database) lends its one
+    connection instead, and then ``connect`` is not used."""
+
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        lock_wait_s: float,
+        keep: int = 5,
+        *,
+        shared: Callable[[], AbstractContextManager[sqlite3.Connection]] | None = None,
+    ) -> None:
+        self._connect = connect
         self._lock_wait_s = lock_wait_s
         self._keep = keep
-        self._shared = isinstance(engine.pool, StaticPool)
+        self._shared = shared
         self._lock = threading.Lock()
         self._free: list[sqlite3.Connection] = []
         self._inherited: list[sqlite3.Connection] = []  # a forked child's copies of its parent's: never closed
@@ -50,12 +56,9 @@ class WriterConnections:
     @contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
         """A writer connection, outside any transaction, for this caller alone."""
-        if self._shared:
-            pooled = self._engine.raw_connection()
-            try:
-                yield _driver(pooled)
-            finally:
-                pooled.close()
+        if self._shared is not None:
+            with self._shared() as lent:
+                yield lent
             return
         with self._lock:
             driver = self._free.pop() if self._free else None
@@ -79,7 +82,7 @@ class WriterConnections:
 
     def begin(self, driver: sqlite3.Connection) -> None:
         """``BEGIN IMMEDIATE`` on a connection of `writing`, waiting for another writer."""
-        if self._shared:
+        if self._shared is not None:
             begin_immediate(driver, self._lock_wait_s)
         else:
             begin_immediate_unhandled(driver, self._lock_wait_s)
@@ -92,10 +95,15 @@ class WriterConnections:
         for driver in free:
             _close(driver)
 
+    def close_idle(self) -> None:
+        """Close the kept connections and go on (none is held across a later fork)."""
+        with self._lock:
+            free, self._free = self._free, []
+        for driver in free:
+            _close(driver)
+
     def _open(self) -> sqlite3.Connection:
-        pooled = self._engine.raw_connection()
-        driver = _driver(pooled)
-        pooled.detach()  # the pool forgets it: from here on it is the writers' own
+        driver = self._connect()
         driver.execute("PRAGMA busy_timeout = 0")
         return driver
 
@@ -110,12 +118,6 @@ class WriterConnections:
         self._inherited.extend(self._free)
         self._free = []
         self._lock = threading.Lock()
-
-
-def _driver(pooled: Any) -> sqlite3.Connection:
-    driver = pooled.driver_connection
-    assert isinstance(driver, sqlite3.Connection)
-    return driver
 
 
 def _close(driver: sqlite3.Connection) -> None:

@@ -1,7 +1,9 @@
 """The console's pages: rules, one rule, the sandbox, the audit dashboard and decisions.
 
 Server-rendered; the per-rule numbers come from ``audit.analytics`` (as ``cryo-cds audit``),
-the rest from ``console.queries`` over the same period definition.
+the rest from ``console.queries`` over the same period definition. Both (and with them
+SQLAlchemy) are imported by the pages that read the log, not by a serving process that
+never shows one.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ from flask import (
 )
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from ..audit import analytics
 from ..rulebook import MODALITIES, SEVERITY_RANK, Rule
 from ..service import SERVICES
-from . import access, queries
+from . import access
 from .explain import merge_hits, raw_rule, rule_parameters, variant_patterns
 from .render import markdown, safe_url
 
@@ -221,6 +222,9 @@ def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Res
 
 @bp.get("/")
 def home() -> str:
+    from ..audit import analytics
+    from . import queries
+
     state = _state()
     period = Period(request.args, 7)
     rows = analytics.rule_summary(state.store, period.since, period.until)
@@ -248,6 +252,8 @@ def _severities(rule: Rule) -> dict[str, str]:
 
 
 def _rule_rows(period: Period) -> list[dict[str, Any]]:
+    from ..audit import analytics
+
     state = _state()
     stats: dict[str, dict[str, Any]] = {}
     for row in analytics.rule_summary(state.store, period.since, period.until, period.service):
@@ -346,6 +352,8 @@ def _cases(rule: Rule) -> list[dict[str, Any]]:
 
 def _trend(rule_id: str, period: Period) -> dict[str, list[Any]]:
     """Per day: fires and overrides of one rule (analytics.rule_summary for each day)."""
+    from ..audit import analytics
+
     state = _state()
     start = max(period.start, period.end - timedelta(days=MAX_TREND_DAYS - 1))
     labels, fires, overridden, evaluations = [], [], [], []
@@ -517,6 +525,9 @@ DASHBOARD_TABLES = ("rules", "reasons", "never-fired", "feedback", "per-day", "c
 
 
 def _dashboard_data(period: Period) -> dict[str, Any]:
+    from ..audit import analytics
+    from . import queries
+
     state = _state()
     store = state.store
     summary = analytics.rule_summary(store, period.since, period.until, period.service)
@@ -571,6 +582,8 @@ def dashboard() -> str:
 
 @bp.get("/dashboard/<table>.csv")
 def dashboard_csv(table: str) -> Response:
+    from ..audit import analytics
+
     if table not in DASHBOARD_TABLES:
         abort(Response(render_template("console/error.html", status=404, message=f"No table {table!r}"), 404))
     period = Period(request.args)
@@ -613,6 +626,8 @@ def dashboard_csv(table: str) -> Response:
 
 @bp.get("/decisions")
 def decisions() -> BaseResponse | str:
+    from . import queries
+
     period = Period(request.args)
     query = request.args.get("q", "")[:128]
     try:
@@ -646,6 +661,7 @@ def decisions() -> BaseResponse | str:
 
 @bp.get("/decisions/<decision_id>")
 def decision_page(decision_id: str) -> str:
+    from ..audit import analytics
 
     state = _state()
     found = analytics.explain_decision(state.store, decision_id[:64])
