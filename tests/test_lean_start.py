@@ -1,5 +1,7 @@
 """A serving worker loads only what serving needs: no Alembic for a current schema or a new
-(empty) database, no console sandbox, devtools, Markdown or JSON Schema until they are used;
+(empty) database, no SQLAlchemy on a SQLite file (start, hook calls, no-nagging look-ups,
+readiness, token replay checks), no console sandbox, devtools, Markdown or JSON Schema until
+they are used;
 with JWT checks on, PyJWT and cryptography from the first token and requests only for a JWKS
 fetched over HTTP."""
 
@@ -19,7 +21,15 @@ from cds_hooks.audit.store import MIGRATIONS_DIR, AuditStore, head_revisions
 from .support.load import TokenSigner
 
 KEY = b"lean-start-test-patient-key-0123"
-NOT_FOR_SERVING = ("alembic", "markdown_it", "jsonschema", "cds_hooks.devtools", "cds_hooks.console.sandbox")
+NOT_FOR_SERVING = (
+    "alembic",
+    "sqlalchemy",
+    "markdown_it",
+    "jsonschema",
+    "cds_hooks.devtools",
+    "cds_hooks.console.sandbox",
+)
+REQUESTS = Path(__file__).resolve().parents[1] / "fhir_fixtures" / "requests"
 
 
 def test_the_head_read_from_the_version_files_is_alembics_head() -> None:
@@ -49,17 +59,25 @@ def test_a_worker_on_a_new_or_current_schema_loads_none_of_the_tools(tmp_path: P
         "CDS_HOOKS_PATIENT_HASH_KEY": "lean-start-test-patient-hash-key-0123456789",
     }
     probe = (
-        "import json, sys\n"
+        "import json, pathlib, sys\n"
         "from cds_hooks.app import create_app\n"
-        "create_app()\n"
-        f"print(json.dumps([m for m in {list(NOT_FOR_SERVING)!r} if m in sys.modules]))\n"
+        "client = create_app().test_client()\n"
+        "statuses = []\n"
+        f"for path in sorted(pathlib.Path({str(REQUESTS)!r}).glob('*.json')):\n"
+        "    hook = json.loads(path.read_text())['hook']\n"
+        "    statuses.append(client.post(f'/cds-services/cryotherapy-{hook}', data=path.read_bytes(),\n"
+        "        content_type='application/json').status_code)\n"
+        "statuses.append(client.get('/readyz').status_code)\n"
+        f"print(json.dumps([statuses, [m for m in {list(NOT_FOR_SERVING)!r} if m in sys.modules]]))\n"
     )
-    first = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert json.loads(first.stdout.splitlines()[-1]) == []  # a new log: created from the models
-    second = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert json.loads(second.stdout.splitlines()[-1]) == []
+    # Every fixture (both hooks; order-sign calls with findings look up earlier answers), then
+    # the readiness check: first on a new log, created through the driver, then on that log.
+    for _start in ("new log", "current log"):
+        run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        statuses, loaded = json.loads(run.stdout.splitlines()[-1])
+        assert statuses == [200] * (len(list(REQUESTS.glob("*.json"))) + 1)
+        assert loaded == []
 
 
 def test_with_jwt_checks_on_requests_is_never_loaded_for_keys_from_a_file(tmp_path: Path) -> None:
@@ -81,7 +99,7 @@ def test_with_jwt_checks_on_requests_is_never_loaded_for_keys_from_a_file(tmp_pa
         "import json, sys\n"
         "from cds_hooks.app import create_app\n"
         "app = create_app()\n"
-        "loaded = lambda: [m for m in ('requests', 'jwt', 'cryptography') if m in sys.modules]\n"
+        "loaded = lambda: [m for m in ('requests', 'jwt', 'cryptography', 'sqlalchemy') if m in sys.modules]\n"
         "at_start = loaded()\n"
         f"answer = app.test_client().post({path!r}, data=open({str(request)!r}, 'rb').read(),\n"
         f"    content_type='application/json', headers={signer.header(path)!r})\n"

@@ -5,7 +5,9 @@ holds both calls, with the left-out findings and why."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ from cds_hooks.app import create_app
 from cds_hooks.audit.analytics import revision_summary, rule_summary
 from cds_hooks.audit.models import Decision, RuleHit
 from cds_hooks.config import Config
-from cds_hooks.devtools.cases import case_request
+from cds_hooks.devtools.cases import PATIENT_ID, case_request
+from cds_hooks.nagging import FeedbackMemory
 from cds_hooks.policy import NO_POLICY
 
 from .conftest import RULES_DIR, card_findings
@@ -165,3 +168,36 @@ def test_an_accepted_card_counts_as_answered_but_a_bare_override_does_not(servic
     }
     assert requests.post(f"{base}{SELECT}/feedback", json={"feedback": [accepted]}, timeout=30).status_code == 200
     assert "warning" not in {c["indicator"] for c in _call(base, SIGN, "order-sign")}
+
+
+def test_the_driver_look_up_on_sqlite_finds_what_the_core_query_finds(tmp_path: Path) -> None:
+    """A serving process on SQLite looks up earlier answers through the driver
+    (``nagging._ANSWERS_SQL``); the Core query it stands for must return the same rows."""
+    serving = _serve(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}")
+    base, store = next(serving)
+    try:
+        selected = _call(base, SELECT, "order-select")
+        _override_all(base, selected, {"warning", "critical"})
+        _call(base, SELECT, "order-select")  # one more decision, unanswered, still in the journal
+        info = next(c for c in selected if c["indicator"] == "info")
+        accepted = {
+            "card": info["uuid"],
+            "outcome": "accepted",
+            "acceptedSuggestions": [],
+            "outcomeTimestamp": "2026-12-05T11:00:00Z",
+        }
+        answer = requests.post(f"{base}{SELECT}/feedback", json={"feedback": [accepted]}, timeout=30)
+        assert answer.status_code == 200
+
+        memory = FeedbackMemory(store)
+        patient_hash = store.hash_patient(PATIENT_ID)
+        with sqlite3.connect(tmp_path / "audit.db") as conn:
+            refs = [row[0] for row in conn.execute("SELECT DISTINCT order_ref FROM rule_hit")]
+        assert refs
+        for since in (datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC) + timedelta(hours=1)):
+            for wanted in (refs, [*refs, "ServiceRequest/not-ordered"], ["ServiceRequest/not-ordered"]):
+                direct = memory._query(patient_hash, wanted, since)
+                assert direct == memory._core_query(patient_hash, wanted, since)
+        assert len(memory._query(patient_hash, refs, datetime.now(UTC) - timedelta(hours=1))) >= 2
+    finally:
+        next(serving, None)

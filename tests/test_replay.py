@@ -45,6 +45,13 @@ def store(db_url: str) -> Iterator[AuditStore]:
     store.dispose()
 
 
+@pytest.fixture(params=["store", "engine"])
+def cache_over(request: pytest.FixtureRequest, store: AuditStore) -> DatabaseJtiCache:
+    """The cache over the service's store (on SQLite, its driver connections, as a serving
+    process runs it) and over a SQLAlchemy engine: both must behave alike."""
+    return DatabaseJtiCache(store if request.param == "store" else store.engine)
+
+
 def _rows(store: AuditStore) -> list[tuple[str, float]]:
     with store.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text("select key_hash, expires_at from seen_jti"))]
@@ -53,8 +60,8 @@ def _rows(store: AuditStore) -> list[tuple[str, float]]:
 # -- the store ---------------------------------------------------------------------------
 
 
-def test_a_key_is_accepted_once_until_it_expires(store: AuditStore) -> None:
-    cache = DatabaseJtiCache(store.engine)
+def test_a_key_is_accepted_once_until_it_expires(cache_over: DatabaseJtiCache) -> None:
+    cache = cache_over
     assert cache.add_if_absent("iss\x00a", expires_at=1000.0, now=700.0) is True
     assert cache.add_if_absent("iss\x00a", expires_at=1000.0, now=701.0) is False
     assert cache.add_if_absent("iss\x00a", expires_at=1300.0, now=999.0) is False
@@ -62,23 +69,23 @@ def test_a_key_is_accepted_once_until_it_expires(store: AuditStore) -> None:
     assert cache.add_if_absent("other-iss\x00a", expires_at=1000.0, now=702.0) is True
 
 
-def test_an_expired_entry_is_taken_over_by_a_new_token(store: AuditStore) -> None:
-    cache = DatabaseJtiCache(store.engine)
+def test_an_expired_entry_is_taken_over_by_a_new_token(store: AuditStore, cache_over: DatabaseJtiCache) -> None:
+    cache = cache_over
     assert cache.add_if_absent("iss\x00a", expires_at=1000.0, now=700.0)
     assert cache.add_if_absent("iss\x00a", expires_at=1500.0, now=1000.0)  # the old token is dead
     assert not cache.add_if_absent("iss\x00a", expires_at=1800.0, now=1200.0)  # the new one is not
     assert [expires for _key, expires in _rows(store)] == [1500.0]
 
 
-def test_the_row_holds_a_hash_not_the_jti(store: AuditStore) -> None:
-    DatabaseJtiCache(store.engine).add_if_absent(f"{ISS}\x00jti-visible-7f3a", expires_at=1000.0, now=1.0)
+def test_the_row_holds_a_hash_not_the_jti(store: AuditStore, cache_over: DatabaseJtiCache) -> None:
+    cache_over.add_if_absent(f"{ISS}\x00jti-visible-7f3a", expires_at=1000.0, now=1.0)
     [(key_hash, expires)] = _rows(store)
     assert len(key_hash) == 64 and int(key_hash, 16) >= 0
     assert "jti-visible" not in key_hash and expires == 1000.0
 
 
-def test_expired_rows_are_purged_at_most_once_an_interval(store: AuditStore) -> None:
-    cache = DatabaseJtiCache(store.engine)
+def test_expired_rows_are_purged_at_most_once_an_interval(store: AuditStore, cache_over: DatabaseJtiCache) -> None:
+    cache = cache_over
     for i in range(5):
         cache.add_if_absent(f"iss\x00old-{i}", expires_at=100.0, now=50.0)  # first call purges nothing
     assert len(_rows(store)) == 5
@@ -92,9 +99,14 @@ def test_racing_processes_let_each_token_through_exactly_once(store: AuditStore,
     # Separate engines stand for separate worker processes: each has its own connections,
     # so only the database can arbitrate.
     engines = [create_engine(store.engine.url) for _ in range(4)]
-    if db_url.startswith("sqlite"):
-        engines = [AuditStore(db_url, KEY).engine for _ in range(4)]  # WAL, busy timeout, BEGIN IMMEDIATE
     caches = [DatabaseJtiCache(engine) for engine in engines]
+    stores: list[AuditStore] = []
+    if db_url.startswith("sqlite"):
+        for engine in engines:
+            engine.dispose()
+        # As serving processes: driver connections, WAL, busy timeout, BEGIN IMMEDIATE.
+        stores = [AuditStore(db_url, KEY) for _ in range(4)]
+        engines, caches = [], [DatabaseJtiCache(one) for one in stores]
     keys = [f"iss\x00race-{i}" for i in range(40)]
 
     def claim(cache: DatabaseJtiCache) -> list[bool]:
@@ -106,6 +118,8 @@ def test_racing_processes_let_each_token_through_exactly_once(store: AuditStore,
     finally:
         for engine in engines:
             engine.dispose()
+        for one in stores:
+            one.dispose()
     wins_per_key = [sum(result[i] for result in results) for i in range(len(keys))]
     assert wins_per_key == [1] * len(keys)
 

@@ -10,10 +10,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
-from functools import partial
 
 from cds_hooks.audit import AuditStore
 from cds_hooks.audit.sqlite_direct import SqliteFile, connect

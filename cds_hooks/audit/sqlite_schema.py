@@ -106,8 +106,8 @@ CREATE: tuple[str, ...] = ('CREATE TABLE feedback (\n'
  'ON DELETE CASCADE\n'
  ')',
  'CREATE INDEX ix_rule_hit_card_uuid ON rule_hit (card_uuid)',
- 'CREATE INDEX ix_rule_hit_rule_id ON rule_hit (rule_id)',
  'CREATE INDEX ix_rule_hit_decision_id ON rule_hit (decision_id)',
+ 'CREATE INDEX ix_rule_hit_rule_id ON rule_hit (rule_id)',
  'CREATE TABLE card (\n'
  '\tuuid VARCHAR(64) NOT NULL, \n'
  '\tdecision_id VARCHAR(64) NOT NULL, \n'

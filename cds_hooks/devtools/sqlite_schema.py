@@ -68,7 +68,17 @@ def create_statements() -> list[str]:
     mock = create_mock_engine("sqlite://", keep)
     metadata.create_all(mock, checkfirst=False)
     VERSION.create(mock, checkfirst=False)
-    return statements
+    # A table's indexes come in set order, which differs from run to run: sort them by name.
+    ordered: list[str] = []
+    for statement in statements:
+        if statement.startswith("CREATE TABLE"):
+            ordered.append(statement)
+        else:
+            at = len(ordered)
+            while at > 0 and not ordered[at - 1].startswith("CREATE TABLE") and ordered[at - 1] > statement:
+                at -= 1
+            ordered.insert(at, statement)
+    return ordered
 
 
 def render() -> str:
