@@ -51,9 +51,10 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import JSON, Column, Connection, Engine, ForeignKey, MetaData, String, Table, event, insert
 
+from cds_hooks.audit.core import store_evaluation_set
 from cds_hooks.audit.models import Card, Decision, DecisionOrder, RuleHit
 from cds_hooks.audit.records import DecisionRecord
-from cds_hooks.audit.store import AuditStore, _decision_rows, _store_evaluation_set, evaluation_set_key
+from cds_hooks.audit.store import AuditStore, _decision_rows, evaluation_set_key
 from cds_hooks.config import Config
 from cds_hooks.hooks import parse_hook_request
 from cds_hooks.ids import time_ordered_uuid
@@ -210,7 +211,7 @@ def core_with_sets(engine: Engine, known: set[str], rows: dict[str, Any]) -> Non
     key = evaluation_set_key(pairs)
     with engine.begin() as conn:
         if key not in known:
-            _store_evaluation_set(conn, key, pairs)
+            store_evaluation_set(conn, key, pairs)
         conn.execute(insert(Decision), [{**rows["decision"], "evaluation_set": key}])
         for table in CHILDREN:
             if table is not RULE_EVALUATION and rows[table.name]:

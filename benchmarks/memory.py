@@ -47,7 +47,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # (label, what it loads): imported in this order by the measuring interpreter.
 IMPORT_STAGES = (
     ("Flask (werkzeug, jinja2, click; werkzeug loads http.server and ssl)", "flask"),
-    ("SQLAlchemy Core (it imports asyncio)", "sqlalchemy"),
     ("the service's modules (prometheus_client, PyYAML, sqlite3, durable-rules)", "cds_hooks.app"),
 )
 STEADY_CALLS = 20
@@ -98,6 +97,8 @@ def measure(bodies: dict[str, bytes], workers: int) -> None:
         + f"   {time.perf_counter() - began:.2f} s"
     )
     print(f"{'a loaded master (gunicorn --preload)':<76}{after[0]:>7.1f}{after[1]:>7.1f}{sum(after):>8.1f}")
+    # On a SQLite file the serving path runs on the driver (cds_hooks/audit/sqlite_direct.py).
+    print(f"SQLAlchemy loaded by the master: {'yes' if 'sqlalchemy' in sys.modules else 'no'}")
     print()
     client = app.test_client()
     gc.collect()

@@ -386,6 +386,7 @@ class AuditStore:
         pairs = [(row["rule_id"], row["rule_version"]) for row in rows["rule_evaluation"]]
         key = evaluation_set_key(pairs) if pairs else None
         decision = {**rows["decision"], "evaluation_set": key}
+        wrote = True
         try:
             connections = self._writer_connections
             if connections is not None and not ignore_existing:
@@ -397,14 +398,14 @@ class AuditStore:
                     connections, {**rows, "decision": decision}, journal=journal, first=first
                 )
             else:
-                self._insert_rows_core(rows, decision, key, pairs, ignore_existing=ignore_existing)
+                wrote = self._insert_rows_core(rows, decision, key, pairs, ignore_existing=ignore_existing)
         except BaseException:
             # The set may be gone (a database recreated under this process): store it again.
             self._stored_sets.discard(key or "")
             raise
         if key is not None:
             self._stored_sets.add(key)
-        return True
+        return wrote
 
     def _insert_rows_core(
         self,
