@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not this folder: its http.py would shadow the standard library's
 
 from cds_hooks.cardcheck import card_problems
 from cds_hooks.config import Config

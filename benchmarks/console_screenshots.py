@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not this folder: its http.py would shadow the standard library's
 
 from cds_hooks.app import create_app
 from cds_hooks.config import Config

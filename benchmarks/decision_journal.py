@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not this folder: its http.py would shadow the standard library's
 sys.path.append(str(ROOT / "benchmarks"))
 
 from decision_write import (  # type: ignore[import-not-found]

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not this folder: its http.py would shadow the standard library's
 
 from sqlalchemy import JSON, Column, Connection, Engine, ForeignKey, MetaData, String, Table, event, insert
 
@@ -78,7 +78,7 @@ TABLES = {table.name: table for table in (Decision.__table__, *CHILDREN)}
 
 
 def typical_decision() -> tuple[DecisionRecord, list[tuple[str, str]]]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.append(str(ROOT / "benchmarks"))  # after the standard library (http.py)
     from pipeline import typical_request  # type: ignore[import-not-found]
 
     pipeline = build_pipeline(Config(rules_dir=ROOT / "rules"))
@@ -255,6 +255,17 @@ def measure(url: str, rec: DecisionRecord, evaluated: list[tuple[str, str]], wri
     if synchronous is not None:
         event.listen(engine, "connect", lambda dbapi, _rec: dbapi.execute(f"PRAGMA synchronous = {synchronous}"))
         engine.dispose()
+        # The store's own driver connections (its decision writes) are not the engine's.
+        connections = store._writer_connections
+        if connections is not None:
+            opens = connections._connect
+
+            def open_with_setting() -> Any:
+                driver = opens()
+                driver.execute(f"PRAGMA synchronous = {synchronous}")
+                return driver
+
+            connections._connect = open_with_setting
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE IF NOT EXISTS bench_decision_doc (decision_id VARCHAR(64) PRIMARY KEY, doc TEXT)"

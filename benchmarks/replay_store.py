@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # not this folder: its http.py would shadow the standard library's
 
 from cds_hooks.audit.store import AuditStore
 from cds_hooks.replay import DatabaseJtiCache
