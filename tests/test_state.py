@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cds_hooks.config import Config, from_env
-from cds_hooks.state import StateError, describe, key_fingerprint, open_audit_store
+from cds_hooks.state import StateError, describe, key_fingerprint, open_audit_store, safe_url, sqlite_path
 
 KEY_A, KEY_B = b"a" * 32, b"b" * 32
 
@@ -69,3 +69,27 @@ def test_decisions_still_in_the_journal_count_as_a_log_with_decisions(tmp_path: 
 
     with pytest.raises(StateError, match="was written with a patient-hash key"):
         open_audit_store(config)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://cds:s3cr%40t@db.example.org:5432/audit?sslmode=require",
+        "postgresql://cds:plain@localhost/audit",
+        "postgresql://cds@localhost/audit",
+        "sqlite:////var/lib/cryo-cds/decisions.db",
+        "sqlite://",
+    ],
+)
+def test_messages_name_the_database_without_its_password_as_sqlalchemy_would(url: str) -> None:
+    from sqlalchemy import make_url
+
+    shown = safe_url(url)
+    assert shown == make_url(url).render_as_string(hide_password=True)
+    assert "s3cr" not in shown and "plain" not in shown
+
+
+def test_a_url_that_is_no_url_is_named_so() -> None:
+    assert safe_url("decisions.db") == "<unparseable database URL>"
+    with pytest.raises(StateError, match="not a database URL"):
+        sqlite_path("decisions.db")
