@@ -99,11 +99,6 @@ def build_engine(url: str, pool_size: int, timeout_s: float, file_pending: Calla
     return engine
 
 
-def is_memory(engine: Engine) -> bool:
-    """True for an in-memory SQLite engine: one connection shared by the whole pool."""
-    return isinstance(engine.pool, StaticPool)
-
-
 def _forget_inherited_connections(engine_ref: weakref.ref[Engine]) -> None:
     engine = engine_ref()
     if engine is not None:
@@ -194,7 +189,6 @@ __all__ = [
     "core_error",
     "dialect_insert",
     "insert_ignoring_duplicate_feedback",
-    "is_memory",
     "keep_meta",
     "normalise_url",
     "store_evaluation_set",

@@ -33,6 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from .records import utc_for_log
+
 # Fixed constraint names, so the hand-written migration and these models name things alike.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -56,13 +58,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(
-                "audit timestamps must be timezone-aware; use datetime.now(UTC) or attach tzinfo before recording"
-            )
-        return value.astimezone(UTC)
+        return None if value is None else utc_for_log(value)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -124,6 +124,16 @@ class FeedbackItem:
         return hashlib.sha256(json.dumps(identity, separators=(",", ":")).encode()).hexdigest()
 
 
+def utc_for_log(value: datetime) -> datetime:
+    """A timestamp as the decision log stores it: aware only, in UTC (`models.UTCDateTime`,
+    `sqlite_direct`, the PostgreSQL write's JSON)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            "audit timestamps must be timezone-aware; use datetime.now(UTC) or attach tzinfo before recording"
+        )
+    return value.astimezone(UTC)
+
+
 def _require_aware(value: datetime, name: str) -> None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (e.g. datetime.now(UTC))")

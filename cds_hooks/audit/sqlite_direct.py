@@ -15,10 +15,11 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
+from .records import utc_for_log
 from .sqlite_schema import COLUMNS, CREATE
 
 VERSION_TABLE = "alembic_version"
@@ -95,11 +96,7 @@ def _utc_datetime(value: datetime | None) -> str | None:
     DATETIME text (no offset)."""
     if value is None:
         return None
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
-            "audit timestamps must be timezone-aware; use datetime.now(UTC) or attach tzinfo before recording"
-        )
-    value = value.astimezone(UTC)
+    value = utc_for_log(value)
     return (
         f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
         f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"

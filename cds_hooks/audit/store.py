@@ -140,11 +140,6 @@ class AuditStore:
                 engine = self._built_engine
         return engine
 
-    @property
-    def dialect_name(self) -> str:
-        """``sqlite`` or ``postgresql``."""
-        return self._backend
-
     @contextmanager
     def _lend_pooled(self) -> Iterator[sqlite3.Connection]:
         """The driver connection of one pooled SQLAlchemy connection (in-memory SQLite)."""
@@ -393,7 +388,7 @@ class AuditStore:
                 # SQLite's hook call: on the driver, the set first when this process has not stored it.
                 first = None
                 if key is not None and key not in self._stored_sets:
-                    first = partial(_store_set_first, key=key, pairs=pairs)
+                    first = partial(sqlite_direct.store_evaluation_set, key=key, pairs=pairs)
                 self._writer.write_sqlite_transaction(
                     connections, {**rows, "decision": decision}, journal=journal, first=first
                 )
@@ -652,10 +647,6 @@ def head_revisions() -> frozenset[str]:
 
 def _no_own_connections() -> sqlite3.Connection:
     raise AssertionError("an in-memory log lends its pool's connection; it opens none of its own")
-
-
-def _store_set_first(driver: sqlite3.Connection, *, key: str, pairs: Sequence[tuple[str, str]]) -> None:
-    sqlite_direct.store_evaluation_set(driver, key, pairs)
 
 
 # -- row building ------------------------------------------------------------------------

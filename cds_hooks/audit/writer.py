@@ -22,12 +22,13 @@ import logging
 import math
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import journal as decision_journal
+from .records import utc_for_log
 from .sqlite_direct import BINDS, Bind, InsertPlan, insert_plan
 from .sqlite_lock import begin_immediate
 from .writer_connection import WriterConnections
@@ -201,9 +202,7 @@ def _pg_statement() -> str:
 def _json_default(value: Any) -> Any:
     """Timestamps as UTCDateTime stores them: aware, in UTC."""
     if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("audit timestamps must be timezone-aware")
-        return value.astimezone(UTC).isoformat()
+        return utc_for_log(value).isoformat()
     raise TypeError(f"cannot store {type(value).__name__} in the decision log")
 
 

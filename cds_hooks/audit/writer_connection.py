@@ -90,10 +90,8 @@ class WriterConnections:
     def close(self) -> None:
         """Close the kept connections (those in use are closed when they come back)."""
         with self._lock:
-            free, self._free = self._free, []
-            self._keep = 0
-        for driver in free:
-            _close(driver)
+            self._keep = 0  # from now on a connection that comes back is closed
+        self.close_idle()
 
     def close_idle(self) -> None:
         """Close the kept connections and go on (none is held across a later fork)."""
