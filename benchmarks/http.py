@@ -319,7 +319,9 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def run_wrk(port: int, body_path: Path, connections: int, seconds: int, workdir: Path) -> tuple[float, str]:
+def run_wrk(
+    port: int, body_path: Path, connections: int, seconds: int, workdir: Path, path: str = SERVICE_PATH
+) -> tuple[float, str]:
     script = workdir / f"post-{body_path.stem}.lua"
     script.write_text(WRK_LUA.format(path=body_path), encoding="utf-8")
     out = subprocess.run(
@@ -335,7 +337,7 @@ def run_wrk(port: int, body_path: Path, connections: int, seconds: int, workdir:
             "30s",
             "-s",
             str(script),
-            f"http://127.0.0.1:{port}{SERVICE_PATH}",
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,

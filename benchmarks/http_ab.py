@@ -13,6 +13,7 @@ and look at the spread of the rounds.
     python benchmarks/http_ab.py /tmp/base .                 # small body, c=8, 6 rounds of 4 s
     python benchmarks/http_ab.py . CEIL --body fixture --rounds 4
     python benchmarks/http_ab.py /tmp/base . --startup 8     # start-up to the first answer only
+    python benchmarks/http_ab.py /tmp/base . --hook order-sign  # the same body as an order-sign call
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.a
 
 import argparse
 import importlib.util
+import json
 import shutil
 import statistics
 import tempfile
@@ -42,6 +44,16 @@ sys.modules["benchmarks_http"] = bench
 _spec.loader.exec_module(bench)
 
 BODIES = {"fixture": 0, "small": 1, "synthea": 2, "large": 3}
+SIGN_PATH = "/cds-services/cryotherapy-order-sign"
+
+
+def as_order_sign(body: bytes) -> bytes:
+    """An order-select body as the order-sign call of the same orders (no selections): the
+    hook whose no-nagging look-up reads the decision log during the call."""
+    request = json.loads(body)
+    request["hook"] = "order-sign"
+    request["context"].pop("selections", None)
+    return json.dumps(request, separators=(",", ":")).encode()
 
 
 def worker_cpu_s(server: bench.Server) -> float:
@@ -98,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("trees", nargs=2, help="two source trees (or CEIL for the json.loads ceiling)")
     parser.add_argument("--body", choices=sorted(BODIES), default="small")
     parser.add_argument("-c", "--connections", type=int, default=8)
+    parser.add_argument("--hook", choices=("order-select", "order-sign"), default="order-select")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--startup", type=int, metavar="N", help="only start each server N times, in turns")
@@ -117,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         return compare_startup(trees, args.startup)
     named, _series = bench.build_bodies([])
     label, body, count = named[BODIES[args.body]]
+    path = bench.SERVICE_PATH
+    if args.hook == "order-sign":
+        body, path, label = as_order_sign(body), SIGN_PATH, f"{label} as order-sign"
     print(
         f"== {label} ({count} resources), wrk -t2 -c{args.connections}, {args.rounds} x {args.seconds} s per server "
         "in turns; gunicorn -w 2 -k sync --preload",
@@ -131,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             server = stack.enter_context(bench.gunicorn(f"s{index}", app, "-w 2 -k sync", workdir, env))
             body_path = workdir / "body.json"
             body_path.write_bytes(body)
-            bench.run_wrk(server.port, body_path, args.connections, 2, workdir)  # warm up
+            bench.run_wrk(server.port, body_path, args.connections, 2, workdir, path)  # warm up
             servers.append((tree, server, body_path))
         rates: list[list[float]] = [[], []]
         cpu_ms: list[list[float]] = [[], []]
@@ -139,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             for index in (0, 1) if round_ % 2 == 0 else (1, 0):
                 _tree, server, body_path = servers[index]
                 before = worker_cpu_s(server)
-                rate, problems = bench.run_wrk(server.port, body_path, args.connections, args.seconds, body_path.parent)
+                rate, problems = bench.run_wrk(
+                    server.port, body_path, args.connections, args.seconds, body_path.parent, path
+                )
                 if problems:
                     print(f"  {trees[index]}: {problems}")
                 rates[index].append(rate)

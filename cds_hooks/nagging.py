@@ -104,12 +104,14 @@ class FeedbackMemory:
 
     def _query(self, patient_hash: str, order_refs: list[str], since: datetime) -> list[tuple[Any, ...]]:
         """(order ref, rule id, severity, outcome, override code, card uuid, decision id) rows,
-        the latest answer first."""
+        the latest answer first. On SQLite the decision journal is not filed first: an
+        answered card is always filed already (feedback files the journal before it looks
+        its card up), so the look-up takes no write lock on the hook call's path."""
         if not self._store.writes_directly:
             return self._core_query(patient_hash, order_refs, since)
         sql = _ANSWERS_SQL.format(refs=", ".join("?" * len(order_refs)))
         params = (patient_hash, ORDER_SELECT, bound("decision", "created_at", since), *order_refs)
-        with self._store.direct_reading() as driver:
+        with self._store.direct_reading(filed_only=True) as driver:
             return [tuple(row) for row in driver.execute(sql, params)]
 
     def _core_query(self, patient_hash: str, order_refs: list[str], since: datetime) -> list[tuple[Any, ...]]:

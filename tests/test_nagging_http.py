@@ -201,3 +201,29 @@ def test_the_driver_look_up_on_sqlite_finds_what_the_core_query_finds(tmp_path: 
         assert len(memory._query(patient_hash, refs, datetime.now(UTC) - timedelta(hours=1))) >= 2
     finally:
         next(serving, None)
+
+
+def _pending(db_path: Path) -> int:
+    with sqlite3.connect(db_path) as conn:
+        return int(conn.execute("SELECT count(*) FROM pending_decision").fetchone()[0])
+
+
+def test_the_look_up_on_sqlite_reads_the_filed_tables_without_filing_the_journal(tmp_path: Path) -> None:
+    """An answered card is always filed: feedback files the decision journal before it looks
+    the card up (``known_card``). So the order-sign look-up reads the tables as they are and
+    leaves the journal to the writers' filings, without taking the write lock."""
+    db_path = tmp_path / "audit.db"
+    serving = _serve(tmp_path, f"sqlite:///{db_path}")
+    base, _store = next(serving)
+    try:
+        selected = _call(base, SELECT, "order-select")
+        assert _pending(db_path) == 1  # the order-select decision waits in the journal
+        _override_all(base, selected, {"warning"})
+        assert _pending(db_path) == 0  # the feedback filed it before looking its card up
+        _call(base, SELECT, "order-select")  # a second decision, unanswered, in the journal
+        signed = _call(base, SIGN, "order-sign")
+        assert "warning" not in {c["indicator"] for c in signed}  # the answer was found
+        assert "critical" in {c["indicator"] for c in signed}
+        assert _pending(db_path) == 2  # the look-up filed nothing: the second select and the sign
+    finally:
+        next(serving, None)

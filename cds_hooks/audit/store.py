@@ -157,14 +157,18 @@ class AuditStore:
         return self._writer_connections is not None
 
     @contextmanager
-    def direct_reading(self) -> Iterator[sqlite3.Connection]:
+    def direct_reading(self, *, filed_only: bool = False) -> Iterator[sqlite3.Connection]:
         """SQLite: a read transaction on a driver connection, after filing the decision
-        journal, so it sees every decision written so far (as Core's readers do)."""
+        journal, so it sees every decision written so far (as Core's readers do).
+
+        ``filed_only``: the tables as they are, for a question that only filed decisions can
+        answer; it takes no write lock and files nothing."""
         self._check_open()
         connections = self._writer_connections
         assert connections is not None
         with connections.writing() as driver:
-            self._writer.file_pending(driver, connections.begin)
+            if not filed_only:
+                self._writer.file_pending(driver, connections.begin)
             driver.execute("BEGIN")
             try:
                 yield driver
