@@ -37,18 +37,21 @@ DEFAULT_WINDOW_HOURS = 24.0
 # waits out the store's timeout, so the look-up gets a much shorter budget of its own.
 LOOKUP_TIMEOUT_S = 0.5
 
-# SQLite through the driver: the statement `_core_query` compiles to (tests compare the two).
+# SQLite through the driver: the rows of `_core_query` (tests compare the two). CROSS JOIN
+# fixes the join order: the patient's decisions, their cards, then only the answered cards'
+# hits. SQLite's own choice read every hit of every card before asking for an answer: 24 ms
+# against 6 ms for a patient with 3,000 decisions in the window (a test patient on a busy day).
 _ANSWERS_SQL = """
 SELECT rule_hit.order_ref, rule_hit.rule_id, rule_hit.severity, feedback.outcome, feedback.override_code,
        card.uuid, decision.decision_id
-FROM rule_hit
-JOIN card ON card.uuid = rule_hit.card_uuid
-JOIN decision ON decision.decision_id = card.decision_id
-JOIN feedback ON feedback.card_uuid = card.uuid AND feedback.known_card = 1
+FROM decision
+CROSS JOIN card ON card.decision_id = decision.decision_id
+CROSS JOIN feedback ON feedback.card_uuid = card.uuid AND feedback.known_card = 1
+CROSS JOIN rule_hit ON rule_hit.card_uuid = card.uuid
 WHERE decision.patient_hash = ? AND decision.hook = ? AND decision.created_at >= ?
   AND rule_hit.order_ref IN ({refs})
   AND (feedback.outcome = 'accepted' OR (feedback.outcome = 'overridden' AND feedback.override_code IS NOT NULL))
-ORDER BY feedback.received_at DESC
+ORDER BY feedback.received_at DESC, feedback.id DESC, rule_hit.id
 """
 
 
@@ -104,7 +107,8 @@ class FeedbackMemory:
 
     def _query(self, patient_hash: str, order_refs: list[str], since: datetime) -> list[tuple[Any, ...]]:
         """(order ref, rule id, severity, outcome, override code, card uuid, decision id) rows,
-        the latest answer first. On SQLite the decision journal is not filed first: an
+        the latest answer first (of one feedback post, the last item; then the hits in the
+        order they were logged). On SQLite the decision journal is not filed first: an
         answered card is always filed already (feedback files the journal before it looks
         its card up), so the look-up takes no write lock on the hook call's path."""
         if not self._store.writes_directly:
@@ -142,7 +146,7 @@ class FeedbackMemory:
                     and_(Feedback.outcome == "overridden", Feedback.override_code.is_not(None)),
                 ),
             )
-            .order_by(Feedback.received_at.desc())
+            .order_by(Feedback.received_at.desc(), Feedback.id.desc(), RuleHit.id)
         )
         with self._store.reading() as conn:
             return [tuple(row) for row in conn.execute(query)]

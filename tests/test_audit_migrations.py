@@ -347,3 +347,19 @@ def test_a_decision_spooled_in_the_0005_format_drains_into_evaluation_sets(db_ur
         assert not list((spool / "failed").iterdir())
     finally:
         store.dispose()
+
+
+def _decision_indexes(url: str) -> set[tuple[str, tuple[str, ...]]]:
+    return {(name, columns) for name, columns, _unique in schema_of(url)["decision"]["indexes"]}
+
+
+def test_0008_indexes_a_patients_decisions_by_hook_and_time_and_back(db_url: str) -> None:
+    alembic_to(db_url, "0007")
+    assert ("ix_decision_patient_hash", ("patient_hash",)) in _decision_indexes(db_url)
+    alembic_to(db_url, "0008")
+    indexes = _decision_indexes(db_url)
+    assert ("ix_decision_patient_hook_time", ("patient_hash", "hook", "created_at")) in indexes
+    assert not any(name == "ix_decision_patient_hash" for name, _columns in indexes)
+    alembic_to(db_url, "0007", down=True)
+    assert ("ix_decision_patient_hash", ("patient_hash",)) in _decision_indexes(db_url)
+    assert not any(name == "ix_decision_patient_hook_time" for name, _columns in _decision_indexes(db_url))

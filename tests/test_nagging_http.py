@@ -227,3 +227,22 @@ def test_the_look_up_on_sqlite_reads_the_filed_tables_without_filing_the_journal
         assert _pending(db_path) == 2  # the look-up filed nothing: the second select and the sign
     finally:
         next(serving, None)
+
+
+def test_the_look_up_reads_one_index_range_of_the_patients_decisions_and_only_answered_hits() -> None:
+    """The driver statement's plan: the patient's order-select decisions in the window from
+    one index range (not the patient's whole history), then cards, then hits of answered
+    cards only."""
+    from cds_hooks.audit.sqlite_schema import CREATE
+    from cds_hooks.nagging import _ANSWERS_SQL
+
+    conn = sqlite3.connect(":memory:")
+    for statement in CREATE:
+        conn.execute(statement)
+    sql = "EXPLAIN QUERY PLAN " + _ANSWERS_SQL.format(refs="?")
+    plan = [row[3] for row in conn.execute(sql, ("hash", "order-select", "2026-12-07", "ServiceRequest/x"))]
+    conn.close()
+    searches = [step for step in plan if step.startswith("SEARCH")]
+    assert searches[0].startswith("SEARCH decision USING INDEX ix_decision_patient_hook_time")
+    assert "created_at>?" in searches[0]
+    assert [step.split()[1] for step in searches] == ["decision", "card", "feedback", "rule_hit"]

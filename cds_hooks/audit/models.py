@@ -24,6 +24,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -115,7 +116,7 @@ Decision = TableView(
         _required("service_id", String(128)),
         _required("hook", String(128)),
         _required("hook_instance", String(128)),
-        _required("patient_hash", String(64), index=True),
+        _required("patient_hash", String(64)),
         _required("rules_revision", String(128)),
         _required("evaluator", String(16)),
         _required("latency_ms", Float),
@@ -129,6 +130,9 @@ Decision = TableView(
         _optional("suppressed", JSON(none_as_null=True)),
         # The rules evaluated for the call (revision 0006); NULL when none were.
         Column("evaluation_set", ForeignKey("evaluation_set.set_key"), nullable=True),
+        # A patient's decisions of one hook in a time window (revision 0008): the order-sign
+        # look-up of earlier answers (nagging.py) reads one range of it, not the patient's history.
+        Index("ix_decision_patient_hook_time", "patient_hash", "hook", "created_at"),
     )
 )
 

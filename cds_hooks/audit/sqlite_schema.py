@@ -72,7 +72,7 @@ CREATE: tuple[str, ...] = ('CREATE TABLE feedback (\n'
  'evaluation_set (set_key)\n'
  ')',
  'CREATE INDEX ix_decision_created_at ON decision (created_at)',
- 'CREATE INDEX ix_decision_patient_hash ON decision (patient_hash)',
+ 'CREATE INDEX ix_decision_patient_hook_time ON decision (patient_hash, hook, created_at)',
  'CREATE TABLE evaluation_set_member (\n'
  '\tset_key VARCHAR(64) NOT NULL, \n'
  '\trule_id VARCHAR(64) NOT NULL, \n'
