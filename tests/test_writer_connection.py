@@ -30,6 +30,10 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def connections(db_path: Path) -> Iterator[WriterConnections]:
+    # The log exists, in WAL mode, before any test connects, as the store makes it at start-up:
+    # turning a new file to WAL takes an exclusive lock, and three first connections racing
+    # for it could wait out their busy timeouts on a loaded machine.
+    connect(SqliteFile(str(db_path)), 5.0).close()
     kept = WriterConnections(partial(connect, SqliteFile(str(db_path)), 5.0), lock_wait_s=5.0, keep=2)
     yield kept
     kept.close()
@@ -58,7 +62,7 @@ def test_concurrent_writers_each_get_their_own_and_at_most_keep_are_kept(connect
     def write() -> None:
         with connections.writing() as driver:
             seen.append(driver)
-            inside.wait(timeout=5)
+            inside.wait(timeout=60)  # all three hold a connection at once; a generous bound, not a timing
 
     threads = [threading.Thread(target=write) for _ in range(3)]
     for thread in threads:
@@ -149,3 +153,37 @@ def test_a_forked_child_writes_on_its_own_connection_and_the_parent_keeps_its_ow
         assert store.count_decisions() == 4
     finally:
         store.dispose()
+
+
+def test_first_connections_racing_on_a_new_file_all_open_it(tmp_path: Path) -> None:
+    """Two processes starting on one new log: the first switch to WAL takes an exclusive
+    lock and SQLite refuses a racing connection at once, without its busy handler; the
+    switch is tried again, so every connection opens (before, about one round in ten here
+    lost one of them to "database is locked")."""
+    for round_ in range(40):
+        path = tmp_path / f"new-{round_}.db"
+        errors: list[BaseException] = []
+        opened: list[sqlite3.Connection] = []
+        start = threading.Barrier(4)
+
+        def open_one(
+            path: Path = path,
+            errors: list[BaseException] = errors,
+            opened: list[sqlite3.Connection] = opened,
+            start: threading.Barrier = start,
+        ) -> None:
+            start.wait(timeout=60)
+            try:
+                opened.append(connect(SqliteFile(str(path)), 5.0))
+            except BaseException as exc:  # every failure is the finding
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert {driver.execute("PRAGMA journal_mode").fetchone()[0] for driver in opened} == {"wal"}
+        for driver in opened:
+            driver.close()

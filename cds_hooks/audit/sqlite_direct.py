@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .records import utc_for_log
+from .sqlite_lock import retry_while_busy
 from .sqlite_schema import COLUMNS, CREATE
 
 VERSION_TABLE = "alembic_version"
@@ -65,12 +66,16 @@ def configure(driver: sqlite3.Connection, busy_ms: int) -> None:
     decision write (benchmarks/decision_write.py). A committed decision still survives a
     killed process (SIGKILL, OOM): the WAL is in the operating system's hands once written.
     Only an OS crash or power loss can lose the last commits; a site that must survive those
-    runs PostgreSQL, whose synchronous_commit stays on."""
+    runs PostgreSQL, whose synchronous_commit stays on.
+
+    Turning a new file to WAL takes an exclusive lock, and SQLite refuses a connection that
+    races another's first switch at once ("database is locked", its busy handler not asked):
+    two processes starting on one new log. The switch is tried again within ``busy_ms``."""
     driver.isolation_level = None  # transactions are begun explicitly (BEGIN IMMEDIATE)
     cursor = driver.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        retry_while_busy(driver, "PRAGMA journal_mode = WAL", busy_ms / 1000)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:

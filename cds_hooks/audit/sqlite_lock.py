@@ -33,11 +33,18 @@ def begin_immediate(driver: sqlite3.Connection, wait_s: float) -> None:
 def begin_immediate_unhandled(driver: sqlite3.Connection, wait_s: float) -> None:
     """`begin_immediate` on a connection whose busy timeout is 0 already (the decision
     write's own connection, `writer_connection`)."""
+    retry_while_busy(driver, "BEGIN IMMEDIATE", wait_s)
+
+
+def retry_while_busy(driver: sqlite3.Connection, statement: str, wait_s: float) -> None:
+    """Run ``statement``, trying again while another connection holds the lock (0.1 ms
+    apart, then 0.2, 0.4 ... at most 1 ms), up to ``wait_s``; then its "database is locked"
+    error is raised."""
     deadline = time.monotonic() + wait_s
     pause = FIRST_PAUSE_S
     while True:
         try:
-            driver.execute("BEGIN IMMEDIATE")
+            driver.execute(statement)
             return
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or time.monotonic() >= deadline:
