@@ -83,3 +83,19 @@ def test_every_closed_vocabulary_is_used_by_the_facts_schema() -> None:
 
     for kind, field in ALLOWED_VALUES:
         assert field_type(kind, field) == STR, (kind, field)
+
+
+def test_the_rules_revision_hashes_the_rule_files_not_their_cases_nor_where_they_lie(tmp_path: Path) -> None:
+    """The revision stamped on every decision: the same files give the same hash wherever
+    the folder lies (also under a folder named "cases"), a changed rule file changes it, and
+    the rules' test cases do not."""
+    shipped = load_rulebook(RULES_DIR).revision
+    copy = tmp_path / "cases" / "rules"
+    shutil.copytree(RULES_DIR, copy)
+    assert load_rulebook(copy).revision == shipped
+    case = next(copy.glob("*/cases/*"))
+    case.write_text(case.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert load_rulebook(copy).revision == shipped
+    rule = copy / "CI-CV" / "rule.yaml"
+    rule.write_text(rule.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert load_rulebook(copy).revision != shipped
