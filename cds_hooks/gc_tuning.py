@@ -43,7 +43,8 @@ def tune_for_serving() -> None:
 
 
 def freeze_startup_objects() -> None:
-    gc.collect()
+    """Frozen as they are, without a collection first: at that point one found three objects
+    of garbage and took 25-40 ms of start-up (it traverses the value sets' large tables)."""
     gc.freeze()
 
 
