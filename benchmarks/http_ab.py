@@ -14,6 +14,11 @@ and look at the spread of the rounds.
     python benchmarks/http_ab.py . CEIL --body fixture --rounds 4
     python benchmarks/http_ab.py /tmp/base . --startup 8     # start-up to the first answer only
     python benchmarks/http_ab.py /tmp/base . --hook order-sign  # the same body as an order-sign call
+    python benchmarks/http_ab.py /tmp/base . --slow-fsync-ms 5  # both served as on a disk whose fsync is slow
+
+``--slow-fsync-ms`` compiles a small ``LD_PRELOAD`` shim (needs a C compiler) that makes every
+``fsync``/``fdatasync`` of both servers wait that long first: a virtual disk under load,
+where an fsync can take milliseconds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import importlib.util
 import json
 import shutil
 import statistics
+import subprocess
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -68,9 +74,41 @@ def worker_cpu_s(server: bench.Server) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def served(tree: str, workdir: Path) -> tuple[str, dict[str, str]]:
+SLOW_FSYNC_SOURCE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <unistd.h>
+static void wait_first(void) {
+    const char *us = getenv("CRYO_SLOW_FSYNC_US");
+    if (us) usleep((useconds_t)atoi(us));
+}
+int fdatasync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+    wait_first();
+    return real(fd);
+}
+int fsync(int fd) {
+    static int (*real)(int);
+    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    wait_first();
+    return real(fd);
+}
+"""
+
+
+def slow_fsync_env(workdir: Path, ms: float) -> dict[str, str]:
+    """The environment that slows every fsync of a server by ``ms`` (the shim built in ``workdir``)."""
+    source, shim = workdir / "slow_fsync.c", workdir / "slow_fsync.so"
+    source.write_text(SLOW_FSYNC_SOURCE, encoding="utf-8")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(source), "-ldl"], check=True)
+    return {"LD_PRELOAD": str(shim), "CRYO_SLOW_FSYNC_US": str(int(ms * 1000))}
+
+
+def served(tree: str, workdir: Path, extra_env: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
     """The gunicorn app and environment that serve ``tree`` (or the ceiling) from ``workdir``."""
-    env = {**os.environ, "GLIBC_TUNABLES": bench.GLIBC_TUNABLES}
+    env = {**os.environ, "GLIBC_TUNABLES": bench.GLIBC_TUNABLES, **(extra_env or {})}
     if tree == "CEIL":
         (workdir / "ceiling_app.py").write_text(bench.CEILING_SOURCE, encoding="utf-8")
         return "ceiling_app:app", env | {"PYTHONPATH": str(workdir)}
@@ -114,7 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--startup", type=int, metavar="N", help="only start each server N times, in turns")
+    parser.add_argument(
+        "--slow-fsync-ms", type=float, default=0, metavar="MS", help="make every fsync of both servers wait MS first"
+    )
     args = parser.parse_args(argv)
+    if args.slow_fsync_ms and shutil.which("cc") is None:
+        print("--slow-fsync-ms needs a C compiler (cc) to build its shim", file=sys.stderr)
+        return 2
     if args.startup is None and shutil.which("wrk") is None:
         print("wrk is not installed (Debian package 'wrk')", file=sys.stderr)
         return 2
@@ -133,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     path = bench.SERVICE_PATH
     if args.hook == "order-sign":
         body, path, label = as_order_sign(body), SIGN_PATH, f"{label} as order-sign"
+    slowed = f"; every fsync slowed by {args.slow_fsync_ms:g} ms" if args.slow_fsync_ms else ""
     print(
         f"== {label} ({count} resources), wrk -t2 -c{args.connections}, {args.rounds} x {args.seconds} s per server "
-        "in turns; gunicorn -w 2 -k sync --preload",
+        f"in turns; gunicorn -w 2 -k sync --preload{slowed}",
         flush=True,
     )
     with ExitStack() as stack:
@@ -143,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         for index, tree in enumerate(trees):
             workdir = Path(tempfile.mkdtemp(prefix="cryo-http-ab-"))
             stack.callback(shutil.rmtree, workdir, True)
-            app, env = served(tree, workdir)
+            slow = slow_fsync_env(workdir, args.slow_fsync_ms) if args.slow_fsync_ms else None
+            app, env = served(tree, workdir, slow)
             server = stack.enter_context(bench.gunicorn(f"s{index}", app, "-w 2 -k sync", workdir, env))
             body_path = workdir / "body.json"
             body_path.write_bytes(body)

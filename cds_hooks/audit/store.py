@@ -34,6 +34,7 @@ from ..overrides import SYSTEM as OVERRIDE_REASON_SYSTEM
 from . import sqlite_direct
 from .records import DecisionRecord, FeedbackItem
 from .spool import Spool
+from .sqlite_checkpoint import WalCheckpointer
 from .writer import ORJSON_STRICT, DecisionWriter
 from .writer_connection import WriterConnections
 
@@ -114,8 +115,9 @@ class AuditStore:
         if self._backend == "sqlite":
             target = sqlite_direct.sqlite_file(url)
             if target is not None:
+                connect = partial(sqlite_direct.connect, target, timeout_s)
                 self._writer_connections = WriterConnections(
-                    partial(sqlite_direct.connect, target, timeout_s), timeout_s, keep=pool_size
+                    connect, timeout_s, keep=pool_size, checkpointer=WalCheckpointer(connect)
                 )
             else:  # in memory (or URL options only SQLAlchemy reads): its pool's connection
                 self._writer_connections = WriterConnections(

@@ -107,6 +107,7 @@ class DecisionWriter:
                     raise
                 if seq and seq % decision_journal.FILE_EVERY == 0:
                     self._file_after_write(driver, connections.begin)
+                connections.committed()
         except sqlite3.Error as exc:
             raise core_error(exc) from exc
 

@@ -15,6 +15,8 @@ afterwards. There are as many as writes ever ran at once, at most ``keep`` of th
 * `close` (the store's dispose) closes the connections this process opened.
 * An in-memory database has one connection shared by the whole pool: there the write borrows
   it per call (``shared``).
+* With a ``checkpointer`` (`sqlite_checkpoint`), the connections do not checkpoint the WAL
+  themselves; `committed` tells the checkpointer that a decision went in.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
+from .sqlite_checkpoint import WalCheckpointer
 from .sqlite_lock import begin_immediate, begin_immediate_unhandled, is_busy
 
 
@@ -43,8 +46,10 @@ class WriterConnections:
         keep: int = 5,
         *,
         shared: Callable[[], AbstractContextManager[sqlite3.Connection]] | None = None,
+        checkpointer: WalCheckpointer | None = None,
     ) -> None:
         self._connect = connect
+        self._checkpointer = checkpointer
         self._lock_wait_s = lock_wait_s
         self._keep = keep
         self._shared = shared
@@ -87,11 +92,20 @@ class WriterConnections:
         else:
             begin_immediate_unhandled(driver, self._lock_wait_s)
 
+    def committed(self) -> None:
+        """A decision was committed on one of these connections (its WAL pages are the
+        checkpointer's to move)."""
+        if self._checkpointer is not None:
+            self._checkpointer.written()
+
     def close(self) -> None:
-        """Close the kept connections (those in use are closed when they come back)."""
+        """Close the kept connections (those in use are closed when they come back) and stop
+        the checkpointer."""
         with self._lock:
             self._keep = 0  # from now on a connection that comes back is closed
         self.close_idle()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
 
     def close_idle(self) -> None:
         """Close the kept connections and go on (none is held across a later fork)."""
@@ -103,6 +117,8 @@ class WriterConnections:
     def _open(self) -> sqlite3.Connection:
         driver = self._connect()
         driver.execute("PRAGMA busy_timeout = 0")
+        if self._checkpointer is not None:
+            driver.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does it
         return driver
 
     def _put_back(self, driver: sqlite3.Connection) -> None:
