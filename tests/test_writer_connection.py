@@ -50,7 +50,6 @@ def test_one_writer_after_another_reuses_one_connection(connections, db_path) ->
         assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # the store's PRAGMAs
         assert first.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert first.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        assert first.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY: no temporary files
     with connections.writing() as second:
         pass
     assert second is first

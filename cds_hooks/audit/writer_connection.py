@@ -117,9 +117,6 @@ class WriterConnections:
     def _open(self) -> sqlite3.Connection:
         driver = self._connect()
         driver.execute("PRAGMA busy_timeout = 0")
-        # A journal filing's statement journal (a few pages) in memory: otherwise each filing
-        # creates and deletes a file in /var/tmp, a metadata write a busy disk can stall.
-        driver.execute("PRAGMA temp_store = MEMORY")
         if self._checkpointer is not None:
             driver.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's thread does it
         return driver
