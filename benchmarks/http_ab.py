@@ -15,6 +15,11 @@ and look at the spread of the rounds.
     python benchmarks/http_ab.py /tmp/base . --startup 8     # start-up to the first answer only
     python benchmarks/http_ab.py /tmp/base . --hook order-sign  # the same body as an order-sign call
     python benchmarks/http_ab.py /tmp/base . --slow-fsync-ms 5  # both served as on a disk whose fsync is slow
+    python benchmarks/http_ab.py . CEIL --cpu-hogs 2            # both beside two busy processes
+
+``--cpu-hogs N`` runs N busy processes beside the servers for the whole measurement: a machine
+whose cores something else wants too, where the scheduler's fair share, not the request's cost
+alone, sets the throughput (the "slow phases" of a shared machine looked like this).
 
 ``--slow-fsync-ms`` compiles a small ``LD_PRELOAD`` shim (needs a C compiler) that makes every
 ``fsync``/``fdatasync`` of both servers wait that long first: a virtual disk under load,
@@ -155,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--slow-fsync-ms", type=float, default=0, metavar="MS", help="make every fsync of both servers wait MS first"
     )
+    parser.add_argument("--cpu-hogs", type=int, default=0, metavar="N", help="run N busy processes beside the servers")
     args = parser.parse_args(argv)
     if args.slow_fsync_ms and shutil.which("cc") is None:
         print("--slow-fsync-ms needs a C compiler (cc) to build its shim", file=sys.stderr)
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.hook == "order-sign":
         body, path, label = as_order_sign(body), SIGN_PATH, f"{label} as order-sign"
     slowed = f"; every fsync slowed by {args.slow_fsync_ms:g} ms" if args.slow_fsync_ms else ""
+    slowed += f"; {args.cpu_hogs} busy processes beside them" if args.cpu_hogs else ""
     print(
         f"== {label} ({count} resources), wrk -t2 -c{args.connections}, {args.rounds} x {args.seconds} s per server "
         f"in turns; gunicorn -w 2 -k sync --preload{slowed}",
@@ -195,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             body_path.write_bytes(body)
             bench.run_wrk(server.port, body_path, args.connections, 2, workdir, path)  # warm up
             servers.append((tree, server, body_path))
+        for _ in range(args.cpu_hogs):
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            stack.callback(hog.wait)
+            stack.callback(hog.kill)
         rates: list[list[float]] = [[], []]
         cpu_ms: list[list[float]] = [[], []]
         for round_ in range(args.rounds):
