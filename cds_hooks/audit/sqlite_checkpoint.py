@@ -29,14 +29,13 @@ release the child's own locks on the file).
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
+
+from ..forking import after_fork_in_child
 
 log = logging.getLogger("cds_hooks.audit")
 
@@ -54,7 +53,8 @@ class WalCheckpointer:
         self._connect = connect
         self.interval_s = interval_s
         self._reset()
-        os.register_at_fork(after_in_child=_reset_in_child(weakref.ref(self)))
+        # The parent's connection is left open and unused in the child (see above).
+        after_fork_in_child(self, WalCheckpointer._reset)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -145,12 +145,3 @@ class WalCheckpointer:
         if driver is not None:
             with suppress(sqlite3.Error):
                 driver.close()
-
-
-def _reset_in_child(ref: weakref.ReferenceType[WalCheckpointer]) -> Callable[[], Any]:
-    def reset() -> None:
-        checkpointer = ref()
-        if checkpointer is not None:
-            checkpointer._reset()  # the parent's connection is left open, unused (see above)
-
-    return reset

@@ -21,14 +21,12 @@ afterwards. There are as many as writes ever ran at once, at most ``keep`` of th
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import Any
 
+from ..forking import after_fork_in_child
 from .sqlite_checkpoint import WalCheckpointer
 from .sqlite_lock import begin_immediate, begin_immediate_unhandled, is_busy
 
@@ -56,7 +54,7 @@ class WriterConnections:
         self._lock = threading.Lock()
         self._free: list[sqlite3.Connection] = []
         self._inherited: list[sqlite3.Connection] = []  # a forked child's copies of its parent's: never closed
-        os.register_at_fork(after_in_child=_forget_in_child(weakref.ref(self)))
+        after_fork_in_child(self, WriterConnections._after_fork_in_child)
 
     @contextmanager
     def writing(self) -> Iterator[sqlite3.Connection]:
@@ -137,12 +135,3 @@ class WriterConnections:
 def _close(driver: sqlite3.Connection) -> None:
     with suppress(sqlite3.Error):
         driver.close()
-
-
-def _forget_in_child(ref: weakref.ref[WriterConnections]) -> Any:
-    def forget() -> None:
-        connections = ref()
-        if connections is not None:
-            connections._after_fork_in_child()
-
-    return forget

@@ -28,16 +28,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import threading
-import weakref
 from collections.abc import Callable
-from functools import partial
 
 from flask import Flask, Response, request
 
 from ..config import DEFAULT_MEMORY_RELEASE_IDLE_S
 from ..facts.medications import forget_drug_classes
+from ..forking import after_fork_in_child
 from ..plainread import forget_known_text
 from .worker_memory import WorkerReplacement
 
@@ -65,9 +63,8 @@ class MemoryRelease:
         self._trim = trim
         self._idle_s = idle_s
         self._reset()
-        # In a forked child the parent's timer does not exist: start afresh. A weak reference,
-        # so that an app that is dropped (tests build many) does not live on in the hook.
-        os.register_at_fork(after_in_child=partial(_reset_in_child, weakref.ref(self)))
+        # In a forked child the parent's timer does not exist: start afresh.
+        after_fork_in_child(self, MemoryRelease._reset)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -127,12 +124,6 @@ class MemoryRelease:
             self._trim(0)
         if check is not None:
             check.after_answer()
-
-
-def _reset_in_child(ref: weakref.ReferenceType[MemoryRelease]) -> None:
-    release = ref()
-    if release is not None:
-        release._reset()
 
 
 def install_memory_release(

@@ -23,10 +23,10 @@ import contextlib
 import logging
 import os
 import signal
-import weakref
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
+
+from ..forking import after_fork_in_child
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class GrowthWatch:
         self._retiring = False
         self._start_count()
         # The count must start at the fork, not at the first call, which may be the large one.
-        os.register_at_fork(after_in_child=partial(_restart_count, weakref.ref(self)))
+        after_fork_in_child(self, GrowthWatch._start_count)
 
     def _start_count(self) -> None:
         self._pid = os.getpid()
@@ -89,12 +89,6 @@ class GrowthWatch:
             return None
         self._retiring = True
         return now - self._baseline
-
-
-def _restart_count(ref: weakref.ReferenceType[GrowthWatch]) -> None:
-    watch = ref()
-    if watch is not None:
-        watch._start_count()
 
 
 class WorkerReplacement:
