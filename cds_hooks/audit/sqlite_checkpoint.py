@@ -4,8 +4,9 @@ By default SQLite moves the WAL's pages into the database file (a checkpoint) in
 commit that takes the WAL past 1,000 pages. That commit then copies the pages and waits for
 two fsyncs (the WAL's, then the database's) before the hook call's answer can leave. On a
 virtual disk an fsync can take milliseconds: with every fsync slowed by 5 ms (an
-``LD_PRELOAD`` shim), two sync workers on the small body at c=8 fell from 711-780 to
-425-473 req/s (`benchmarks/results/wal-checkpoint.txt`).
+``LD_PRELOAD`` shim), two sync workers on the small body at c=8 served 391 req/s with SQLite's
+own checkpoints and 634 with this thread; 604 and 622 at this machine's fsync of about 0.2 ms
+(`benchmarks/results/wal-checkpoint.txt`).
 
 Here the connections that write decisions do not checkpoint (``wal_autocheckpoint = 0``, set
 by `writer_connection`); one background thread per process does, on its own connection,
@@ -70,19 +71,14 @@ class WalCheckpointer:
 
     def written(self) -> None:
         """A decision was committed: have the WAL checkpointed within ``interval_s``."""
-        if self._closed:
-            return
+        if self._closed or self._wake.is_set():
+            return  # closed, or a checkpoint that begins after this commit is on its way
+        if self._thread is None and not self._inline:
+            self._start()  # or, where no thread can start, switch to checkpointing inline
         if not self._inline:
-            if self._wake.is_set():
-                return  # a checkpoint that begins after this commit is on its way
-            if self._thread is None:
-                self._start()
-            if not self._inline:
-                self._wake.set()
-                return
-        now = time.monotonic()
-        if now - self._last_inline >= self.interval_s:
-            self._last_inline = now
+            self._wake.set()
+        elif time.monotonic() - self._last_inline >= self.interval_s:
+            self._last_inline = time.monotonic()
             self.checkpoint_now()
 
     def checkpoint_now(self) -> tuple[int, int, int] | None:
